@@ -1,0 +1,156 @@
+//! `prep`: turn a dataset into the image table (Parquet) every later stage reads.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use tsimcne_cli::{Bar, default_threads, run_main};
+use tsimcne_data::{Fit, FolderOptions, PrepConfig, Source};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SourceArg {
+    Cifar10,
+    Cifar100,
+    Mnist,
+    FashionMnist,
+    Folder,
+}
+
+impl From<SourceArg> for Source {
+    fn from(s: SourceArg) -> Self {
+        match s {
+            SourceArg::Cifar10 => Source::Cifar10,
+            SourceArg::Cifar100 => Source::Cifar100,
+            SourceArg::Mnist => Source::Mnist,
+            SourceArg::FashionMnist => Source::FashionMnist,
+            SourceArg::Folder => Source::Folder,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FitArg {
+    /// Scale to cover the target size, then cut the centre (keeps aspect ratio).
+    Crop,
+    /// Scale each side to the target size (distorts non-square images).
+    Stretch,
+}
+
+/// Turn a dataset into an image table: one Parquet row per image with its id,
+/// split, label and raw HWC pixels.
+///
+/// Sources: cifar10/cifar100 (official binary .tar.gz or extracted directory),
+/// mnist/fashion-mnist (directory of the IDX files, gzipped or not), folder
+/// (PNG/JPEG, one subfolder per class or a flat folder).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The dataset to read.
+    #[arg(value_enum)]
+    source: SourceArg,
+    /// The image table to write (written atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Archive, IDX directory or image folder. Defaults: cifar10 and cifar100:
+    /// data/<official archive name>; fashion-mnist:
+    /// /usr/share/datasets/fashion-mnist when it exists.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Download the official archive to --input first if it is not there (CIFAR only).
+    #[arg(long)]
+    download: bool,
+    /// Download from this URL instead of the official one (a mirror).
+    #[arg(long, requires = "download")]
+    url: Option<String>,
+    /// Skip the official size and MD5 check (for a custom CIFAR-layout archive).
+    #[arg(long)]
+    no_verify: bool,
+    /// Keep a stratified random subset of this many images (by split and label).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Seed of the --limit subset.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder: resize every image to SIZE (N or HxW, e.g. 32 or 28x32).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
+    /// Folder: channels to store, 1 (grey) or 3 (RGB). Default: 1 when every
+    /// image is greyscale, else 3.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3))]
+    channels: Option<u32>,
+    /// Folder: how --size treats a different aspect ratio.
+    #[arg(long, value_enum, default_value_t = FitArg::Crop)]
+    fit: FitArg,
+    /// Worker threads for decoding images [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let num = |t: &str| t.trim().parse::<u32>().ok().filter(|&v| v > 0);
+    let parsed = match s.split_once(['x', 'X']) {
+        Some((h, w)) => num(h).zip(num(w)),
+        None => num(s).map(|v| (v, v)),
+    };
+    parsed.ok_or_else(|| format!("{s:?} is not a size like 32 or 28x32"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    run_main(|| run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let source = Source::from(args.source);
+    if args.download && source.cifar_spec().is_none() {
+        bail!("--download is only for cifar10 and cifar100");
+    }
+    if args.channels == Some(2) {
+        bail!("--channels must be 1 or 3");
+    }
+    let input = match args.input {
+        Some(p) => p,
+        None => tsimcne_data::default_input(source, |p| p.is_dir())
+            .with_context(|| format!("{} needs --input PATH", source.name()))?,
+    };
+    let download = args.download.then(|| {
+        args.url
+            .clone()
+            .unwrap_or_else(|| source.cifar_spec().expect("cifar").url.to_string())
+    });
+    let cfg = PrepConfig {
+        source,
+        input,
+        out: args.out,
+        verify: !args.no_verify,
+        download,
+        limit: args.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+        seed: args.seed,
+        folder: FolderOptions {
+            size: args.size,
+            channels: args.channels,
+            fit: match args.fit {
+                FitArg::Crop => Fit::Crop,
+                FitArg::Stretch => Fit::Stretch,
+            },
+            threads: args.threads.unwrap_or_else(default_threads).max(1),
+        },
+    };
+    let start = Instant::now();
+    let s = tsimcne_data::prep(&cfg, &Bar::default())?;
+    eprintln!(
+        "wrote {}: {} images ({} train, {} test), {}x{}x{}, {} classes, in {:.2} s",
+        cfg.out.display(),
+        s.images,
+        s.train,
+        s.test,
+        s.height,
+        s.width,
+        s.channels,
+        s.classes,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+
+use tsimcne_format::FormatError;
+
+/// Why `prep` could not turn a source into an image table. Every variant
+/// names the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: truncated or corrupt: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{}: size is {actual} bytes, the official file has {expected} (a custom file needs --no-verify)", path.display())]
+    Size {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{}: md5 is {actual}, the official file has {expected} (a custom file needs --no-verify)", path.display())]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{}: magic number is {found:#010x}, expected {expected:#010x} ({what})", path.display())]
+    BadMagic {
+        path: PathBuf,
+        expected: u32,
+        found: u32,
+        what: &'static str,
+    },
+    #[error("{}: header disagrees with the file: {detail}", path.display())]
+    Header { path: PathBuf, detail: String },
+    #[error("{}: missing {}", path.display(), missing.join(", "))]
+    Missing { path: PathBuf, missing: Vec<String> },
+    #[error("{}: refusing archive member {member:?}: {why}", path.display())]
+    BadMember {
+        path: PathBuf,
+        member: String,
+        why: &'static str,
+    },
+    #[error("{}: unreadable image: {detail}", path.display())]
+    Image { path: PathBuf, detail: String },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("downloading {url}: {message}")]
+    Download { url: String, message: String },
+}
+
+impl PrepError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            path: path.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = PrepError> = std::result::Result<T, E>;

@@ -1,0 +1,389 @@
+//! Image folders, PNG and JPEG: one subfolder per class (torchvision's
+//! `ImageFolder` layout) or a flat folder of unlabelled images.
+//!
+//! **Invariant:** the output is independent of the thread count: files are
+//! sorted, and each thread fills its own contiguous slice of the table.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::{self, FilterType};
+use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageReader, RgbImage};
+use tsimcne_format::{ImageMeta, ImageSet, Split};
+
+use crate::checksum::{listing_checksum, md5_bytes};
+use crate::error::{PrepError, Result};
+use crate::progress::{Progress, Unit};
+
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+const MAX_DEPTH: usize = 16;
+
+/// How `--size` makes every image the same size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fit {
+    /// Scale so the image covers the target, then cut the centre
+    /// (torchvision's `Resize` + `CenterCrop`). Keeps the aspect ratio.
+    #[default]
+    Crop,
+    /// Scale each side independently to the target. Distorts non-square images.
+    Stretch,
+}
+
+#[derive(Clone, Debug)]
+pub struct FolderOptions {
+    /// Target (height, width); `None` requires all images to share one size.
+    pub size: Option<(u32, u32)>,
+    /// 1 or 3; `None` picks 1 when every image is greyscale, else 3.
+    pub channels: Option<u32>,
+    pub fit: Fit,
+    pub threads: usize,
+}
+
+/// One image file found by [`scan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// Relative to the folder, `/`-separated.
+    pub rel: String,
+    pub label: Option<i32>,
+}
+
+/// The files of a folder and its class names (empty if unlabelled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderListing {
+    pub class_names: Vec<String>,
+    pub entries: Vec<FolderEntry>,
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| PrepError::io(dir, e))? {
+        let p = e.map_err(|e| PrepError::io(dir, e))?.path();
+        if !is_hidden(&p) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// All image files below `dir`, recursively, sorted.
+fn images_below(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(PrepError::invalid(
+            dir,
+            format!("folders nest deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    for p in sorted_children(dir)? {
+        if p.is_dir() {
+            images_below(&p, depth + 1, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    let r = p.strip_prefix(root).unwrap_or(p);
+    r.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Lists the images of `root`: class subfolders, or a flat folder.
+pub fn scan(root: &Path) -> Result<FolderListing> {
+    if !root.is_dir() {
+        return Err(PrepError::invalid(root, "not a directory"));
+    }
+    let children = sorted_children(root)?;
+    let top_images: Vec<&PathBuf> = children
+        .iter()
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    let class_dirs: Vec<&PathBuf> = children.iter().filter(|p| p.is_dir()).collect();
+    if !top_images.is_empty() {
+        if let Some(d) = class_dirs.first() {
+            return Err(PrepError::invalid(
+                root,
+                format!(
+                    "mixes images ({}) with class folders ({}); use one layout",
+                    rel(root, top_images[0]),
+                    rel(root, d)
+                ),
+            ));
+        }
+        let entries = top_images
+            .iter()
+            .map(|p| FolderEntry {
+                rel: rel(root, p),
+                label: None,
+            })
+            .collect();
+        return Ok(FolderListing {
+            class_names: Vec::new(),
+            entries,
+        });
+    }
+    if class_dirs.is_empty() {
+        return Err(PrepError::invalid(root, "holds no PNG or JPEG images"));
+    }
+    let mut listing = FolderListing {
+        class_names: Vec::new(),
+        entries: Vec::new(),
+    };
+    for (label, dir) in class_dirs.iter().enumerate() {
+        let mut files = Vec::new();
+        images_below(dir, 1, &mut files)?;
+        if files.is_empty() {
+            return Err(PrepError::invalid(
+                dir,
+                "class folder holds no PNG or JPEG images",
+            ));
+        }
+        let label =
+            i32::try_from(label).map_err(|_| PrepError::invalid(root, "too many classes"))?;
+        listing.class_names.push(rel(root, dir));
+        listing.entries.extend(files.iter().map(|p| FolderEntry {
+            rel: rel(root, p),
+            label: Some(label),
+        }));
+    }
+    Ok(listing)
+}
+
+/// Runs `f` on every work item, on `threads` threads that each take one
+/// contiguous run of items. Results come back in item order; on failure, the
+/// error of the lowest-numbered failing item.
+fn parallel_each<W: Send, R: Send>(
+    work: Vec<W>,
+    threads: usize,
+    f: impl Fn(W) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let per = work.len().div_ceil(threads.max(1)).max(1);
+    let mut runs: Vec<Vec<W>> = Vec::new();
+    let mut it = work.into_iter().peekable();
+    while it.peek().is_some() {
+        runs.push(it.by_ref().take(per).collect());
+    }
+    let results: Vec<Result<Vec<R>>> = std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = runs
+            .into_iter()
+            .map(|run| s.spawn(move || run.into_iter().map(f).collect::<Result<Vec<R>>>()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+fn image_error(path: &Path, e: impl std::fmt::Display) -> PrepError {
+    PrepError::Image {
+        path: path.into(),
+        detail: e.to_string(),
+    }
+}
+
+/// Reads only the header: (width, height, colour type).
+fn probe(path: &Path) -> Result<(u32, u32, ColorType)> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| PrepError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| PrepError::io(path, e))?;
+    let decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
+    let (w, h) = decoder.dimensions();
+    Ok((w, h, decoder.color_type()))
+}
+
+/// PIL's `convert("L")`: ITU-R 601-2 luma with PIL's fixed-point rounding,
+/// so greyscale matches the PyTorch reference pipeline.
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
+}
+
+fn to_grey(img: &DynamicImage) -> GrayImage {
+    match img.color() {
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16 => img.to_luma8(),
+        _ => {
+            let rgb = img.to_rgb8();
+            GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+                let p = rgb.get_pixel(x, y).0;
+                image::Luma([luma(p[0], p[1], p[2])])
+            })
+        }
+    }
+}
+
+fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
+    img: image::ImageBuffer<P, Vec<u8>>,
+    (th, tw): (u32, u32),
+    mode: Fit,
+) -> image::ImageBuffer<P, Vec<u8>> {
+    let (w, h) = img.dimensions();
+    if (h, w) == (th, tw) {
+        return img;
+    }
+    match mode {
+        Fit::Stretch => imageops::resize(&img, tw, th, FilterType::Triangle),
+        Fit::Crop => {
+            let scale = (f64::from(th) / f64::from(h)).max(f64::from(tw) / f64::from(w));
+            let nw = ((f64::from(w) * scale).round() as u32).max(tw);
+            let nh = ((f64::from(h) * scale).round() as u32).max(th);
+            let big = imageops::resize(&img, nw, nh, FilterType::Triangle);
+            imageops::crop_imm(&big, (nw - tw) / 2, (nh - th) / 2, tw, th).to_image()
+        }
+    }
+}
+
+/// Decodes one file into `out` (HWC); returns the file's MD5.
+fn decode_into(
+    path: &Path,
+    size: (u32, u32),
+    channels: u32,
+    mode: Fit,
+    out: &mut [u8],
+) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| PrepError::io(path, e))?;
+    let img = image::load_from_memory(&bytes).map_err(|e| image_error(path, e))?;
+    if channels == 1 {
+        out.copy_from_slice(fit(to_grey(&img), size, mode).as_raw());
+    } else {
+        let rgb: RgbImage = img.to_rgb8();
+        out.copy_from_slice(fit(rgb, size, mode).as_raw());
+    }
+    Ok(md5_bytes(&bytes))
+}
+
+/// Decodes the chosen `entries` of the folder at `root` into an image table.
+pub fn read_folder(
+    root: &Path,
+    listing: &FolderListing,
+    entries: &[FolderEntry],
+    opts: &FolderOptions,
+    progress: &dyn Progress,
+) -> Result<ImageSet> {
+    if let Some(c) = opts.channels
+        && c != 1
+        && c != 3
+    {
+        return Err(PrepError::invalid(
+            root,
+            format!("--channels must be 1 or 3, not {c}"),
+        ));
+    }
+    if let Some((h, w)) = opts.size
+        && (h == 0 || w == 0)
+    {
+        return Err(PrepError::invalid(root, "--size must be positive"));
+    }
+    if entries.is_empty() {
+        return Err(PrepError::invalid(root, "no images selected"));
+    }
+    let paths: Vec<PathBuf> = entries.iter().map(|e| root.join(&e.rel)).collect();
+    progress.begin("reading headers", Some(paths.len() as u64), Unit::Images);
+    let headers = parallel_each(paths.iter().collect(), opts.threads, |p| {
+        let r = probe(p);
+        progress.advance(1);
+        r
+    })?;
+    progress.end();
+    let size = match opts.size {
+        Some(s) => s,
+        None => {
+            let (w0, h0, _) = headers[0];
+            if let Some(k) = headers.iter().position(|&(w, h, _)| (w, h) != (w0, h0)) {
+                let (w, h, _) = headers[k];
+                return Err(PrepError::invalid(
+                    root,
+                    format!(
+                        "images have different sizes ({} is {w0}x{h0}, {} is {w}x{h}); pass --size",
+                        entries[0].rel, entries[k].rel
+                    ),
+                ));
+            }
+            (h0, w0)
+        }
+    };
+    let channels = opts.channels.unwrap_or_else(|| {
+        let grey = headers.iter().all(|(_, _, c)| {
+            matches!(
+                c,
+                ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
+            )
+        });
+        if grey { 1 } else { 3 }
+    });
+    let image_len = size.0 as usize * size.1 as usize * channels as usize;
+    let mut pixels = vec![0u8; paths.len() * image_len];
+    progress.begin("decoding images", Some(paths.len() as u64), Unit::Images);
+    let work: Vec<_> = paths.iter().zip(pixels.chunks_mut(image_len)).collect();
+    let sums = parallel_each(work, opts.threads, |(p, out)| {
+        let r = decode_into(p, size, channels, opts.fit, out);
+        progress.advance(1);
+        r
+    })?;
+    progress.end();
+    let checksum = listing_checksum(entries.iter().map(|e| e.rel.clone()).zip(sums).collect());
+    Ok(ImageSet {
+        meta: ImageMeta {
+            height: size.0,
+            width: size.1,
+            channels,
+            class_names: listing.class_names.clone(),
+            coarse_class_names: None,
+            source: "folder".into(),
+            source_checksum: checksum,
+            subset: None,
+        },
+        splits: vec![Split::Train; entries.len()],
+        labels: entries.iter().map(|e| e.label).collect(),
+        coarse_labels: Vec::new(),
+        pixels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luma_matches_pil() {
+        // PIL: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(0, 0, 0), 0);
+        assert_eq!(luma(255, 0, 0), 76);
+        assert_eq!(luma(0, 255, 0), 150);
+        assert_eq!(luma(0, 0, 255), 29);
+        assert_eq!(luma(10, 200, 30), 124);
+    }
+
+    #[test]
+    fn crop_fit_keeps_the_centre() {
+        // A 4 wide × 2 high image, left half 0 and right half 200, cropped to
+        // 2×2 keeps the middle two columns.
+        let img = GrayImage::from_fn(4, 2, |x, _| image::Luma([if x < 2 { 0 } else { 200 }]));
+        let out = fit(img, (2, 2), Fit::Crop);
+        assert_eq!(out.dimensions(), (2, 2));
+        assert_eq!(out.get_pixel(0, 0).0[0], 0);
+        assert_eq!(out.get_pixel(1, 0).0[0], 200);
+        let img = GrayImage::from_fn(4, 2, |x, _| image::Luma([x as u8]));
+        assert_eq!(fit(img, (1, 1), Fit::Stretch).dimensions(), (1, 1));
+    }
+}

@@ -1,0 +1,735 @@
+//! End-to-end tests of the `prep` binary: every source, the subset, the
+//! download path and every bad input the prep issue lists.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use tsimcne_format::{ImageSet, Split, read_image_table};
+
+const PREP: &str = env!("CARGO_BIN_EXE_prep");
+
+fn prep(args: &[&str]) -> Run {
+    run(PREP, args)
+}
+
+fn prep_ok(args: &[&str]) -> Run {
+    let r = prep(args);
+    assert!(r.ok(), "prep {args:?} failed: {}", r.stderr);
+    r
+}
+
+fn check_cifar10(set: &ImageSet, per: usize) {
+    assert_eq!(set.len(), 6 * per);
+    assert_eq!(
+        (set.meta.height, set.meta.width, set.meta.channels),
+        (32, 32, 3)
+    );
+    assert_eq!(set.meta.class_names, CIFAR10_NAMES);
+    assert_eq!(
+        set.splits.iter().filter(|s| **s == Split::Train).count(),
+        5 * per
+    );
+    for m in 0..6 {
+        for r in 0..per {
+            let i = m * per + r;
+            assert_eq!(set.labels[i], Some(i32::from(cifar10_label(m, r))));
+            let img = set.image(i);
+            for p in [0, 1, 33, 1023] {
+                for c in 0..3 {
+                    assert_eq!(
+                        img[p * 3 + c],
+                        cifar_pixel(m, r, c, p),
+                        "image {i} pixel {p} channel {c}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(set.splits[5 * per], Split::Test);
+}
+
+#[test]
+fn cifar10_archive_tar_and_directory_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = cifar10_members(4);
+    let archive = dir.path().join("cifar-10-binary.tar.gz");
+    write_tar(&archive, &members, true);
+    let out = dir.path().join("c10.parquet");
+    prep_ok(&[
+        "cifar10",
+        "--input",
+        s(&archive),
+        "--no-verify",
+        "--out",
+        s(&out),
+    ]);
+    let from_gz = read_image_table(&out).unwrap();
+    check_cifar10(&from_gz, 4);
+    assert!(from_gz.meta.source_checksum.starts_with("md5:"));
+
+    let tar = dir.path().join("plain.tar");
+    write_tar(&tar, &members, false);
+    prep_ok(&[
+        "cifar10",
+        "--input",
+        s(&tar),
+        "--no-verify",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(read_image_table(&out).unwrap().pixels, from_gz.pixels);
+
+    let extracted = dir.path().join("x");
+    write_extracted(&extracted, &members);
+    for input in [extracted.clone(), extracted.join("cifar-10-batches-bin")] {
+        prep_ok(&["cifar10", "--input", s(&input), "--out", s(&out)]);
+        let set = read_image_table(&out).unwrap();
+        assert_eq!(set.pixels, from_gz.pixels);
+        assert_eq!(set.labels, from_gz.labels);
+    }
+}
+
+#[test]
+fn cifar100_has_coarse_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("c100.tar.gz");
+    write_tar(&archive, &cifar100_members(7, 3), true);
+    let out = dir.path().join("c100.parquet");
+    prep_ok(&[
+        "cifar100",
+        "--input",
+        s(&archive),
+        "--no-verify",
+        "--out",
+        s(&out),
+    ]);
+    let set = read_image_table(&out).unwrap();
+    assert_eq!(set.len(), 10);
+    assert_eq!(set.meta.class_names.len(), 100);
+    assert_eq!(
+        set.meta.coarse_class_names.as_ref().unwrap()[19],
+        "coarse_19"
+    );
+    for r in 0..7 {
+        let (c, f) = cifar100_labels(r);
+        assert_eq!(set.labels[r], Some(i32::from(f)));
+        assert_eq!(set.coarse_labels[r], Some(i32::from(c)));
+        assert_eq!(set.image(r)[3 * 5 + 2], cifar_pixel(0, r, 2, 5));
+    }
+    assert_eq!(set.splits[7..], [Split::Test; 3]);
+}
+
+#[test]
+fn mnist_gz_and_raw_and_one_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gz, raw) = (dir.path().join("gz"), dir.path().join("raw"));
+    std::fs::create_dir_all(&gz).unwrap();
+    std::fs::create_dir_all(&raw).unwrap();
+    write_idx_split(&gz, "train", 30, 5, 4, true);
+    write_idx_split(&gz, "t10k", 10, 5, 4, true);
+    write_idx_split(&raw, "train", 30, 5, 4, false);
+    write_idx_split(&raw, "t10k", 10, 5, 4, false);
+    let out = dir.path().join("m.parquet");
+    prep_ok(&["mnist", "--input", s(&gz), "--out", s(&out)]);
+    let a = read_image_table(&out).unwrap();
+    assert_eq!(a.len(), 40);
+    assert_eq!((a.meta.height, a.meta.width, a.meta.channels), (5, 4, 1));
+    assert_eq!(a.meta.class_names[3], "3");
+    assert_eq!(a.image(1)[..3], [20, 21, 22]);
+    assert_eq!(a.labels[13], Some(3));
+    assert_eq!(a.splits[30], Split::Test);
+    prep_ok(&["mnist", "--input", s(&raw), "--out", s(&out)]);
+    let b = read_image_table(&out).unwrap();
+    assert_eq!(a.pixels, b.pixels);
+    assert_eq!(a.labels, b.labels);
+    // Only the test pair, as in data/fashion-mnist.
+    let t = dir.path().join("t");
+    std::fs::create_dir_all(&t).unwrap();
+    write_idx_split(&t, "t10k", 10, 5, 4, true);
+    prep_ok(&["fashion-mnist", "--input", s(&t), "--out", s(&out)]);
+    let c = read_image_table(&out).unwrap();
+    assert_eq!(c.splits, vec![Split::Test; 10]);
+    assert_eq!(c.meta.class_names[9], "Ankle boot");
+}
+
+#[test]
+fn embedded_fashion_mnist_test_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fm.parquet");
+    let data = repo_root().join("data/fashion-mnist");
+    prep_ok(&["fashion-mnist", "--input", s(&data), "--out", s(&out)]);
+    let set = read_image_table(&out).unwrap();
+    assert_eq!(set.len(), 10_000);
+    assert_eq!(
+        (set.meta.height, set.meta.width, set.meta.channels),
+        (28, 28, 1)
+    );
+    for c in 0..10 {
+        assert_eq!(set.labels.iter().filter(|l| **l == Some(c)).count(), 1000);
+    }
+    // The first test image is an ankle boot (label 9).
+    assert_eq!(set.labels[0], Some(9));
+}
+
+/// The real 70,000 images from Debian's dataset-fashion-mnist, when installed.
+#[test]
+fn real_fashion_mnist_when_present() {
+    let debian = Path::new("/usr/share/datasets/fashion-mnist");
+    if !debian.is_dir() {
+        eprintln!("skipping: {} is not installed", debian.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fm.parquet");
+    prep_ok(&["fashion-mnist", "--out", s(&out)]); // the default input
+    let set = read_image_table(&out).unwrap();
+    assert_eq!(set.len(), 70_000);
+    assert_eq!(
+        set.splits.iter().filter(|s| **s == Split::Train).count(),
+        60_000
+    );
+    for c in 0..10 {
+        assert_eq!(set.labels.iter().filter(|l| **l == Some(c)).count(), 7_000);
+    }
+    // The test split equals the embedded copy.
+    let emb = dir.path().join("emb.parquet");
+    prep_ok(&[
+        "fashion-mnist",
+        "--input",
+        s(&repo_root().join("data/fashion-mnist")),
+        "--out",
+        s(&emb),
+    ]);
+    let emb = read_image_table(&emb).unwrap();
+    assert_eq!(&set.pixels[60_000 * 784..], &emb.pixels[..]);
+}
+
+#[test]
+fn limit_is_stratified_seeded_and_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    write_idx_split(&idx, "train", 400, 3, 3, true);
+    write_idx_split(&idx, "t10k", 100, 3, 3, true);
+    let (a, b, c) = (
+        dir.path().join("a.parquet"),
+        dir.path().join("b.parquet"),
+        dir.path().join("c.parquet"),
+    );
+    prep_ok(&[
+        "mnist",
+        "--input",
+        s(&idx),
+        "--limit",
+        "50",
+        "--seed",
+        "3",
+        "--out",
+        s(&a),
+    ]);
+    prep_ok(&[
+        "mnist",
+        "--input",
+        s(&idx),
+        "--limit",
+        "50",
+        "--seed",
+        "3",
+        "--out",
+        s(&b),
+    ]);
+    prep_ok(&[
+        "mnist",
+        "--input",
+        s(&idx),
+        "--limit",
+        "50",
+        "--seed",
+        "4",
+        "--out",
+        s(&c),
+    ]);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "same seed, same bytes"
+    );
+    let set = read_image_table(&a).unwrap();
+    assert_eq!(set.len(), 50);
+    assert_eq!(set.splits.iter().filter(|s| **s == Split::Test).count(), 10);
+    for l in 0..10 {
+        assert_eq!(set.labels.iter().filter(|x| **x == Some(l)).count(), 5);
+    }
+    let sub = set.meta.subset.clone().unwrap();
+    assert_eq!((sub.limit, sub.seed, sub.of), (50, 3, 500));
+    assert_ne!(set.pixels, read_image_table(&c).unwrap().pixels);
+}
+
+#[test]
+fn folder_with_classes_sizes_and_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imgs");
+    for i in 0..3 {
+        save_rgb(&root.join(format!("cat/{i}.png")), 8, 6, |x, y| {
+            [x as u8 * 10, y as u8 * 10, i * 50]
+        });
+        save_rgb(&root.join(format!("dog/sub/{i}.PNG")), 8, 6, |x, _| {
+            [200, x as u8, 0]
+        });
+    }
+    save_rgb(&root.join("ant/a.jpg"), 8, 6, |_, _| [90, 90, 90]);
+    std::fs::write(root.join("cat/notes.txt"), "not an image, ignored").unwrap();
+    let out = dir.path().join("f.parquet");
+    prep_ok(&["folder", "--input", s(&root), "--out", s(&out)]);
+    let set = read_image_table(&out).unwrap();
+    assert_eq!(set.meta.class_names, ["ant", "cat", "dog"]);
+    assert_eq!(set.len(), 7);
+    assert_eq!(
+        (set.meta.height, set.meta.width, set.meta.channels),
+        (6, 8, 3)
+    );
+    assert_eq!(
+        set.labels,
+        [
+            Some(0),
+            Some(1),
+            Some(1),
+            Some(1),
+            Some(2),
+            Some(2),
+            Some(2)
+        ]
+    );
+    // cat/1.png pixel (x=2, y=3) is [20, 30, 50].
+    assert_eq!(
+        set.image(2)[(3 * 8 + 2) * 3..(3 * 8 + 2) * 3 + 3],
+        [20, 30, 50]
+    );
+
+    // Grey with PIL's luma, resized, and the same bytes on 1 and 2 threads.
+    let (g1, g2) = (dir.path().join("g1.parquet"), dir.path().join("g2.parquet"));
+    let args = |o: &Path, t: &'static str| -> Vec<String> {
+        [
+            "folder",
+            "--input",
+            s(&root),
+            "--channels",
+            "1",
+            "--size",
+            "4x4",
+            "--threads",
+            t,
+            "--out",
+            s(o),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let a1 = args(&g1, "1");
+    let a2 = args(&g2, "2");
+    prep_ok(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    prep_ok(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(std::fs::read(&g1).unwrap(), std::fs::read(&g2).unwrap());
+    let grey = read_image_table(&g1).unwrap();
+    assert_eq!(
+        (grey.meta.height, grey.meta.width, grey.meta.channels),
+        (4, 4, 1)
+    );
+    // dog images are [200, x, 0]-ish: luma ≈ 200·0.299 = 60 plus a little green.
+    assert!(
+        grey.image(4).iter().all(|&v| (60..=65).contains(&v)),
+        "{:?}",
+        grey.image(4)
+    );
+}
+
+#[test]
+fn flat_folder_is_unlabelled_and_grey_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("flat");
+    for i in 0..4u8 {
+        save_grey(&root.join(format!("{i}.png")), 5, 5, |x, y| {
+            (x + y) as u8 + i
+        });
+    }
+    let out = dir.path().join("f.parquet");
+    prep_ok(&["folder", "--input", s(&root), "--out", s(&out)]);
+    let set = read_image_table(&out).unwrap();
+    assert_eq!(set.meta.channels, 1);
+    assert!(set.meta.class_names.is_empty());
+    assert_eq!(set.labels, vec![None; 4]);
+    assert_eq!(set.image(3)[6], 5); // (x=1, y=1) of image 3
+}
+
+#[test]
+fn download_from_a_local_server() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let members = cifar10_members(2);
+    let m: Vec<Member<'_>> = members
+        .iter()
+        .map(|(n, d)| Member { name: n, data: d })
+        .collect();
+    let body = tar_bytes(&m, true);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut req = [0u8; 4096];
+        let _ = conn.read(&mut req).unwrap();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(&body).unwrap();
+    });
+    let archive = dir.path().join("dl/cifar-10-binary.tar.gz");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let out = dir.path().join("c.parquet");
+    let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
+    prep_ok(&[
+        "cifar10",
+        "--download",
+        "--url",
+        &url,
+        "--no-verify",
+        "--input",
+        s(&archive),
+        "--out",
+        s(&out),
+    ]);
+    server.join().unwrap();
+    assert!(archive.is_file());
+    check_cifar10(&read_image_table(&out).unwrap(), 2);
+    // With the archive present, --download does not fetch again (no server now).
+    prep_ok(&[
+        "cifar10",
+        "--download",
+        "--url",
+        &url,
+        "--no-verify",
+        "--input",
+        s(&archive),
+        "--out",
+        s(&out),
+    ]);
+}
+
+#[test]
+fn same_input_gives_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("c.tar.gz");
+    write_tar(&archive, &cifar10_members(3), true);
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    prep_ok(&[
+        "cifar10",
+        "--input",
+        s(&archive),
+        "--no-verify",
+        "--out",
+        s(&a),
+    ]);
+    prep_ok(&[
+        "cifar10",
+        "--input",
+        s(&archive),
+        "--no-verify",
+        "--out",
+        s(&b),
+    ]);
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}
+
+/// `python3 tests/read_with_pyarrow.py` reads our table with pyarrow and
+/// pandas. CI sets TSIMCNE_REQUIRE_PYARROW=1 so a missing pyarrow fails.
+#[test]
+fn reads_cleanly_in_pyarrow_and_pandas() {
+    let has_pyarrow = std::process::Command::new("python3")
+        .args(["-c", "import pyarrow, pandas"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pyarrow {
+        assert!(
+            std::env::var_os("TSIMCNE_REQUIRE_PYARROW").is_none(),
+            "pyarrow and pandas are required"
+        );
+        eprintln!("skipping: python3 with pyarrow and pandas is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("c.tar.gz");
+    write_tar(&archive, &cifar100_members(5, 2), true);
+    let out = dir.path().join("c.parquet");
+    prep_ok(&[
+        "cifar100",
+        "--input",
+        s(&archive),
+        "--no-verify",
+        "--out",
+        s(&out),
+    ]);
+    let script = repo_root().join("tests/read_with_pyarrow.py");
+    let r = run("python3", &[s(&script), s(&out)]);
+    assert!(r.ok(), "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("7 rows"), "{}", r.stdout);
+}
+
+// ---- bad input: one line naming the file, exit 1, no output ----
+
+fn assert_no_output(out: &Path) {
+    assert!(!out.exists(), "{} was written", out.display());
+    let debris: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(debris.is_empty(), "temporary files left: {debris:?}");
+}
+
+#[test]
+fn truncated_and_corrupt_archives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = tar_bytes(
+        &cifar10_members(3)
+            .iter()
+            .map(|(n, d)| Member { name: n, data: d })
+            .collect::<Vec<_>>(),
+        true,
+    );
+    let out = dir.path().join("o.parquet");
+    let cut = dir.path().join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    prep(&[
+        "cifar10",
+        "--input",
+        s(&cut),
+        "--no-verify",
+        "--out",
+        s(&out),
+    ])
+    .assert_user_error("cut.tar.gz", &["truncated or corrupt"]);
+    assert_no_output(&out);
+    // A flipped byte in the middle of the deflate stream.
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    let bad = dir.path().join("bad.tar.gz");
+    std::fs::write(&bad, &bytes).unwrap();
+    prep(&[
+        "cifar10",
+        "--input",
+        s(&bad),
+        "--no-verify",
+        "--out",
+        s(&out),
+    ])
+    .assert_user_error("bad.tar.gz", &["truncated or corrupt"]);
+    assert_no_output(&out);
+}
+
+#[test]
+fn wrong_size_and_wrong_md5() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.parquet");
+    let small = dir.path().join("cifar-10-binary.tar.gz");
+    write_tar(&small, &cifar10_members(1), true);
+    prep(&["cifar10", "--input", s(&small), "--out", s(&out)]).assert_user_error(
+        "cifar-10-binary.tar.gz",
+        &["size is", "170052171", "--no-verify"],
+    );
+    // The official size, wrong content: a sparse file of zeros.
+    let zeros = dir.path().join("zeros.tar.gz");
+    std::fs::File::create(&zeros)
+        .unwrap()
+        .set_len(170_052_171)
+        .unwrap();
+    prep(&["cifar10", "--input", s(&zeros), "--out", s(&out)]).assert_user_error(
+        "zeros.tar.gz",
+        &["md5 is", "c32a1d4ab5d03f1284b67883e8d87530"],
+    );
+    assert_no_output(&out);
+}
+
+#[test]
+fn missing_and_hostile_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.parquet");
+    let mut members = cifar10_members(1);
+    members.retain(|(n, _)| !n.ends_with("test_batch.bin") && !n.ends_with("meta.txt"));
+    let a = dir.path().join("missing.tar.gz");
+    write_tar(&a, &members, true);
+    prep(&["cifar10", "--input", s(&a), "--no-verify", "--out", s(&out)]).assert_user_error(
+        "missing.tar.gz",
+        &["missing", "test_batch.bin", "batches.meta.txt"],
+    );
+
+    let mut members = cifar10_members(1);
+    members.insert(0, ("../../evil.bin".into(), b"x".to_vec()));
+    let a = dir.path().join("evil.tar.gz");
+    write_tar(&a, &members, true);
+    prep(&["cifar10", "--input", s(&a), "--no-verify", "--out", s(&out)])
+        .assert_user_error("evil.tar.gz", &["refusing", "../../evil.bin"]);
+    assert!(
+        !dir.path().join("evil.bin").exists()
+            && !dir.path().parent().unwrap().join("evil.bin").exists()
+    );
+
+    // A member whose header claims more than the official size.
+    let mut members = cifar10_members(1);
+    members[0].1 = vec![0; 10_001 * 3073];
+    let a = dir.path().join("big.tar.gz");
+    write_tar(&a, &members, true);
+    prep(&["cifar10", "--input", s(&a), "--no-verify", "--out", s(&out)])
+        .assert_user_error("big.tar.gz", &["more than the official"]);
+    // A record count that is not whole, and an out-of-range label.
+    let mut members = cifar10_members(1);
+    members[1].1.pop();
+    let a = dir.path().join("ragged.tar.gz");
+    write_tar(&a, &members, true);
+    prep(&["cifar10", "--input", s(&a), "--no-verify", "--out", s(&out)])
+        .assert_user_error("ragged.tar.gz", &["data_batch_2.bin", "whole number"]);
+    let mut members = cifar10_members(1);
+    members[2].1[0] = 10;
+    let a = dir.path().join("label.tar.gz");
+    write_tar(&a, &members, true);
+    prep(&["cifar10", "--input", s(&a), "--no-verify", "--out", s(&out)])
+        .assert_user_error("label.tar.gz", &["label 10"]);
+    assert_no_output(&out);
+}
+
+#[test]
+fn bad_idx_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.parquet");
+    let case = |name: &str, images: Vec<u8>| -> std::path::PathBuf {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        write_idx_split(&d, "t10k", 4, 2, 2, false);
+        std::fs::write(d.join("t10k-images-idx3-ubyte"), images).unwrap();
+        d
+    };
+    let d = case("magic", idx_bytes(0x801, &[4, 2, 2], &[0; 16]));
+    prep(&["mnist", "--input", s(&d), "--out", s(&out)]).assert_user_error(
+        "t10k-images-idx3-ubyte",
+        &["magic number is 0x00000801, expected 0x00000803"],
+    );
+    // The header promises a billion images; the file holds 16 bytes. Nothing
+    // of that size may be allocated.
+    let d = case("huge", idx_bytes(0x803, &[1_000_000_000, 28, 28], &[0; 16]));
+    prep(&["mnist", "--input", s(&d), "--out", s(&out)]).assert_user_error(
+        "t10k-images-idx3-ubyte",
+        &["header disagrees", "1000000000x28x28"],
+    );
+    let d = case("long", idx_bytes(0x803, &[4, 2, 2], &[0; 17]));
+    prep(&["mnist", "--input", s(&d), "--out", s(&out)]).assert_user_error(
+        "t10k-images-idx3-ubyte",
+        &["header disagrees", "holds more"],
+    );
+    let d = case(
+        "gzcut",
+        gzip(&idx_bytes(0x803, &[4, 2, 2], &[0; 16]))[..20].to_vec(),
+    );
+    std::fs::rename(
+        d.join("t10k-images-idx3-ubyte"),
+        d.join("t10k-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    // Both the raw and the .gz file exist: the raw one is preferred, so drop it.
+    let _ = std::fs::remove_file(d.join("t10k-images-idx3-ubyte"));
+    prep(&["mnist", "--input", s(&d), "--out", s(&out)])
+        .assert_user_error("t10k-images-idx3-ubyte.gz", &["truncated or corrupt"]);
+    let d = case("short", idx_bytes(0x803, &[4], &[]));
+    prep(&["mnist", "--input", s(&d), "--out", s(&out)])
+        .assert_user_error("t10k-images-idx3-ubyte", &["ends inside the header"]);
+    // A lone images file without its labels.
+    let d = dir.path().join("lone");
+    std::fs::create_dir_all(&d).unwrap();
+    write_idx_split(&d, "t10k", 4, 2, 2, true);
+    std::fs::remove_file(d.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    prep(&["mnist", "--input", s(&d), "--out", s(&out)])
+        .assert_user_error("lone", &["missing t10k-labels-idx1-ubyte"]);
+    assert_no_output(&out);
+}
+
+#[test]
+fn bad_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.parquet");
+    let root = dir.path().join("unreadable");
+    save_rgb(&root.join("a/1.png"), 4, 4, |_, _| [1, 2, 3]);
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    std::fs::write(root.join("b/2.png"), b"this is not a png").unwrap();
+    prep(&["folder", "--input", s(&root), "--out", s(&out)])
+        .assert_user_error("b/2.png", &["unreadable image"]);
+
+    let root = dir.path().join("mixed");
+    save_rgb(&root.join("a/1.png"), 4, 4, |_, _| [1, 2, 3]);
+    save_rgb(&root.join("a/2.png"), 5, 4, |_, _| [1, 2, 3]);
+    prep(&["folder", "--input", s(&root), "--out", s(&out)])
+        .assert_user_error("mixed", &["different sizes", "a/2.png is 5x4", "--size"]);
+    prep_ok(&[
+        "folder",
+        "--input",
+        s(&root),
+        "--size",
+        "4",
+        "--out",
+        s(&out),
+    ]);
+    std::fs::remove_file(&out).unwrap();
+
+    let root = dir.path().join("both");
+    save_rgb(&root.join("a/1.png"), 4, 4, |_, _| [1, 2, 3]);
+    save_rgb(&root.join("2.png"), 4, 4, |_, _| [1, 2, 3]);
+    prep(&["folder", "--input", s(&root), "--out", s(&out)])
+        .assert_user_error("both", &["mixes images"]);
+
+    let root = dir.path().join("empty");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    prep(&["folder", "--input", s(&root), "--out", s(&out)])
+        .assert_user_error("empty/a", &["holds no PNG or JPEG"]);
+    assert_no_output(&out);
+}
+
+#[test]
+fn output_in_a_missing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    write_idx_split(&idx, "t10k", 4, 2, 2, true);
+    let out = dir.path().join("no/such/dir/o.parquet");
+    prep(&["mnist", "--input", s(&idx), "--out", s(&out)])
+        .assert_user_error("no/such/dir", &["output directory", "does not exist"]);
+}
+
+#[test]
+fn failed_run_keeps_the_earlier_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    write_idx_split(&idx, "t10k", 4, 2, 2, true);
+    let out = dir.path().join("o.parquet");
+    prep_ok(&["mnist", "--input", s(&idx), "--out", s(&out)]);
+    let good = std::fs::read(&out).unwrap();
+    std::fs::write(idx.join("t10k-labels-idx1-ubyte.gz"), b"garbage").unwrap();
+    assert!(!prep(&["mnist", "--input", s(&idx), "--out", s(&out)]).ok());
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+}
+
+#[test]
+fn usage_errors() {
+    let r = prep(&["mnist", "--out", "x.parquet"]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("mnist needs --input"), "{}", r.stderr);
+    let r = prep(&["nonsense", "--out", "x.parquet"]);
+    assert_eq!(r.code, Some(2), "clap usage errors exit 2");
+    let r = prep(&["--help"]);
+    assert!(
+        r.stdout.contains("[default: crop]") && r.stdout.contains("[default: 0]"),
+        "{}",
+        r.stdout
+    );
+}
