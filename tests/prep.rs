@@ -448,16 +448,7 @@ fn same_input_gives_the_same_bytes() {
 /// pandas. CI sets TSIMCNE_REQUIRE_PYARROW=1 so a missing pyarrow fails.
 #[test]
 fn reads_cleanly_in_pyarrow_and_pandas() {
-    let has_pyarrow = std::process::Command::new("python3")
-        .args(["-c", "import pyarrow, pandas"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_pyarrow {
-        assert!(
-            std::env::var_os("TSIMCNE_REQUIRE_PYARROW").is_none(),
-            "pyarrow and pandas are required"
-        );
-        eprintln!("skipping: python3 with pyarrow and pandas is not available");
+    if !python_with_pyarrow() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -732,4 +723,68 @@ fn usage_errors() {
         "{}",
         r.stdout
     );
+}
+
+// ---- an independent oracle: Python's tarfile/gzip + numpy ----
+
+fn python_with_pyarrow() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import pyarrow, pandas, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("TSIMCNE_REQUIRE_PYARROW").is_none(),
+            "pyarrow, pandas and numpy are required"
+        );
+        eprintln!("skipping: python3 with pyarrow, pandas and numpy is not available");
+    }
+    ok
+}
+
+fn oracle(source: &str, input: &Path, table: &Path) {
+    let script = repo_root().join("tests/oracle_readers.py");
+    let r = run("python3", &[s(&script), source, s(input), s(table)]);
+    assert!(
+        r.ok() && r.stdout.contains("oracle agrees"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+/// Our readers agree with an independent reader written from the published
+/// format descriptions, on generated CIFAR archives and on the real
+/// Fashion-MNIST files (embedded, and Debian's 70,000 when installed).
+#[test]
+fn readers_agree_with_the_python_oracle() {
+    if !python_with_pyarrow() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.parquet");
+    let c10 = dir.path().join("c10.tar.gz");
+    write_tar(&c10, &cifar10_members(20), true);
+    prep_ok(&[
+        "cifar10",
+        "--input",
+        s(&c10),
+        "--no-verify",
+        "--out",
+        s(&out),
+    ]);
+    oracle("cifar10", &c10, &out);
+    let c100 = dir.path().join("c100");
+    write_extracted(&c100, &cifar100_members(30, 10));
+    let c100 = c100.join("cifar-100-binary");
+    prep_ok(&["cifar100", "--input", s(&c100), "--out", s(&out)]);
+    oracle("cifar100", &c100, &out);
+    let fm = repo_root().join("data/fashion-mnist");
+    prep_ok(&["fashion-mnist", "--input", s(&fm), "--out", s(&out)]);
+    oracle("fashion-mnist", &fm, &out);
+    let debian = Path::new("/usr/share/datasets/fashion-mnist");
+    if debian.is_dir() {
+        prep_ok(&["fashion-mnist", "--input", s(debian), "--out", s(&out)]);
+        oracle("fashion-mnist", debian, &out);
+    }
 }

@@ -20,6 +20,9 @@ names = json.loads(meta["tsimcne.class_names"])
 
 table = pq.read_table(path)
 schema = table.schema
+# The same facts reach pandas/pyarrow users through the table's schema.
+assert {k.decode(): v.decode() for k, v in schema.metadata.items()} == {
+    k: v for k, v in meta.items() if k.startswith("tsimcne.")}
 assert schema.field("id").type == pa.uint32()
 assert schema.field("label").type == pa.int32()
 assert pa.types.is_dictionary(schema.field("label_name").type)

@@ -343,7 +343,7 @@ fn decode(
     let mut total = 0;
     for m in spec.train.iter().chain(spec.test) {
         let len = members[m].len();
-        if len == 0 || len % rec != 0 {
+        if len == 0 || !len.is_multiple_of(rec) {
             return Err(PrepError::corrupt(
                 path,
                 format!("member {m} has {len} bytes, not a whole number of {rec}-byte records"),

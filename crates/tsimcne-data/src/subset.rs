@@ -98,7 +98,7 @@ mod tests {
         let splits: Vec<Split> = (0..1000)
             .map(|i| if i < 800 { Split::Train } else { Split::Test })
             .collect();
-        let labels: Vec<Option<i32>> = (0..1000).map(|i| Some((i % 10) as i32)).collect();
+        let labels: Vec<Option<i32>> = (0..1000).map(|i| Some(i % 10)).collect();
         let a = stratified_subset(&splits, &labels, 100, 1);
         assert_eq!(a.len(), 100);
         assert!(a.windows(2).all(|w| w[0] < w[1]));

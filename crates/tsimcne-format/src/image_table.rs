@@ -236,9 +236,11 @@ impl ImageMeta {
             fields.push(Field::new(column::COARSE_LABEL_NAME, dict(), true));
         }
         fields.push(Field::new(column::IMAGE, DataType::Binary, false));
-        // The table-level facts travel in the Parquet footer (see
-        // `writer_properties`), not in the Arrow schema, so they exist once.
-        Arc::new(Schema::new(fields))
+        // The facts travel twice: in the Parquet footer (for any Parquet
+        // reader) and in the embedded Arrow schema, which pyarrow prefers
+        // when it builds `table.schema.metadata`.
+        let metadata = self.to_key_values().into_iter().collect::<HashMap<_, _>>();
+        Arc::new(Schema::new_with_metadata(fields, metadata))
     }
 
     /// Rows per row group for [`ROW_GROUP_TARGET_BYTES`].
