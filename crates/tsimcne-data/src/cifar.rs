@@ -423,7 +423,7 @@ mod tests {
     #[test]
     fn planes_become_hwc() {
         let planes: Vec<u8> = (0..PIXELS)
-            .map(|i| (i / 1024 * 100 + i % 7) as u8)
+            .map(|i| (i / 1024 * 100 + i % 1024 % 7) as u8)
             .collect();
         let mut out = vec![0; PIXELS];
         planes_to_hwc(&planes, &mut out);

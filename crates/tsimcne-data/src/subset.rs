@@ -2,36 +2,12 @@
 //!
 //! **Invariant:** the chosen rows depend only on (splits, labels, limit,
 //! seed), never on the platform or a library version: the random stream is
-//! our own SplitMix64.
+//! our own `tsimcne_rng::SplitMix64`.
 
 use std::collections::BTreeMap;
 
 use tsimcne_format::Split;
-
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, and fully specified,
-/// so a seed gives the same subset on every machine forever.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (Lemire's multiply-shift; the bias is below 2⁻³²
-    /// for any n that fits in memory).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-}
+use tsimcne_rng::SplitMix64;
 
 /// Picks `limit` of the rows, stratified by (split, label): every stratum
 /// keeps its share, rounded by largest remainder. Returns sorted row indices.
@@ -83,15 +59,6 @@ pub fn stratified_subset(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix_reference_values() {
-        // First outputs for seed 1234567, from an independent Python
-        // implementation of the published algorithm.
-        let mut r = SplitMix64::new(1_234_567);
-        assert_eq!(r.next_u64(), 6_457_827_717_110_365_317);
-        assert_eq!(r.next_u64(), 3_203_168_211_198_807_973);
-    }
 
     #[test]
     fn keeps_proportions_and_is_seeded() {
