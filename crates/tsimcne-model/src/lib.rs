@@ -1,0 +1,18 @@
+//! The t-SimCNE network in candle.
+//!
+//! - [`preset`]: named architectures (`resnet18`, `small`, `tiny`);
+//! - [`init`]: the reference initialisation, drawn from our seeded streams;
+//! - [`resnet`]: the modules (`ModuleT`: train and eval mode);
+//! - [`Model`]: a network with its variables, safetensors load and save under
+//!   the reference PyTorch names.
+
+mod error;
+pub mod init;
+mod model;
+pub mod preset;
+pub mod resnet;
+
+pub use error::{ModelError, Result};
+pub use model::Model;
+pub use preset::{PRESETS, check_input, preset};
+pub use tsimcne_format::model_keys::ResNetArch;

@@ -1,0 +1,229 @@
+//! A model with its parameters: seeded creation, safetensors load and save
+//! with the reference names, and the list of trainable variables.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use tsimcne_format::model_keys::{Dtype, ResNetArch, TensorSpec, tensor_specs};
+
+use crate::error::{ModelError, Result};
+use crate::init::initial_values;
+use crate::resnet::Net;
+
+/// The network, its variables, and the BatchNorm step counter.
+///
+/// **Invariant:** `varmap` holds exactly the F32 tensors of
+/// `tensor_specs(arch)`, under those names; `num_batches_tracked` stands in
+/// for PyTorch's per-BatchNorm I64 counters (all equal), which candle lacks.
+pub struct Model {
+    pub arch: ResNetArch,
+    pub net: Net,
+    varmap: VarMap,
+    pub num_batches_tracked: i64,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("arch", &self.arch)
+            .field("num_batches_tracked", &self.num_batches_tracked)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// A freshly initialised model (see [`crate::init`]).
+    pub fn new(arch: &ResNetArch, seed: u64, device: &Device) -> Result<Self> {
+        let specs = tensor_specs(arch);
+        let mut tensors = HashMap::new();
+        for (name, shape, values) in initial_values(&specs, seed) {
+            tensors.insert(name, Tensor::from_vec(values, shape, device)?);
+        }
+        Self::from_tensors(arch, tensors, 0, device)
+    }
+
+    /// Builds the model around the given F32 tensors (checked by the caller).
+    fn from_tensors(
+        arch: &ResNetArch,
+        tensors: HashMap<String, Tensor>,
+        nbt: i64,
+        device: &Device,
+    ) -> Result<Self> {
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Invalid("poisoned variable map".into()))?;
+            for (name, t) in tensors {
+                data.insert(name, Var::from_tensor(&t)?);
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let net = Net::new(arch, vb)?;
+        let model = Self {
+            arch: arch.clone(),
+            net,
+            varmap,
+            num_batches_tracked: nbt,
+            device: device.clone(),
+        };
+        let expected = tensor_specs(arch)
+            .iter()
+            .filter(|s| s.dtype == Dtype::F32)
+            .count();
+        if model.vars().len() != expected {
+            return Err(ModelError::Invalid(
+                "the network asked for tensors outside the key convention".into(),
+            ));
+        }
+        Ok(model)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every F32 variable by name (parameters and BatchNorm running stats).
+    pub fn vars(&self) -> HashMap<String, Var> {
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// The trainable parameters in state_dict order, optionally only those
+    /// whose name starts with one of `prefixes` (for the project stage).
+    pub fn trainable(&self, prefixes: Option<&[&str]>) -> Vec<(String, Var)> {
+        let vars = self.vars();
+        tensor_specs(&self.arch)
+            .into_iter()
+            .filter(|s| s.trainable)
+            .filter(|s| prefixes.is_none_or(|p| p.iter().any(|p| s.name.starts_with(p))))
+            .filter_map(|s| vars.get(&s.name).map(|v| (s.name, v.clone())))
+            .collect()
+    }
+
+    /// Forward pass; in training mode BatchNorm uses batch statistics and
+    /// updates its running statistics, so the counter advances.
+    pub fn forward_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.num_batches_tracked += 1;
+        }
+        Ok(self.net.forward_t(x, train)?)
+    }
+
+    /// Every tensor of the checkpoint, reference names, in state_dict order.
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let vars = self.vars();
+        let mut out = Vec::new();
+        for s in tensor_specs(&self.arch) {
+            let t = match s.dtype {
+                Dtype::I64 => Tensor::new(self.num_batches_tracked, &self.device)?,
+                Dtype::F32 => vars
+                    .get(&s.name)
+                    .ok_or_else(|| ModelError::Invalid(format!("tensor {} is missing", s.name)))?
+                    .as_tensor()
+                    .to_device(&Device::Cpu)?,
+            };
+            out.push((s.name, t));
+        }
+        Ok(out)
+    }
+
+    /// The safetensors bytes of the model (deterministic: same weights, same bytes).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let state = self.state()?;
+        safetensors::serialize(state.iter().map(|(n, t)| (n.as_str(), t)), None)
+            .map_err(|e| ModelError::Invalid(format!("serialising the model: {e}")))
+    }
+
+    /// Writes the model atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        tsimcne_format::atomic::write_bytes_atomic(path, &self.to_safetensors()?)?;
+        Ok(())
+    }
+
+    /// Loads a model of architecture `arch` from a safetensors file, ours or
+    /// one exported from the PyTorch reference. Every tensor must be present
+    /// with the right shape and dtype; extra tensors are an error.
+    pub fn load(path: &Path, arch: &ResNetArch, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::Unreadable {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+        Self::load_bytes(path, &bytes, arch, device)
+    }
+
+    pub fn load_bytes(
+        path: &Path,
+        bytes: &[u8],
+        arch: &ResNetArch,
+        device: &Device,
+    ) -> Result<Self> {
+        let st =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| ModelError::Unreadable {
+                path: path.into(),
+                detail: e.to_string(),
+            })?;
+        let mismatch = |detail: String| ModelError::Mismatch {
+            path: path.into(),
+            detail,
+        };
+        let specs = tensor_specs(arch);
+        let mut tensors = HashMap::new();
+        let mut nbt = 0;
+        for spec in &specs {
+            let view = st
+                .tensor(&spec.name)
+                .map_err(|_| mismatch(format!("tensor {} is missing", spec.name)))?;
+            check_view(spec, &view).map_err(mismatch)?;
+            let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)?;
+            match spec.dtype {
+                Dtype::I64 => nbt = t.to_scalar::<i64>()?,
+                Dtype::F32 => {
+                    tensors.insert(spec.name.clone(), t.to_device(device)?);
+                }
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            specs.iter().map(|s| s.name.as_str()).collect();
+        if let Some(extra) = st.names().into_iter().find(|n| !known.contains(&n[..])) {
+            return Err(mismatch(format!(
+                "unexpected tensor {extra} (does the architecture match?)"
+            )));
+        }
+        Self::from_tensors(arch, tensors, nbt, device)
+    }
+}
+
+fn check_view(
+    spec: &TensorSpec,
+    view: &safetensors::tensor::TensorView<'_>,
+) -> std::result::Result<(), String> {
+    let want = match spec.dtype {
+        Dtype::F32 => safetensors::Dtype::F32,
+        Dtype::I64 => safetensors::Dtype::I64,
+    };
+    if view.dtype() != want {
+        return Err(format!(
+            "tensor {} is {:?}, expected {want:?}",
+            spec.name,
+            view.dtype()
+        ));
+    }
+    if view.shape() != spec.shape.as_slice() {
+        return Err(format!(
+            "tensor {} has shape {:?}, expected {:?}",
+            spec.name,
+            view.shape(),
+            spec.shape
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! SGD with momentum and weight decay, PyTorch semantics, plus gradient
+//! clipping by value. candle-nn's SGD has neither momentum nor state that can
+//! be saved; the momentum buffers here are part of every checkpoint.
+//!
+//! One step, for each parameter `w` with gradient `g`:
+//! `g ← clamp(g, −clip, clip)`; `g ← g + wd·w`; `buf ← μ·buf + g`;
+//! `w ← w − lr·buf` (the first step starts from `buf = 0`, which equals
+//! PyTorch's `buf = g`).
+
+use std::collections::BTreeMap;
+
+use candle_core::{Result, Tensor, Var, backprop::GradStore};
+
+/// SGD settings; the defaults are the recipe's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Clip every gradient element to ±this before the step; `None` for no clipping.
+    pub clip_value: Option<f64>,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        Self {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_value: Some(4.0),
+        }
+    }
+}
+
+/// The optimiser: the parameters it updates and their momentum buffers.
+///
+/// **Invariant:** only the parameters given to [`Sgd::new`] are ever
+/// changed; anything else (frozen layers, BatchNorm statistics) is untouched.
+#[derive(Debug)]
+pub struct Sgd {
+    params: Vec<(String, Var)>,
+    /// Momentum buffers by parameter name; absent until the first step.
+    buffers: BTreeMap<String, Tensor>,
+    pub config: SgdConfig,
+}
+
+impl Sgd {
+    pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Self {
+        Self {
+            params,
+            buffers: BTreeMap::new(),
+            config,
+        }
+    }
+
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    /// The momentum buffers, for the checkpoint.
+    pub fn buffers(&self) -> &BTreeMap<String, Tensor> {
+        &self.buffers
+    }
+
+    /// Restores momentum buffers from a checkpoint. Every buffer must belong
+    /// to a parameter of this optimiser and have its shape.
+    pub fn set_buffers(&mut self, buffers: BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, b) in &buffers {
+            let Some((_, v)) = self.params.iter().find(|(n, _)| n == name) else {
+                candle_core::bail!("momentum buffer for unknown parameter {name}");
+            };
+            if b.dims() != v.dims() {
+                candle_core::bail!(
+                    "momentum buffer {name} has shape {:?}, the parameter {:?}",
+                    b.dims(),
+                    v.dims()
+                );
+            }
+        }
+        self.buffers = buffers;
+        Ok(())
+    }
+
+    /// One step at learning rate `lr` with the gradients in `grads`.
+    /// Parameters without a gradient are skipped.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        let c = self.config;
+        for (name, var) in &self.params {
+            let Some(g) = grads.get(var) else { continue };
+            let mut g = g.detach();
+            if let Some(clip) = c.clip_value {
+                g = g.clamp(-clip, clip)?;
+            }
+            let w = var.as_tensor().detach();
+            if c.weight_decay != 0.0 {
+                g = (g + (&w * c.weight_decay)?)?;
+            }
+            let update = if c.momentum != 0.0 {
+                let buf = match self.buffers.get(name) {
+                    Some(b) => ((b * c.momentum)? + g)?,
+                    None => g,
+                };
+                self.buffers.insert(name.clone(), buf.clone());
+                buf
+            } else {
+                g
+            };
+            var.set(&(w - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Golden tests against PyTorch (fixtures from tests/golden/make_golden.py)
+//! and finite-difference checks of the loss gradients.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor, Var};
+use tsimcne_model::{Model, preset};
+use tsimcne_train::{Sgd, SgdConfig, Similarity, info_nce, lr_schedule};
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
+}
+
+fn golden() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(golden_dir().join("golden.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn vec_of(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Asserts |a − b| ≤ atol + rtol·|b| elementwise.
+fn close(what: &str, a: &Tensor, b: &Tensor, rtol: f64, atol: f64) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let (a, b) = (vec_of(a), vec_of(b));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= atol + rtol * y.abs(),
+            "{what}[{i}]: ours {x}, reference {y}"
+        );
+    }
+}
+
+fn f32(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::F32).unwrap()
+}
+
+fn tiny() -> Model {
+    let arch = preset("tiny", 3, 8).unwrap();
+    Model::load(
+        &golden_dir().join("tiny_weights.safetensors"),
+        &arch,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn model_forward_matches_pytorch_in_eval_and_train_mode() {
+    let g = golden();
+    let x = f32(&g["model.x"]);
+    let mut m = tiny();
+    let eval = m.forward_t(&x, false).unwrap();
+    close("eval output", &eval, &g["model.eval_out"], 1e-4, 1e-5);
+    let train = m.forward_t(&x, true).unwrap();
+    close("train output", &train, &g["model.train_out"], 1e-4, 1e-5);
+    // One training pass moved the running statistics exactly as PyTorch's.
+    let state: HashMap<String, Tensor> = m.state().unwrap().into_iter().collect();
+    for name in [
+        "backbone.bn1.running_mean",
+        "backbone.bn1.running_var",
+        "backbone.layer2.0.shortcut.1.running_var",
+    ] {
+        close(
+            name,
+            &state[name],
+            &g[&format!("model.after_train.{name}")],
+            1e-4,
+            1e-6,
+        );
+    }
+    assert_eq!(
+        state["backbone.bn1.num_batches_tracked"]
+            .to_scalar::<i64>()
+            .unwrap(),
+        g["model.after_train.num_batches_tracked"]
+            .to_scalar::<i64>()
+            .unwrap()
+    );
+}
+
+#[test]
+fn model_gradients_match_pytorch() {
+    let g = golden();
+    let mut m = tiny();
+    let x = Var::from_tensor(&f32(&g["model.x"])).unwrap();
+    let y = m.forward_t(x.as_tensor(), true).unwrap();
+    let loss = (y * f32(&g["model.r"])).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    close(
+        "grad x",
+        grads.get(&x).unwrap(),
+        &g["model.grad.x"],
+        1e-3,
+        1e-5,
+    );
+    let vars = m.vars();
+    for name in [
+        "backbone.conv1.weight",
+        "backbone.layer3.0.shortcut.0.weight",
+        "backbone.layer4.0.bn2.weight",
+        "backbone.layer2.0.bn1.bias",
+        "projection_head.layers.0.weight",
+        "projection_head.layers.2.bias",
+    ] {
+        let got = grads
+            .get(&vars[name])
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        close(name, got, &g[&format!("model.grad.{name}")], 1e-3, 1e-5);
+    }
+}
+
+#[test]
+fn weights_round_trip_through_safetensors_bit_exactly() {
+    let m = tiny();
+    let bytes = m.to_safetensors().unwrap();
+    let again =
+        Model::load_bytes(std::path::Path::new("mem"), &bytes, &m.arch, &Device::Cpu).unwrap();
+    assert_eq!(again.to_safetensors().unwrap(), bytes);
+    // And the PyTorch file's tensors come back unchanged.
+    let reference =
+        candle_core::safetensors::load(golden_dir().join("tiny_weights.safetensors"), &Device::Cpu)
+            .unwrap();
+    let ours: HashMap<String, Tensor> = m.state().unwrap().into_iter().collect();
+    assert_eq!(reference.len(), ours.len());
+    for (name, t) in &reference {
+        assert_eq!(vec_of(t), vec_of(&ours[name]), "{name}");
+    }
+}
+
+#[test]
+fn losses_and_their_gradients_match_pytorch() {
+    let g = golden();
+    for d in [2, 16] {
+        for (kind, sim) in [
+            ("cauchy", Similarity::Cauchy),
+            ("cosine", Similarity::SIMCLR),
+        ] {
+            let key = |s: &str| g[&format!("loss.{kind}.d{d}.{s}")].clone();
+            let a = Var::from_tensor(&f32(&key("a"))).unwrap();
+            let b = Var::from_tensor(&f32(&key("b"))).unwrap();
+            let z = Tensor::cat(&[a.as_tensor(), b.as_tensor()], 0).unwrap();
+            let loss = info_nce(&z, sim).unwrap();
+            close(
+                &format!("{kind} d{d} value"),
+                &loss.reshape(1).unwrap(),
+                &key("value"),
+                1e-5,
+                1e-6,
+            );
+            let grads = loss.backward().unwrap();
+            close(
+                &format!("{kind} d{d} grad a"),
+                grads.get(&a).unwrap(),
+                &key("grad_a"),
+                1e-4,
+                1e-6,
+            );
+            close(
+                &format!("{kind} d{d} grad b"),
+                grads.get(&b).unwrap(),
+                &key("grad_b"),
+                1e-4,
+                1e-6,
+            );
+        }
+    }
+}
+
+/// Central differences in f64 agree with the autograd gradient.
+#[test]
+fn loss_gradients_match_finite_differences() {
+    let g = golden();
+    for (kind, sim) in [
+        ("cauchy", Similarity::Cauchy),
+        ("cosine", Similarity::SIMCLR),
+    ] {
+        let a = g[&format!("loss.{kind}.d2.a")].clone();
+        let b = g[&format!("loss.{kind}.d2.b")].clone();
+        let z0 = Tensor::cat(&[&a, &b], 0).unwrap(); // f64
+        let zv = Var::from_tensor(&z0).unwrap();
+        let grad = info_nce(zv.as_tensor(), sim).unwrap().backward().unwrap();
+        let grad = vec_of(grad.get(&zv).unwrap());
+        let base = vec_of(&z0);
+        let h = 1e-6;
+        let f = |v: &[f64]| -> f64 {
+            let z = Tensor::from_vec(v.to_vec(), z0.dims(), &Device::Cpu).unwrap();
+            info_nce(&z, sim).unwrap().to_scalar::<f64>().unwrap()
+        };
+        for i in 0..base.len() {
+            let (mut p, mut m) = (base.clone(), base.clone());
+            p[i] += h;
+            m[i] -= h;
+            let fd = (f(&p) - f(&m)) / (2.0 * h);
+            assert!(
+                (fd - grad[i]).abs() < 1e-7 + 1e-5 * fd.abs(),
+                "{kind} [{i}]: fd {fd}, autograd {}",
+                grad[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn self_pairs_are_excluded_and_the_loss_is_stable() {
+    // Identical views: the positive pair has distance 0, yet nothing is NaN,
+    // and far-apart clusters do not overflow.
+    let z = Tensor::new(&[[0f32, 0.], [1e4, 0.], [0., 0.], [1e4, 0.]], &Device::Cpu).unwrap();
+    let l = info_nce(&z, Similarity::Cauchy)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(l.is_finite() && l.abs() < 1e-3, "{l}");
+    assert!(info_nce(&z.narrow(0, 0, 3).unwrap(), Similarity::Cauchy).is_err());
+}
+
+#[test]
+fn sgd_step_matches_pytorch() {
+    let g = golden();
+    let w = Var::from_tensor(&f32(&g["sgd.w0"])).unwrap();
+    let mut sgd = Sgd::new(vec![("w".into(), w.clone())], SgdConfig::default());
+    for (grad, lr, after) in [
+        ("sgd.g1", 0.1, "sgd.after_lr0.1"),
+        ("sgd.g2", 0.05, "sgd.after_lr0.05"),
+    ] {
+        // A gradient store holding `grad` for w: backprop of sum(w * grad).
+        let store = (w.as_tensor() * f32(&g[grad]))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        sgd.step(&store, lr).unwrap();
+        close(after, w.as_tensor(), &g[after], 1e-5, 1e-6);
+    }
+    assert_eq!(sgd.buffers().len(), 1);
+}
+
+#[test]
+fn schedule_matches_the_reference_formula() {
+    let g = golden();
+    for (e, w) in [(20, 5), (7, 0), (1000, 10), (3, 1)] {
+        let ours = Tensor::new(lr_schedule(0.06, e, w), &Device::Cpu).unwrap();
+        close(
+            &format!("schedule e{e} w{w}"),
+            &ours,
+            &g[&format!("schedule.e{e}.w{w}")],
+            1e-12,
+            1e-15,
+        );
+    }
+    assert_eq!(tsimcne_train::base_lr(512), 0.06);
+}
