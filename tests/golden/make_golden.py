@@ -187,3 +187,42 @@ for epochs, warmup in ((20, 5), (7, 0), (1000, 10), (3, 1)):
 
 save_file({k: v.clone().contiguous() for k, v in out.items()}, os.path.join(HERE, "golden.safetensors"))
 print(f"wrote {len(out)} golden tensors")
+
+
+# ---- augmentations: torchvision's tensor ops, given fixed view parameters ----
+import torchvision.transforms.functional as TF  # noqa: E402
+
+aug = {}
+rng = np.random.default_rng(0)
+cases = [
+    # (h, w, c, (top, left, height, width), flip, jitter (order, b, c, s, hue) or None, grayscale)
+    (32, 32, 3, (3, 5, 20, 25), True, ((2, 0, 3, 1), 1.2, 0.7, 1.3, 0.07), False),
+    (32, 32, 3, (0, 0, 32, 32), False, ((3, 2, 1, 0), 0.65, 1.35, 0.6, -0.09), True),
+    (32, 32, 3, (10, 12, 9, 11), True, None, False),
+    (32, 32, 3, (1, 2, 30, 17), False, ((0, 1, 2, 3), 1.0, 1.0, 1.39, 0.099), False),
+    (28, 28, 1, (2, 1, 20, 26), False, ((1, 3, 0, 2), 0.8, 1.25, 1.1, 0.05), True),
+]
+for k, (h, w, c, crop, flip, jitter, gray) in enumerate(cases):
+    # Smooth colour gradients plus noise: every hue and saturation occurs.
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (h + w)], -1)[..., :c]
+    img = np.clip(base + rng.normal(0, 40, (h, w, c)), 0, 255).astype(np.uint8)
+    x = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
+    x = TF.resized_crop(x, *crop, [h, w], antialias=True)
+    if flip:
+        x = TF.hflip(x)
+    if jitter is not None:
+        order, bf, cf, sf, hf = jitter
+        for op in order:
+            x = [lambda t: TF.adjust_brightness(t, bf), lambda t: TF.adjust_contrast(t, cf),
+                 lambda t: TF.adjust_saturation(t, sf), lambda t: TF.adjust_hue(t, hf)][op](x)
+    if gray and c == 3:
+        x = TF.rgb_to_grayscale(x, num_output_channels=3)
+    params = list(crop) + [float(flip), float(jitter is not None)]
+    params += list(jitter[0]) + list(jitter[1:]) if jitter is not None else [0] * 8
+    params += [float(gray)]
+    aug[f"case{k}.image"] = torch.from_numpy(img.copy())
+    aug[f"case{k}.params"] = torch.tensor(params, dtype=torch.float64)
+    aug[f"case{k}.out"] = x.float().contiguous()
+save_file(aug, os.path.join(HERE, "augment_golden.safetensors"))
+print(f"wrote {len(aug)} augmentation tensors")
