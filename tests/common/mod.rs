@@ -33,7 +33,8 @@ impl Run {
         let lines: Vec<&str> = self
             .stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
+            // Per-epoch progress lines of a training stage may precede it.
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("epoch "))
             .collect();
         assert_eq!(lines.len(), 1, "expected one line, got: {}", self.stderr);
         let line = lines[0];

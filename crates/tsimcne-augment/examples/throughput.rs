@@ -7,11 +7,23 @@ use std::time::Instant;
 use tsimcne_augment::{AugmentConfig, Shape, two_views};
 
 fn main() {
-    let threads: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2);
-    let shape = Shape { height: 32, width: 32, channels: 3 };
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let shape = Shape {
+        height: 32,
+        width: 32,
+        channels: 3,
+    };
     let n = 512;
-    let images: Vec<Vec<u8>> =
-        (0..n).map(|k| (0..shape.len()).map(|p| ((p * 31 + k * 17) % 251) as u8).collect()).collect();
+    let images: Vec<Vec<u8>> = (0..n)
+        .map(|k| {
+            (0..shape.len())
+                .map(|p| ((p * 31 + k * 17) % 251) as u8)
+                .collect()
+        })
+        .collect();
     let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
     let ids: Vec<u64> = (0..n as u64).collect();
     let cfg = AugmentConfig::default();

@@ -98,7 +98,12 @@ fn round_half_even(x: f64) -> i64 {
 }
 
 /// torchvision's `RandomResizedCrop.get_params`, on our stream.
-pub fn sample_crop(rng: &mut SplitMix64, height: usize, width: usize, cfg: &AugmentConfig) -> (usize, usize, usize, usize) {
+pub fn sample_crop(
+    rng: &mut SplitMix64,
+    height: usize,
+    width: usize,
+    cfg: &AugmentConfig,
+) -> (usize, usize, usize, usize) {
     let area = (height * width) as f64;
     let (lr0, lr1) = (cfg.crop_ratio.0.ln(), cfg.crop_ratio.1.ln());
     for _ in 0..10 {
@@ -115,9 +120,15 @@ pub fn sample_crop(rng: &mut SplitMix64, height: usize, width: usize, cfg: &Augm
     }
     let in_ratio = width as f64 / height as f64;
     let (h, w) = if in_ratio < cfg.crop_ratio.0 {
-        (round_half_even(width as f64 / cfg.crop_ratio.0) as usize, width)
+        (
+            round_half_even(width as f64 / cfg.crop_ratio.0) as usize,
+            width,
+        )
     } else if in_ratio > cfg.crop_ratio.1 {
-        (height, round_half_even(height as f64 * cfg.crop_ratio.1) as usize)
+        (
+            height,
+            round_half_even(height as f64 * cfg.crop_ratio.1) as usize,
+        )
     } else {
         (height, width)
     };
@@ -143,7 +154,12 @@ pub fn sample_params(rng: &mut SplitMix64, shape: Shape, cfg: &AugmentConfig) ->
         }
     });
     let grayscale = rng.chance(cfg.grayscale_p);
-    ViewParams { crop, flip, jitter, grayscale }
+    ViewParams {
+        crop,
+        flip,
+        jitter,
+        grayscale,
+    }
 }
 
 /// The stream of view `view` of image `id` in `epoch`.
@@ -160,7 +176,14 @@ pub struct Scratch {
 
 /// Applies `p` to the u8 HWC `image` of `shape`, writing an f32 CHW view of
 /// the same shape into `out`.
-pub fn apply(image: &[u8], shape: Shape, p: &ViewParams, cfg: &AugmentConfig, scratch: &mut Scratch, out: &mut [f32]) {
+pub fn apply(
+    image: &[u8],
+    shape: Shape,
+    p: &ViewParams,
+    cfg: &AugmentConfig,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
     let (h, w, c) = (shape.height, shape.width, shape.channels);
     assert_eq!(image.len(), shape.len(), "image size");
     assert_eq!(out.len(), shape.len(), "output size");
@@ -189,7 +212,11 @@ pub fn apply(image: &[u8], shape: Shape, p: &ViewParams, cfg: &AugmentConfig, sc
             match op {
                 0 => ops::blend_scalar(out, j.brightness, 0.0),
                 1 => {
-                    let mean = if c == 3 { ops::grey_mean(out, plane) } else { out.iter().sum::<f32>() / out.len() as f32 };
+                    let mean = if c == 3 {
+                        ops::grey_mean(out, plane)
+                    } else {
+                        out.iter().sum::<f32>() / out.len() as f32
+                    };
                     ops::blend_scalar(out, j.contrast, mean);
                 }
                 2 if c == 3 => ops::adjust_saturation(out, plane, j.saturation),

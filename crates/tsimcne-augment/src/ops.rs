@@ -32,18 +32,32 @@ fn axis(in_size: usize, out_size: usize) -> Axis {
             total += v;
         }
         if total > 0.0 {
-            w.iter_mut().for_each(|v| *v = (f64::from(*v) / total) as f32);
+            w.iter_mut()
+                .for_each(|v| *v = (f64::from(*v) / total) as f32);
         }
         starts.push(xmin);
     }
-    Axis { starts, taps, weights }
+    Axis {
+        starts,
+        taps,
+        weights,
+    }
 }
 
 /// Resizes `c` planes of `ih × iw` to `oh × ow` (bilinear, antialiased, as
 /// `torch.nn.functional.interpolate(..., mode="bilinear", antialias=True)`):
 /// first along the width into `tmp`, then along the height into `out`.
 #[allow(clippy::too_many_arguments)]
-pub fn resize_bilinear_aa(input: &[f32], c: usize, ih: usize, iw: usize, oh: usize, ow: usize, tmp: &mut Vec<f32>, out: &mut [f32]) {
+pub fn resize_bilinear_aa(
+    input: &[f32],
+    c: usize,
+    ih: usize,
+    iw: usize,
+    oh: usize,
+    ow: usize,
+    tmp: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let ax = axis(iw, ow);
     let ay = axis(ih, oh);
     tmp.clear();
@@ -79,7 +93,8 @@ pub fn resize_bilinear_aa(input: &[f32], c: usize, ih: usize, iw: usize, oh: usi
 /// torchvision's `_blend(img, other, ratio)` with a constant `other`, clamped to [0, 1].
 pub fn blend_scalar(img: &mut [f32], ratio: f32, other: f32) {
     let keep = 1.0 - ratio;
-    img.iter_mut().for_each(|v| *v = (ratio * *v + keep * other).clamp(0.0, 1.0));
+    img.iter_mut()
+        .for_each(|v| *v = (ratio * *v + keep * other).clamp(0.0, 1.0));
 }
 
 fn grey(r: f32, g: f32, b: f32) -> f32 {

@@ -3,19 +3,32 @@
 //! properties.
 
 use safetensors::SafeTensors;
-use tsimcne_augment::{AugmentConfig, Jitter, Scratch, Shape, ViewParams, apply, sample_params, two_views, view_stream};
+use tsimcne_augment::{
+    AugmentConfig, Jitter, Scratch, Shape, ViewParams, apply, sample_params, two_views, view_stream,
+};
 
 fn fixtures() -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/augment_golden.safetensors");
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden/augment_golden.safetensors");
     std::fs::read(p).unwrap()
 }
 
 fn f64s(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
-    st.tensor(name).unwrap().data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
-    st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 #[test]
@@ -26,7 +39,11 @@ fn views_match_torchvision_given_the_same_parameters() {
     for k in 0..5 {
         let image = st.tensor(&format!("case{k}.image")).unwrap();
         let dims = image.shape().to_vec();
-        let shape = Shape { height: dims[0], width: dims[1], channels: dims[2] };
+        let shape = Shape {
+            height: dims[0],
+            width: dims[1],
+            channels: dims[2],
+        };
         let p = f64s(&st, &format!("case{k}.params"));
         let jitter = (p[5] == 1.0).then(|| Jitter {
             order: [p[6] as u8, p[7] as u8, p[8] as u8, p[9] as u8],
@@ -42,9 +59,20 @@ fn views_match_torchvision_given_the_same_parameters() {
             grayscale: p[14] == 1.0,
         };
         let mut out = vec![0f32; shape.len()];
-        apply(image.data(), shape, &params, &cfg, &mut Scratch::default(), &mut out);
+        apply(
+            image.data(),
+            shape,
+            &params,
+            &cfg,
+            &mut Scratch::default(),
+            &mut out,
+        );
         let want = f32s(&st, &format!("case{k}.out"));
-        let worst = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let worst = out
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(worst < 2e-5, "case {k}: largest difference {worst}");
     }
 }
@@ -52,7 +80,11 @@ fn views_match_torchvision_given_the_same_parameters() {
 #[test]
 fn crop_parameters_follow_the_recipe_distribution() {
     let cfg = AugmentConfig::default();
-    let shape = Shape { height: 32, width: 32, channels: 3 };
+    let shape = Shape {
+        height: 32,
+        width: 32,
+        channels: 3,
+    };
     let (mut flips, mut jitters, mut greys, n) = (0, 0, 0, 20_000);
     let mut mean_area = 0.0;
     for id in 0..n {
@@ -86,8 +118,14 @@ fn crop_parameters_follow_the_recipe_distribution() {
 
 #[test]
 fn batches_are_independent_of_thread_count_and_keyed_by_id() {
-    let shape = Shape { height: 28, width: 28, channels: 1 };
-    let images: Vec<Vec<u8>> = (0..9).map(|k| (0..784).map(|p| ((p * 7 + k * 13) % 256) as u8).collect()).collect();
+    let shape = Shape {
+        height: 28,
+        width: 28,
+        channels: 1,
+    };
+    let images: Vec<Vec<u8>> = (0..9)
+        .map(|k| (0..784).map(|p| ((p * 7 + k * 13) % 256) as u8).collect())
+        .collect();
     let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
     let ids: Vec<u64> = (100..109).collect();
     let cfg = AugmentConfig::default();

@@ -74,3 +74,69 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Progress of a training stage: images trained, images/s, the loss and
+/// the ETA of the whole run.
+#[derive(Debug)]
+pub struct TrainBar {
+    bar: ProgressBar,
+    batch: u64,
+}
+
+impl TrainBar {
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            bar: ProgressBar::hidden(),
+            batch: batch_size as u64,
+        }
+    }
+}
+
+impl tsimcne_train::Observer for TrainBar {
+    fn start(&self, total_steps: u64, done_steps: u64) {
+        self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        self.bar.set_length(total_steps * self.batch);
+        self.bar.set_position(done_steps * self.batch);
+        self.bar.reset_eta();
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {human_pos}/{human_len} images {per_sec} ETA {eta}",
+        ) {
+            self.bar.set_style(style.progress_chars("=> "));
+        }
+    }
+
+    fn step(&self, epoch: usize, loss: f32) {
+        self.bar
+            .set_message(format!("epoch {epoch} loss {loss:.4}"));
+        self.bar.inc(self.batch);
+    }
+
+    fn epoch(&self, log: &tsimcne_train::EpochLog) {
+        let line = format!(
+            "epoch {:>4}  loss {:.4}  lr {:.5}  {:.1} s  {:.0} images/s",
+            log.epoch, log.loss, log.lr, log.seconds, log.images_per_s
+        );
+        // Off a terminal (logs, CI, SLURM) the bar is hidden: print plain lines.
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Makes candle's CPU kernels (and rayon) use `threads` threads. Call first
+/// thing in `main`, before any thread exists: candle reads the variable when
+/// it sizes its work.
+pub fn set_compute_threads(threads: usize) {
+    // SAFETY: called at the start of main, while the process has one thread,
+    // so no other thread can read the environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}

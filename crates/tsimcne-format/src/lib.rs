@@ -3,7 +3,9 @@
 pub mod atomic;
 mod error;
 pub mod image_table;
+pub mod model_config;
 pub mod model_keys;
+pub mod vectors;
 
 pub use error::{FormatError, Result};
 pub use image_table::{

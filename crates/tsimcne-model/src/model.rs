@@ -160,6 +160,45 @@ impl Model {
         Self::load_bytes(path, &bytes, arch, device)
     }
 
+    /// Overwrites every tensor of the model from `st` (the checkpoint keys
+    /// of [`Model::state`]). Tensors whose name starts with `ignore_prefix`
+    /// (e.g. optimiser state stored beside the model) are skipped; any other
+    /// unknown tensor is an error.
+    pub fn assign(
+        &mut self,
+        path: &Path,
+        st: &safetensors::SafeTensors<'_>,
+        ignore_prefix: &str,
+    ) -> Result<()> {
+        let mismatch = |detail: String| ModelError::Mismatch {
+            path: path.into(),
+            detail,
+        };
+        let specs = tensor_specs(&self.arch);
+        let vars = self.vars();
+        for spec in &specs {
+            let view = st
+                .tensor(&spec.name)
+                .map_err(|_| mismatch(format!("tensor {} is missing", spec.name)))?;
+            check_view(spec, &view).map_err(mismatch)?;
+            let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)?;
+            match spec.dtype {
+                Dtype::I64 => self.num_batches_tracked = t.to_scalar::<i64>()?,
+                Dtype::F32 => vars[&spec.name].set(&t.to_device(&self.device)?)?,
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            specs.iter().map(|s| s.name.as_str()).collect();
+        if let Some(extra) = st
+            .names()
+            .into_iter()
+            .find(|n| !known.contains(&n[..]) && !n.starts_with(ignore_prefix))
+        {
+            return Err(mismatch(format!("unexpected tensor {extra}")));
+        }
+        Ok(())
+    }
+
     pub fn load_bytes(
         path: &Path,
         bytes: &[u8],

@@ -1,11 +1,17 @@
 //! The training core of t-SimCNE: the contrastive losses ([`loss`]), SGD
-//! with momentum and saveable state ([`sgd`]), and the learning-rate
-//! schedule ([`schedule`]).
+//! with momentum and saveable state ([`sgd`]), the learning-rate schedule
+//! ([`schedule`]), the checkpointed training loop ([`trainer`]) and the
+//! stages built on it ([`stage`]).
 
+mod error;
 pub mod loss;
 pub mod schedule;
 pub mod sgd;
+pub mod stage;
+pub mod trainer;
 
+pub use error::{Result, TrainError};
 pub use loss::{Similarity, info_nce};
 pub use schedule::{base_lr, lr_schedule};
 pub use sgd::{Sgd, SgdConfig};
+pub use trainer::{EpochLog, Images, Observer, Settings, Silent, train};

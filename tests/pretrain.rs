@@ -1,0 +1,242 @@
+//! End-to-end tests of the `pretrain` binary on the tiny preset: outputs,
+//! resume after kill -9 (byte-identical), refusal of changed settings, and
+//! bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tsimcne_format::model_config::ModelConfig;
+
+const PREP: &str = env!("CARGO_BIN_EXE_prep");
+const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
+
+/// A 200-image slice of the embedded Fashion-MNIST test set.
+fn images(dir: &Path, n: usize) -> PathBuf {
+    let out = dir.join("images.parquet");
+    let data = repo_root().join("data/fashion-mnist");
+    let r = run(
+        PREP,
+        &[
+            "fashion-mnist",
+            "--input",
+            s(&data),
+            "--limit",
+            &n.to_string(),
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    out
+}
+
+fn args<'a>(images: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "--images",
+        s(images),
+        "--out",
+        s(out),
+        "--backbone",
+        "tiny",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "32",
+        "--warmup",
+        "1",
+        "--threads",
+        "2",
+        "--seed",
+        "7",
+    ]
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn trains_the_tiny_preset_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), 200);
+    let out = dir.path().join("pretrain");
+    let r = run(PRETRAIN, &args(&imgs, &out, "2"));
+    assert!(r.ok(), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("epoch    2"),
+        "per-epoch lines off a terminal: {}",
+        r.stderr
+    );
+    let cfg = ModelConfig::load(&out.join("config.json")).unwrap();
+    assert_eq!(cfg.stage, "pretrain");
+    assert_eq!(cfg.training.lr, 0.03 * 32.0 / 256.0);
+    assert_eq!((cfg.input.height, cfg.input.channels), (28, 1));
+    let log = std::fs::read_to_string(out.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    // The model loads back under the reference names.
+    let m = tsimcne_model::Model::load(
+        &out.join("model.safetensors"),
+        &cfg.arch,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(m.num_batches_tracked, 2 * (200 / 32));
+    // features.parquet: every image, backbone 16-D and head 128-D.
+    let f = std::fs::File::open(out.join("features.parquet")).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    assert_eq!(b.metadata().file_metadata().num_rows(), 200);
+    let schema = b.schema().clone();
+    assert!(
+        schema
+            .field_with_name("backbone")
+            .unwrap()
+            .data_type()
+            .to_string()
+            .contains("16")
+    );
+    assert!(
+        schema
+            .field_with_name("head")
+            .unwrap()
+            .data_type()
+            .to_string()
+            .contains("128")
+    );
+}
+
+#[test]
+fn resume_after_kill_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), 160);
+    let clean = dir.path().join("clean");
+    let r = run(PRETRAIN, &args(&imgs, &clean, "4"));
+    assert!(r.ok(), "{}", r.stderr);
+
+    let killed = dir.path().join("killed");
+    // Kill -9 at several moments: before the first checkpoint, and after one
+    // or more; then the same command again, until it finishes.
+    for wait_for_epochs in [0usize, 1, 2] {
+        let mut child = Command::new(PRETRAIN)
+            .args(args(&imgs, &killed, "4"))
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        loop {
+            let done = std::fs::read_to_string(killed.join("log.csv"))
+                .map_or(0, |l| l.lines().count().saturating_sub(1));
+            if done >= wait_for_epochs || t0.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(150 * wait_for_epochs as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let r = run(PRETRAIN, &args(&imgs, &killed, "4"));
+    assert!(r.ok(), "{}", r.stderr);
+    for f in [
+        "model.safetensors",
+        "features.parquet",
+        "checkpoint.safetensors",
+    ] {
+        assert!(
+            read(&clean.join(f)) == read(&killed.join(f)),
+            "{f} differs after kill and resume"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&killed)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    // A kill during a write may leave a temporary; it never has a final name.
+    assert!(
+        leftovers.iter().all(|n| n.starts_with('.')),
+        "{leftovers:?}"
+    );
+}
+
+#[test]
+fn changed_settings_are_refused_unless_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), 100);
+    let out = dir.path().join("p");
+    assert!(run(PRETRAIN, &args(&imgs, &out, "1")).ok());
+    let model = read(&out.join("model.safetensors"));
+    let mut changed = args(&imgs, &out, "1");
+    changed.extend(["--lr", "0.5"]);
+    let r = run(PRETRAIN, &changed);
+    r.assert_user_error("checkpoint.safetensors", &["other settings", "--restart"]);
+    assert_eq!(
+        read(&out.join("model.safetensors")),
+        model,
+        "a refused run keeps the earlier model"
+    );
+    changed.push("--restart");
+    let r = run(PRETRAIN, &changed);
+    assert!(r.ok(), "{}", r.stderr);
+    assert_eq!(
+        ModelConfig::load(&out.join("config.json"))
+            .unwrap()
+            .training
+            .lr,
+        0.5
+    );
+    // Threads are not a hyperparameter: a resume with other threads is accepted.
+    let mut more = changed.clone();
+    more.pop();
+    let k = more.iter().position(|a| *a == "--threads").unwrap() + 1;
+    more[k] = "1";
+    assert!(run(PRETRAIN, &more).ok());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), 40);
+    let out = dir.path().join("p");
+    let missing = dir.path().join("nope.parquet");
+    run(PRETRAIN, &args(&missing, &out, "1")).assert_user_error("nope.parquet", &["No such file"]);
+    let corrupt = dir.path().join("corrupt.parquet");
+    std::fs::write(&corrupt, &read(&imgs)[..1000]).unwrap();
+    run(PRETRAIN, &args(&corrupt, &out, "1")).assert_user_error("corrupt.parquet", &["parquet"]);
+    let mut big = args(&imgs, &out, "1");
+    let k = big.iter().position(|a| *a == "--batch-size").unwrap() + 1;
+    big[k] = "64";
+    run(PRETRAIN, &big).assert_user_error("64", &["batch size 64 is larger than the 40 images"]);
+    // Images too small for the backbone.
+    let small = dir.path().join("small");
+    for i in 0..4u8 {
+        save_grey(&small.join(format!("{i}.png")), 6, 6, |x, y| {
+            (x + y) as u8 + i
+        });
+    }
+    let small_table = dir.path().join("small.parquet");
+    assert!(
+        run(
+            PREP,
+            &["folder", "--input", s(&small), "--out", s(&small_table)]
+        )
+        .ok()
+    );
+    run(PRETRAIN, &args(&small_table, &out, "1"))
+        .assert_user_error("small.parquet", &["6x6", "too small"]);
+    // A learning rate that blows up: stopped with the epoch and step named.
+    let mut wild = args(&imgs, &out, "3");
+    let k = wild.iter().position(|a| *a == "--warmup").unwrap() + 1;
+    wild[k] = "0";
+    wild.extend(["--lr", "1e30", "--restart"]);
+    let r = run(PRETRAIN, &wild);
+    r.assert_user_error(
+        "epoch",
+        &["diverged", "is not finite", "last good checkpoint is kept"],
+    );
+    assert!(!out.join("model.safetensors").exists());
+    assert!(out.join("checkpoint.safetensors").exists());
+}
