@@ -266,3 +266,79 @@ fn check_view(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preset;
+
+    /// Every preset takes 1- and 3-channel images of 8×8, 28×28 and 32×32
+    /// (odd sizes after the stride-2 stages included), in both modes.
+    #[test]
+    fn presets_take_the_supported_input_shapes() {
+        for name in ["tiny", "small", "resnet18"] {
+            for (c, s) in [(1, 28), (3, 32), (3, 8), (1, 9)] {
+                let arch = preset(name, c, 2).unwrap();
+                crate::check_input(&arch, c, s, s).unwrap();
+                let mut m = Model::new(&arch, 0, &Device::Cpu).unwrap();
+                let x = Tensor::ones((2, c, s, s), DType::F32, &Device::Cpu).unwrap();
+                for train in [false, true] {
+                    assert_eq!(
+                        m.forward_t(&x, train).unwrap().dims(),
+                        &[2, 2],
+                        "{name} {c}x{s}x{s}"
+                    );
+                }
+            }
+        }
+        let arch = preset("tiny", 3, 2).unwrap();
+        assert!(crate::check_input(&arch, 3, 7, 32).is_err());
+        assert!(crate::check_input(&arch, 1, 32, 32).is_err());
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_file() {
+        let arch = preset("tiny", 1, 8).unwrap();
+        let a = Model::new(&arch, 3, &Device::Cpu)
+            .unwrap()
+            .to_safetensors()
+            .unwrap();
+        assert_eq!(
+            a,
+            Model::new(&arch, 3, &Device::Cpu)
+                .unwrap()
+                .to_safetensors()
+                .unwrap()
+        );
+        assert_ne!(
+            a,
+            Model::new(&arch, 4, &Device::Cpu)
+                .unwrap()
+                .to_safetensors()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn trainable_can_be_restricted_to_a_prefix() {
+        let arch = preset("tiny", 1, 2).unwrap();
+        let m = Model::new(&arch, 0, &Device::Cpu).unwrap();
+        let head: Vec<String> = m
+            .trainable(Some(&["projection_head.layers.2"]))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            head,
+            [
+                "projection_head.layers.2.weight",
+                "projection_head.layers.2.bias"
+            ]
+        );
+        assert!(
+            m.trainable(None)
+                .iter()
+                .all(|(n, _)| !n.contains("running"))
+        );
+    }
+}

@@ -257,3 +257,35 @@ fn schedule_matches_the_reference_formula() {
     }
     assert_eq!(tsimcne_train::base_lr(512), 0.06);
 }
+
+/// Training a subset (the project stage's need): every other parameter is
+/// bitwise unchanged; BatchNorm running statistics still move in training mode.
+#[test]
+fn sgd_only_touches_its_parameters() {
+    let arch = preset("tiny", 1, 2).unwrap();
+    let mut m = Model::new(&arch, 1, &Device::Cpu).unwrap();
+    let before: HashMap<String, Vec<f64>> = m
+        .state()
+        .unwrap()
+        .iter()
+        .map(|(n, t)| (n.clone(), vec_of(t)))
+        .collect();
+    let mut sgd = Sgd::new(
+        m.trainable(Some(&["projection_head.layers.2"])),
+        SgdConfig::default(),
+    );
+    let x = Tensor::rand(0f32, 1., (8, 1, 12, 12), &Device::Cpu).unwrap();
+    let z = m.forward_t(&x, true).unwrap();
+    let grads = info_nce(&z, Similarity::Cauchy)
+        .unwrap()
+        .backward()
+        .unwrap();
+    sgd.step(&grads, 0.1).unwrap();
+    for (name, t) in m.state().unwrap() {
+        let same = before[&name] == vec_of(&t);
+        let expect_change = name.starts_with("projection_head.layers.2")
+            || name.contains("running_")
+            || name.ends_with("num_batches_tracked");
+        assert_eq!(!same, expect_change, "{name}");
+    }
+}
