@@ -170,32 +170,12 @@ impl Model {
         st: &safetensors::SafeTensors<'_>,
         ignore_prefix: &str,
     ) -> Result<()> {
-        let mismatch = |detail: String| ModelError::Mismatch {
-            path: path.into(),
-            detail,
-        };
-        let specs = tensor_specs(&self.arch);
+        let (tensors, nbt) = read_state(path, st, &self.arch, Some(ignore_prefix))?;
         let vars = self.vars();
-        for spec in &specs {
-            let view = st
-                .tensor(&spec.name)
-                .map_err(|_| mismatch(format!("tensor {} is missing", spec.name)))?;
-            check_view(spec, &view).map_err(mismatch)?;
-            let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)?;
-            match spec.dtype {
-                Dtype::I64 => self.num_batches_tracked = t.to_scalar::<i64>()?,
-                Dtype::F32 => vars[&spec.name].set(&t.to_device(&self.device)?)?,
-            }
+        for (name, t) in tensors {
+            vars[&name].set(&t.to_device(&self.device)?)?;
         }
-        let known: std::collections::HashSet<&str> =
-            specs.iter().map(|s| s.name.as_str()).collect();
-        if let Some(extra) = st
-            .names()
-            .into_iter()
-            .find(|n| !known.contains(&n[..]) && !n.starts_with(ignore_prefix))
-        {
-            return Err(mismatch(format!("unexpected tensor {extra}")));
-        }
+        self.num_batches_tracked = nbt;
         Ok(())
     }
 
@@ -210,35 +190,57 @@ impl Model {
                 path: path.into(),
                 detail: e.to_string(),
             })?;
-        let mismatch = |detail: String| ModelError::Mismatch {
-            path: path.into(),
-            detail,
-        };
-        let specs = tensor_specs(arch);
-        let mut tensors = HashMap::new();
-        let mut nbt = 0;
-        for spec in &specs {
-            let view = st
-                .tensor(&spec.name)
-                .map_err(|_| mismatch(format!("tensor {} is missing", spec.name)))?;
-            check_view(spec, &view).map_err(mismatch)?;
-            let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)?;
-            match spec.dtype {
-                Dtype::I64 => nbt = t.to_scalar::<i64>()?,
-                Dtype::F32 => {
-                    tensors.insert(spec.name.clone(), t.to_device(device)?);
-                }
-            }
-        }
-        let known: std::collections::HashSet<&str> =
-            specs.iter().map(|s| s.name.as_str()).collect();
-        if let Some(extra) = st.names().into_iter().find(|n| !known.contains(&n[..])) {
-            return Err(mismatch(format!(
-                "unexpected tensor {extra} (does the architecture match?)"
-            )));
-        }
+        let (tensors, nbt) = read_state(path, &st, arch, None)?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.to_device(device)?)))
+            .collect::<Result<_>>()?;
         Self::from_tensors(arch, tensors, nbt, device)
     }
+}
+
+/// Reads and checks every tensor of `arch` from `st`: (F32 tensors on the
+/// CPU by name, the BatchNorm counter). Every tensor must be present with
+/// its shape and dtype; unknown tensors are an error unless their name
+/// starts with `ignore_prefix`.
+fn read_state(
+    path: &Path,
+    st: &safetensors::SafeTensors<'_>,
+    arch: &ResNetArch,
+    ignore_prefix: Option<&str>,
+) -> Result<(HashMap<String, Tensor>, i64)> {
+    let mismatch = |detail: String| ModelError::Mismatch {
+        path: path.into(),
+        detail,
+    };
+    let specs = tensor_specs(arch);
+    let mut tensors = HashMap::new();
+    let mut nbt = 0;
+    for spec in &specs {
+        let view = st
+            .tensor(&spec.name)
+            .map_err(|_| mismatch(format!("tensor {} is missing", spec.name)))?;
+        check_view(spec, &view).map_err(mismatch)?;
+        let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)?;
+        match spec.dtype {
+            Dtype::I64 => nbt = t.to_scalar::<i64>()?,
+            Dtype::F32 => {
+                tensors.insert(spec.name.clone(), t);
+            }
+        }
+    }
+    let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let ignored = |n: &str| ignore_prefix.is_some_and(|p| n.starts_with(p));
+    if let Some(extra) = st
+        .names()
+        .into_iter()
+        .find(|n| !known.contains(&n[..]) && !ignored(n))
+    {
+        return Err(mismatch(format!(
+            "unexpected tensor {extra} (does the architecture match?)"
+        )));
+    }
+    Ok((tensors, nbt))
 }
 
 fn check_view(
@@ -294,6 +296,44 @@ mod tests {
         let arch = preset("tiny", 3, 2).unwrap();
         assert!(crate::check_input(&arch, 3, 7, 32).is_err());
         assert!(crate::check_input(&arch, 1, 32, 32).is_err());
+    }
+
+    #[test]
+    fn bad_model_files_are_named_errors() {
+        let arch = preset("tiny", 1, 8).unwrap();
+        let m = Model::new(&arch, 0, &Device::Cpu).unwrap();
+        let state = m.state().unwrap();
+        let p = Path::new("m.safetensors");
+        let save = |tensors: &[(String, Tensor)]| {
+            safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None).unwrap()
+        };
+        let check = |bytes: Vec<u8>, want: &str| {
+            let e = Model::load_bytes(p, &bytes, &arch, &Device::Cpu)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("m.safetensors") && e.contains(want), "{e}");
+        };
+        check(save(&state[1..]), "tensor backbone.conv1.weight is missing");
+        let mut wrong = state.clone();
+        wrong[0].1 = wrong[0].1.flatten_all().unwrap();
+        check(save(&wrong), "has shape");
+        let mut wrong = state.clone();
+        wrong[0].1 = wrong[0].1.to_dtype(DType::F64).unwrap();
+        check(save(&wrong), "is F64, expected F32");
+        let mut extra = state.clone();
+        extra.push((
+            "fc.weight".into(),
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        ));
+        check(save(&extra), "unexpected tensor fc.weight");
+        check(
+            b"not safetensors".to_vec(),
+            "not a readable safetensors file",
+        );
+        // Another architecture's file.
+        let other = preset("tiny", 1, 2).unwrap();
+        let o = Model::new(&other, 0, &Device::Cpu).unwrap();
+        check(o.to_safetensors().unwrap(), "has shape");
     }
 
     #[test]
