@@ -2,6 +2,8 @@
 //! Each binary in `src/bin/` parses its arguments into a library config,
 //! calls the library, and maps errors to an exit code. Nothing else.
 
+pub mod two_d;
+
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;

@@ -73,6 +73,18 @@ pub fn write_vectors(
         ));
         arrays.push(Arc::new(list));
     }
+    write_table(path, kind, fields, arrays, extra)
+}
+
+/// Writes one record batch with the kind, the version and `extra` in the
+/// Parquet footer and the Arrow schema, atomically.
+fn write_table(
+    path: &Path,
+    kind: &str,
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+    extra: &[(String, String)],
+) -> Result<()> {
     let mut kv: Vec<(String, String)> = vec![
         ("tsimcne.kind".into(), kind.into()),
         (
@@ -110,6 +122,71 @@ pub fn write_vectors(
         w.close().map_err(perr)?;
         Ok(())
     })
+}
+
+/// `tsimcne.kind` of an embedding table.
+pub const KIND_EMBEDDING: &str = "embedding";
+/// Coordinate column names of a map of up to three dimensions.
+pub const COORDS: [&str; 3] = ["x", "y", "z"];
+
+/// Writes an embedding table: `id`, `label` (Int32, nullable) and either one
+/// Float32 column per coordinate (`x`, `y`, `z`) when `dim` ≤ 3, or one
+/// FixedSizeList<Float32> column `embedding` for more dimensions.
+pub fn write_embedding(
+    path: &Path,
+    ids: &[u32],
+    labels: &[Option<i32>],
+    dim: usize,
+    coords: &[f32],
+    extra: &[(String, String)],
+) -> Result<()> {
+    let n = ids.len();
+    if labels.len() != n || coords.len() != n * dim || dim == 0 {
+        return Err(FormatError::invalid(
+            path,
+            format!(
+                "{n} ids, {} labels and {} coordinates of dimension {dim} disagree",
+                labels.len(),
+                coords.len()
+            ),
+        ));
+    }
+    let mut fields = vec![
+        Field::new("id", DataType::UInt32, false),
+        Field::new("label", DataType::Int32, true),
+    ];
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from(ids.to_vec())),
+        Arc::new(arrow::array::Int32Array::from(labels.to_vec())),
+    ];
+    if dim <= COORDS.len() {
+        for (k, name) in COORDS.iter().take(dim).enumerate() {
+            fields.push(Field::new(*name, DataType::Float32, false));
+            arrays.push(Arc::new(Float32Array::from_iter_values(
+                coords.iter().skip(k).step_by(dim).copied(),
+            )));
+        }
+    } else {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let d = i32::try_from(dim).map_err(|_| FormatError::invalid(path, "vector too wide"))?;
+        let list = FixedSizeListArray::try_new(
+            item.clone(),
+            d,
+            Arc::new(Float32Array::from(coords.to_vec())),
+            None,
+        )
+        .map_err(|source| FormatError::Arrow {
+            path: path.into(),
+            source,
+        })?;
+        fields.push(Field::new(
+            "embedding",
+            DataType::FixedSizeList(item, d),
+            false,
+        ));
+        arrays.push(Arc::new(list));
+    }
+    write_table(path, KIND_EMBEDDING, fields, arrays, extra)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use tsimcne_format::model_keys::{Dtype, ResNetArch, TensorSpec, tensor_specs};
+use tsimcne_format::model_keys::{Dtype, HEAD, HEAD_OUT, ResNetArch, TensorSpec, tensor_specs};
 
 use crate::error::{ModelError, Result};
 use crate::init::initial_values;
@@ -158,6 +158,43 @@ impl Model {
             detail: e.to_string(),
         })?;
         Self::load_bytes(path, &bytes, arch, device)
+    }
+
+    /// A copy of this model whose last Linear is a fresh `out_dim` layer, as
+    /// the recipe's project stage wants: weight N(0, 1), bias uniform in
+    /// ±1/√hidden (PyTorch's default), drawn from our stream for `seed`.
+    /// Every other tensor, BatchNorm statistics included, is copied bit for bit.
+    pub fn with_new_output(&self, out_dim: usize, seed: u64) -> Result<Self> {
+        let mut arch = self.arch.clone();
+        arch.out_dim = out_dim;
+        let out = format!("{HEAD}.{HEAD_OUT}");
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (name, var) in self.vars() {
+            if !name.starts_with(&format!("{out}.")) {
+                tensors.insert(name, var.as_tensor().copy()?);
+            }
+        }
+        let hidden = arch.head_hidden;
+        let weight = crate::init::draw(
+            crate::init::Init::Normal { std: 1.0 },
+            out_dim * hidden,
+            &mut crate::init::stream(seed, &format!("{out}.weight")),
+        );
+        let bound = 1.0 / (hidden as f64).sqrt();
+        let bias = crate::init::draw(
+            crate::init::Init::Uniform { bound },
+            out_dim,
+            &mut crate::init::stream(seed, &format!("{out}.bias")),
+        );
+        tensors.insert(
+            format!("{out}.weight"),
+            Tensor::from_vec(weight, (out_dim, hidden), &self.device)?,
+        );
+        tensors.insert(
+            format!("{out}.bias"),
+            Tensor::from_vec(bias, out_dim, &self.device)?,
+        );
+        Self::from_tensors(&arch, tensors, self.num_batches_tracked, &self.device)
     }
 
     /// Overwrites every tensor of the model from `st` (the checkpoint keys

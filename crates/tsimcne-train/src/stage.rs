@@ -204,3 +204,232 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         out: cfg.out.clone(),
     })
 }
+
+pub const EMBEDDING_FILE: &str = "embedding.parquet";
+/// Images per forward pass when embedding (no effect on the result).
+const EMBED_BATCH: usize = 512;
+
+/// The two 2-D stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwoDStage {
+    /// Fresh output layer, trained alone.
+    Project,
+    /// Everything trained, at a thousandth of the learning rate.
+    Finetune,
+}
+
+impl TwoDStage {
+    pub fn name(self) -> &'static str {
+        match self {
+            TwoDStage::Project => "project",
+            TwoDStage::Finetune => "finetune",
+        }
+    }
+
+    /// The stage whose output this one starts from.
+    pub fn from_stage(self) -> &'static str {
+        match self {
+            TwoDStage::Project => "pretrain",
+            TwoDStage::Finetune => "project",
+        }
+    }
+
+    /// The recipe's learning rate for a batch of `batch` images.
+    pub fn default_lr(self, batch: usize) -> f64 {
+        match self {
+            TwoDStage::Project => crate::base_lr(batch),
+            TwoDStage::Finetune => crate::base_lr(batch) / 1000.0,
+        }
+    }
+}
+
+/// The resolved settings of `project` or `finetune`.
+#[derive(Clone, Debug)]
+pub struct TwoDConfig {
+    pub stage: TwoDStage,
+    pub images: PathBuf,
+    /// The previous stage's model directory.
+    pub from: PathBuf,
+    pub out: PathBuf,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// `None`: the stage's recipe value.
+    pub lr: Option<f64>,
+    pub warmup: usize,
+    pub seed: u64,
+    /// Project only: the map's dimension (finetune keeps its input's).
+    pub out_dim: usize,
+    pub loss: LossKind,
+    pub threads: usize,
+    pub checkpoint_every: usize,
+    pub restart: bool,
+}
+
+/// FNV-1a of a file's bytes: ties a checkpoint to the exact model it
+/// started from.
+fn fnv1a(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("fnv1a:{h:016x}")
+}
+
+/// A model directory: its config and model, checked against each other.
+pub fn load_model_dir(dir: &Path) -> Result<(ModelConfig, Model, Vec<u8>)> {
+    let config = ModelConfig::load(&dir.join(MODEL_CONFIG_FILE))?;
+    let path = dir.join(MODEL_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        TrainError::Format(tsimcne_format::FormatError::Io {
+            path: path.clone(),
+            source: e,
+        })
+    })?;
+    let model = Model::load_bytes(&path, &bytes, &config.arch, &Device::Cpu)?;
+    Ok((config, model, bytes))
+}
+
+/// Checks that an image table fits a model's input.
+fn check_images(images: &Path, set: &tsimcne_format::ImageSet, input: &InputShape) -> Result<()> {
+    let m = &set.meta;
+    let got = (m.height as usize, m.width as usize, m.channels as usize);
+    if got != (input.height, input.width, input.channels) {
+        return Err(TrainError::Invalid(format!(
+            "{}: images are {}x{}x{}, the model takes {}x{}x{}",
+            images.display(),
+            got.0,
+            got.1,
+            got.2,
+            input.height,
+            input.width,
+            input.channels
+        )));
+    }
+    Ok(())
+}
+
+/// Embeds every image of `set` with `model` and writes the embedding table.
+pub fn write_model_embedding(
+    model: &Model,
+    config: &ModelConfig,
+    set: &tsimcne_format::ImageSet,
+    path: &Path,
+) -> Result<()> {
+    let labels = set.labels.clone();
+    let images = Images::from_set(set.clone());
+    let (_, coords) = embed_all(
+        model,
+        &images,
+        &augment_config(&config.normalize),
+        EMBED_BATCH,
+    )?;
+    let ids: Vec<u32> = (0..images.len as u32).collect();
+    let extra = [("tsimcne.stage".to_string(), config.stage.clone())];
+    tsimcne_format::vectors::write_embedding(
+        path,
+        &ids,
+        &labels,
+        model.arch.out_dim,
+        &coords,
+        &extra,
+    )?;
+    Ok(())
+}
+
+/// `project` or `finetune`: writes `model.safetensors`, `config.json`,
+/// `log.csv` and `embedding.parquet` into `cfg.out`.
+pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
+    let (prev, prev_model, prev_bytes) = load_model_dir(&cfg.from)?;
+    if prev.stage != cfg.stage.from_stage() {
+        return Err(TrainError::Invalid(format!(
+            "{}: this is a {} model directory; {} starts from the output of {}",
+            cfg.from.display(),
+            prev.stage,
+            cfg.stage.name(),
+            cfg.stage.from_stage()
+        )));
+    }
+    let set = tsimcne_format::read_image_table(&cfg.images)?;
+    check_images(&cfg.images, &set, &prev.input)?;
+    let model = match cfg.stage {
+        TwoDStage::Project => prev_model.with_new_output(cfg.out_dim, cfg.seed)?,
+        TwoDStage::Finetune => prev_model,
+    };
+    let lr = cfg
+        .lr
+        .unwrap_or_else(|| cfg.stage.default_lr(cfg.batch_size));
+    let sgd = SgdConfig::default();
+    let training = TrainingConfig {
+        backbone: prev.training.backbone.clone(),
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        lr,
+        warmup: cfg.warmup,
+        seed: cfg.seed,
+        loss: cfg.loss.name().into(),
+        momentum: sgd.momentum,
+        weight_decay: sgd.weight_decay,
+        clip_value: sgd.clip_value,
+        images_checksum: set.meta.source_checksum.clone(),
+        images_rows: set.len(),
+        from: Some(cfg.from.display().to_string()),
+        threads: cfg.threads,
+        checkpoint_every: cfg.checkpoint_every,
+    };
+    let config = ModelConfig {
+        format_version: MODEL_CONFIG_VERSION,
+        stage: cfg.stage.name().into(),
+        arch: model.arch.clone(),
+        input: prev.input.clone(),
+        normalize: prev.normalize.clone(),
+        training: training.clone(),
+    };
+    prepare_dir(&cfg.out, cfg.restart)?;
+    let mut model = model;
+    let images = Images::from_set(set.clone());
+    let settings = Settings {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        lr,
+        warmup: cfg.warmup,
+        seed: cfg.seed,
+        similarity: cfg.loss.similarity(),
+        sgd,
+        augment: augment_config(&prev.normalize),
+        threads: cfg.threads,
+        checkpoint_every: cfg.checkpoint_every,
+        trainable: match cfg.stage {
+            TwoDStage::Project => Some(vec![format!(
+                "{}.{}",
+                tsimcne_format::model_keys::HEAD,
+                tsimcne_format::model_keys::HEAD_OUT
+            )]),
+            TwoDStage::Finetune => None,
+        },
+        fingerprint: format!(
+            "{} {} from {}",
+            cfg.stage.name(),
+            training.fingerprint(),
+            fnv1a(&prev_bytes)
+        ),
+    };
+    let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
+    write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))?;
+    model.save(&cfg.out.join(MODEL_FILE))?;
+    config.save(&cfg.out.join(MODEL_CONFIG_FILE))?;
+    Ok(StageSummary {
+        epochs,
+        images: images.len,
+        out: cfg.out.clone(),
+    })
+}
+
+/// `embed`: places the images of any image table with a trained model
+/// (any stage's directory). Returns the number of images.
+pub fn embed(model_dir: &Path, images: &Path, out: &Path) -> Result<usize> {
+    tsimcne_format::atomic::check_output_path(out)?;
+    let (config, model, _) = load_model_dir(model_dir)?;
+    let set = tsimcne_format::read_image_table(images)?;
+    check_images(images, &set, &config.input)?;
+    write_model_embedding(&model, &config, &set, out)?;
+    Ok(set.len())
+}

@@ -1,0 +1,38 @@
+//! `embed`: place the images of any image table with a trained model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tsimcne_cli::{default_threads, run_main, set_compute_threads};
+
+/// Embed images with a trained model: the map is parametric, so any model
+/// directory (pretrain, project or finetune) places images it never saw.
+/// Writes an embedding table (id, label, x, y[, z], or an `embedding` vector
+/// column for more than 3 dimensions).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// A model directory (with model.safetensors and config.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// An image table (from prep) of the model's image size and channels.
+    #[arg(long)]
+    images: PathBuf,
+    /// The embedding table to write (atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    set_compute_threads(args.threads.unwrap_or_else(default_threads).max(1));
+    run_main(|| {
+        let n = tsimcne_train::stage::embed(&args.model, &args.images, &args.out)?;
+        eprintln!("wrote {}: {n} images", args.out.display());
+        Ok(())
+    })
+}

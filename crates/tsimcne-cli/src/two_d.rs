@@ -1,0 +1,150 @@
+//! The shared command line of `project` and `finetune`: the same flags, with
+//! each stage's recipe defaults set on the clap command (so `--help` shows
+//! them).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use tsimcne_train::stage::{LossKind, TwoDConfig, TwoDStage, train_2d};
+
+use crate::{TrainBar, default_threads, run_main, set_compute_threads};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LossArg {
+    /// t-SimCNE: InfoNCE with the Cauchy kernel 1/(1+d²).
+    Cauchy,
+    /// SimCLR: cosine similarity over temperature 0.5.
+    Cosine,
+}
+
+impl From<LossArg> for LossKind {
+    fn from(l: LossArg) -> Self {
+        match l {
+            LossArg::Cauchy => LossKind::Cauchy,
+            LossArg::Cosine => LossKind::Cosine,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+}
+
+/// The flags of a 2-D stage.
+#[derive(Debug, Args)]
+pub struct TwoDArgs {
+    /// The image table (from prep).
+    #[arg(long)]
+    images: PathBuf,
+    /// The previous stage's model directory.
+    #[arg(long)]
+    from: PathBuf,
+    /// The output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per batch; each image gives two views.
+    #[arg(long, default_value_t = 512)]
+    batch_size: usize,
+    /// Learning rate [default: the stage's recipe value, from the batch size].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warm-up epochs (linear from 0).
+    #[arg(long)]
+    warmup: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Dimension of the map: 2, or 3 for a 3-D map (project only; finetune keeps its input's).
+    #[arg(long, default_value_t = 2)]
+    out_dim: usize,
+    #[arg(long, value_enum, default_value_t = LossArg::Cauchy)]
+    loss: LossArg,
+    /// Threads for training and augmentation [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// Save a checkpoint every N epochs.
+    #[arg(long, default_value_t = 1)]
+    checkpoint_every: usize,
+    /// Start over, discarding a checkpoint made with other settings.
+    #[arg(long)]
+    restart: bool,
+}
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: TwoDArgs,
+}
+
+fn command(stage: TwoDStage) -> Command {
+    let (epochs, warmup, about) = match stage {
+        TwoDStage::Project => (
+            "50",
+            "0",
+            "t-SimCNE stage 2: replaces the pretrained model's last layer by a fresh 1024→2 layer \
+             (weights N(0,1)) and trains only that layer. Writes model.safetensors, config.json, \
+             log.csv and embedding.parquet into --out; rerunning resumes from the last checkpoint.",
+        ),
+        TwoDStage::Finetune => (
+            "450",
+            "10",
+            "t-SimCNE stage 3: trains every parameter of the projected model at a thousandth of \
+             the learning rate. Writes model.safetensors, config.json, log.csv and \
+             embedding.parquet into --out; rerunning resumes from the last checkpoint.",
+        ),
+    };
+    Cli::command()
+        .name(stage.name())
+        .about(about)
+        .mut_arg("epochs", |a| a.default_value(epochs))
+        .mut_arg("warmup", |a| a.default_value(warmup))
+}
+
+/// `main` of `project` and `finetune`.
+pub fn main(stage: TwoDStage) -> ExitCode {
+    let matches = command(stage).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let a = cli.args;
+    let threads = a.threads.unwrap_or_else(default_threads).max(1);
+    set_compute_threads(threads);
+    run_main(|| {
+        let epochs = a.epochs.unwrap_or(0);
+        if epochs == 0 || a.out_dim == 0 || a.checkpoint_every == 0 {
+            bail!("--epochs, --out-dim and --checkpoint-every must be positive");
+        }
+        let cfg = TwoDConfig {
+            stage,
+            images: a.images,
+            from: a.from,
+            out: a.out,
+            epochs,
+            batch_size: a.batch_size,
+            lr: a.lr,
+            warmup: a.warmup.unwrap_or(0),
+            seed: a.seed,
+            out_dim: a.out_dim,
+            loss: a.loss.into(),
+            threads,
+            checkpoint_every: a.checkpoint_every,
+            restart: a.restart,
+        };
+        let summary = train_2d(&cfg, &TrainBar::new(cfg.batch_size))?;
+        let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);
+        eprintln!(
+            "wrote {}: {} epochs on {} images, final loss {last:.4}",
+            summary.out.display(),
+            cfg.epochs,
+            summary.images
+        );
+        Ok(())
+    })
+}

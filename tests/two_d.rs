@@ -1,0 +1,202 @@
+//! End-to-end tests of `project`, `finetune` and `embed` on the tiny preset.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use common::*;
+
+const PREP: &str = env!("CARGO_BIN_EXE_prep");
+const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
+const PROJECT: &str = env!("CARGO_BIN_EXE_project");
+const FINETUNE: &str = env!("CARGO_BIN_EXE_finetune");
+const EMBED: &str = env!("CARGO_BIN_EXE_embed");
+
+const TRAIN: [&str; 8] = [
+    "--batch-size",
+    "32",
+    "--threads",
+    "2",
+    "--seed",
+    "3",
+    "--epochs",
+    "1",
+];
+
+fn ok(bin: &str, args: &[&str]) {
+    let r = run(bin, args);
+    assert!(r.ok(), "{bin} {args:?}: {}", r.stderr);
+}
+
+/// prep (96 images) and pretrain (tiny, 1 epoch) in `dir`.
+fn pretrained(dir: &Path) -> (PathBuf, PathBuf) {
+    let images = dir.join("images.parquet");
+    let data = repo_root().join("data/fashion-mnist");
+    ok(
+        PREP,
+        &[
+            "fashion-mnist",
+            "--input",
+            s(&data),
+            "--limit",
+            "96",
+            "--out",
+            s(&images),
+        ],
+    );
+    let pre = dir.join("pretrain");
+    let mut a = vec![
+        "--images",
+        s(&images),
+        "--out",
+        s(&pre),
+        "--backbone",
+        "tiny",
+        "--warmup",
+        "0",
+    ];
+    a.extend(TRAIN);
+    ok(PRETRAIN, &a);
+    (images, pre)
+}
+
+fn state(dir: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<u8> {
+    let mut out = Vec::new();
+    safetensors::tensor::View::data(&t)
+        .iter()
+        .for_each(|b| out.push(*b));
+    out
+}
+
+#[test]
+fn project_finetune_embed_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, pre) = pretrained(dir.path());
+    let proj = dir.path().join("project");
+    let mut a = vec!["--images", s(&images), "--from", s(&pre), "--out", s(&proj)];
+    a.extend(TRAIN);
+    ok(PROJECT, &a);
+
+    // The freeze: only the new layer, the BatchNorm running statistics and
+    // the BatchNorm counter differ from pretrain's (BatchNorm still runs in
+    // training mode, as in the reference).
+    let (before, after) = (state(&pre), state(&proj));
+    assert_eq!(before.len(), after.len());
+    for (name, t) in &after {
+        let new_layer = name.starts_with("projection_head.layers.2.");
+        let bn_stat = name.contains("running_") || name.ends_with("num_batches_tracked");
+        if new_layer {
+            assert_eq!(t.dims()[0], 2, "{name}");
+        } else if bn_stat {
+            assert_ne!(
+                bits(t),
+                bits(&before[name]),
+                "{name} should move in training mode"
+            );
+        } else {
+            assert_eq!(
+                bits(t),
+                bits(&before[name]),
+                "{name} changed during project"
+            );
+        }
+    }
+
+    let fine = dir.path().join("finetune");
+    let mut a = vec![
+        "--images",
+        s(&images),
+        "--from",
+        s(&proj),
+        "--out",
+        s(&fine),
+        "--warmup",
+        "0",
+    ];
+    a.extend(TRAIN);
+    ok(FINETUNE, &a);
+    let emb = dir.path().join("embedded.parquet");
+    ok(
+        EMBED,
+        &[
+            "--model",
+            s(&fine),
+            "--images",
+            s(&images),
+            "--out",
+            s(&emb),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&emb).unwrap(),
+        std::fs::read(fine.join("embedding.parquet")).unwrap()
+    );
+
+    // Wrong stage order and wrong images are refused, naming the problem.
+    let mut a = vec!["--images", s(&images), "--from", s(&pre), "--out", s(&fine)];
+    a.extend(TRAIN);
+    run(FINETUNE, &a).assert_user_error(
+        "pretrain",
+        &["this is a pretrain model directory", "output of project"],
+    );
+    let other = dir.path().join("other.parquet");
+    let root = dir.path().join("rgb");
+    for i in 0..4u8 {
+        save_rgb(&root.join(format!("{i}.png")), 28, 28, |x, _| {
+            [x as u8, i, 0]
+        });
+    }
+    ok(PREP, &["folder", "--input", s(&root), "--out", s(&other)]);
+    run(
+        EMBED,
+        &["--model", s(&fine), "--images", s(&other), "--out", s(&emb)],
+    )
+    .assert_user_error("other.parquet", &["28x28x3", "the model takes 28x28x1"]);
+    run(
+        EMBED,
+        &[
+            "--model",
+            s(&images),
+            "--images",
+            s(&images),
+            "--out",
+            s(&emb),
+        ],
+    )
+    .assert_user_error("config.json", &[]);
+}
+
+#[test]
+fn three_dimensional_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, pre) = pretrained(dir.path());
+    let proj = dir.path().join("p3");
+    let mut a = vec![
+        "--images",
+        s(&images),
+        "--from",
+        s(&pre),
+        "--out",
+        s(&proj),
+        "--out-dim",
+        "3",
+    ];
+    a.extend(TRAIN);
+    ok(PROJECT, &a);
+    let f = std::fs::File::open(proj.join("embedding.parquet")).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let names: Vec<String> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "label", "x", "y", "z"]);
+    assert_eq!(b.metadata().file_metadata().num_rows(), 96);
+}
