@@ -154,7 +154,9 @@ fn read_archive_members(
         File::open(path).map_err(|e| PrepError::io(path, e))?,
     );
     let total = std::fs::metadata(path).map(|m| m.len()).ok();
-    let gz = file.fill_buf_magic().map_err(|e| PrepError::io(path, e))?;
+    let gz = io::BufRead::fill_buf(&mut file)
+        .map_err(|e| PrepError::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
     progress.begin("reading archive", total, Unit::Bytes);
     let counted = Counting {
         inner: file,
@@ -215,17 +217,6 @@ fn read_archive_members(
     progress.end();
     check_complete(spec, path, &members)?;
     Ok(members)
-}
-
-trait SniffGzip {
-    fn fill_buf_magic(&mut self) -> io::Result<bool>;
-}
-
-impl<R: Read> SniffGzip for BufReader<R> {
-    fn fill_buf_magic(&mut self) -> io::Result<bool> {
-        use io::BufRead;
-        Ok(self.fill_buf()?.starts_with(&[0x1f, 0x8b]))
-    }
 }
 
 /// Refuses absolute and `..` member paths; returns the name without `./`.
