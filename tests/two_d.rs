@@ -169,7 +169,7 @@ fn project_finetune_embed_chain() {
             s(&emb),
         ],
     )
-    .assert_user_error("config.json", &[]);
+    .assert_user_error("images.parquet", &["not a readable safetensors file"]);
 }
 
 #[test]
@@ -199,4 +199,43 @@ fn three_dimensional_map() {
         .collect();
     assert_eq!(names, ["id", "label", "x", "y", "z"]);
     assert_eq!(b.metadata().file_metadata().num_rows(), 96);
+}
+
+/// `embed` places images with a model exported from the PyTorch reference
+/// (a bare safetensors file with the reference names, no config.json).
+#[test]
+fn embed_loads_a_pytorch_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("new");
+    for i in 0..5u8 {
+        save_rgb(&root.join(format!("{i}.png")), 12, 12, |x, y| {
+            [x as u8 * 20, y as u8 * 20, i * 40]
+        });
+    }
+    let images = dir.path().join("new.parquet");
+    ok(PREP, &["folder", "--input", s(&root), "--out", s(&images)]);
+    let export = repo_root().join("tests/golden/tiny_weights.safetensors");
+    let out = dir.path().join("e.parquet");
+    ok(
+        EMBED,
+        &[
+            "--model",
+            s(&export),
+            "--images",
+            s(&images),
+            "--out",
+            s(&out),
+        ],
+    );
+    let f = std::fs::File::open(&out).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    assert_eq!(b.metadata().file_metadata().num_rows(), 5);
+    // 8 output dimensions: one vector column.
+    let t = b
+        .schema()
+        .field_with_name("embedding")
+        .unwrap()
+        .data_type()
+        .to_string();
+    assert!(t.contains("8"), "{t}");
 }

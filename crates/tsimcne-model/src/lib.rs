@@ -13,6 +13,6 @@ pub mod preset;
 pub mod resnet;
 
 pub use error::{ModelError, Result};
-pub use model::Model;
+pub use model::{Model, infer_arch};
 pub use preset::{PRESETS, check_input, preset};
 pub use tsimcne_format::model_keys::ResNetArch;

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use tsimcne_format::model_keys::{Dtype, HEAD, HEAD_OUT, ResNetArch, TensorSpec, tensor_specs};
+use tsimcne_format::model_keys::{
+    BACKBONE, Dtype, HEAD, HEAD_OUT, ResNetArch, TensorSpec, tensor_specs,
+};
 
 use crate::error::{ModelError, Result};
 use crate::init::initial_values;
@@ -234,6 +236,65 @@ impl Model {
             .collect::<Result<_>>()?;
         Self::from_tensors(arch, tensors, nbt, device)
     }
+}
+
+/// The architecture of a safetensors model file with the reference names,
+/// read off its tensor shapes: for a model exported from the PyTorch
+/// reference, which has no `config.json`. The result is then checked
+/// tensor by tensor when the model loads.
+pub fn infer_arch(path: &Path, bytes: &[u8]) -> Result<ResNetArch> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| ModelError::Unreadable {
+        path: path.into(),
+        detail: e.to_string(),
+    })?;
+    let mismatch = |detail: String| ModelError::Mismatch {
+        path: path.into(),
+        detail,
+    };
+    let shape = |name: &str| -> Result<Vec<usize>> {
+        st.tensor(name)
+            .map(|t| t.shape().to_vec())
+            .map_err(|_| mismatch(format!("tensor {name} is missing")))
+    };
+    let stem = shape(&format!("{BACKBONE}.conv1.weight"))?;
+    if stem.len() != 4 {
+        return Err(mismatch(format!(
+            "{BACKBONE}.conv1.weight has shape {stem:?}, expected 4 dimensions"
+        )));
+    }
+    let (mut widths, mut blocks) = (Vec::new(), Vec::new());
+    for stage in 1.. {
+        let n = (0..)
+            .take_while(|b| {
+                st.tensor(&format!("{BACKBONE}.layer{stage}.{b}.conv1.weight"))
+                    .is_ok()
+            })
+            .count();
+        if n == 0 {
+            break;
+        }
+        widths.push(shape(&format!("{BACKBONE}.layer{stage}.0.conv1.weight"))?[0]);
+        blocks.push(n);
+    }
+    if widths.is_empty() {
+        return Err(mismatch(format!(
+            "no {BACKBONE}.layer1 tensors: not a t-SimCNE ResNet"
+        )));
+    }
+    let hidden = shape(&format!("{HEAD}.0.weight"))?;
+    let out = shape(&format!("{HEAD}.{HEAD_OUT}.weight"))?;
+    if hidden.len() != 2 || out.len() != 2 {
+        return Err(mismatch(
+            "the projection head's weights are not matrices".into(),
+        ));
+    }
+    Ok(ResNetArch {
+        in_channels: stem[1],
+        widths,
+        blocks,
+        head_hidden: hidden[0],
+        out_dim: out[0],
+    })
 }
 
 /// Reads and checks every tensor of `arch` from `st`: (F32 tensors on the

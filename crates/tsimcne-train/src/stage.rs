@@ -265,6 +265,34 @@ pub struct TwoDConfig {
     pub restart: bool,
 }
 
+/// The stand-in config of a bare model file: stage `exported`, no training.
+fn exported_config(arch: tsimcne_model::ResNetArch, input: InputShape) -> ModelConfig {
+    ModelConfig {
+        format_version: MODEL_CONFIG_VERSION,
+        stage: "exported".into(),
+        arch,
+        input,
+        normalize: None,
+        training: TrainingConfig {
+            backbone: "exported".into(),
+            epochs: 0,
+            batch_size: 0,
+            lr: 0.0,
+            warmup: 0,
+            seed: 0,
+            loss: String::new(),
+            momentum: 0.0,
+            weight_decay: 0.0,
+            clip_value: None,
+            images_checksum: String::new(),
+            images_rows: 0,
+            from: None,
+            threads: 0,
+            checkpoint_every: 0,
+        },
+    }
+}
+
 /// FNV-1a of a file's bytes: ties a checkpoint to the exact model it
 /// started from.
 fn fnv1a(bytes: &[u8]) -> String {
@@ -423,12 +451,35 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     })
 }
 
-/// `embed`: places the images of any image table with a trained model
-/// (any stage's directory). Returns the number of images.
-pub fn embed(model_dir: &Path, images: &Path, out: &Path) -> Result<usize> {
+/// `embed`: places the images of any image table with a trained model:
+/// any stage's directory, or a bare `.safetensors` file with the reference
+/// names (e.g. exported from PyTorch), whose architecture is read off its
+/// tensor shapes and which takes images in [0, 1] of any size.
+/// Returns the number of images.
+pub fn embed(model: &Path, images: &Path, out: &Path) -> Result<usize> {
     tsimcne_format::atomic::check_output_path(out)?;
-    let (config, model, _) = load_model_dir(model_dir)?;
     let set = tsimcne_format::read_image_table(images)?;
+    let (config, model) = if model.is_dir() {
+        let (config, model, _) = load_model_dir(model)?;
+        (config, model)
+    } else {
+        let bytes = std::fs::read(model).map_err(|e| {
+            TrainError::Format(tsimcne_format::FormatError::Io {
+                path: model.into(),
+                source: e,
+            })
+        })?;
+        let arch = tsimcne_model::infer_arch(model, &bytes)?;
+        let m = Model::load_bytes(model, &bytes, &arch, &Device::Cpu)?;
+        let input = InputShape {
+            height: set.meta.height as usize,
+            width: set.meta.width as usize,
+            channels: arch.in_channels,
+        };
+        check_input(&arch, set.meta.channels as usize, input.height, input.width)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", images.display())))?;
+        (exported_config(arch.clone(), input), m)
+    };
     check_images(images, &set, &config.input)?;
     write_model_embedding(&model, &config, &set, out)?;
     Ok(set.len())

@@ -289,3 +289,16 @@ fn sgd_only_touches_its_parameters() {
         assert_eq!(!same, expect_change, "{name}");
     }
 }
+
+/// A PyTorch-exported file carries no config: its architecture is read off
+/// the tensor shapes.
+#[test]
+fn architecture_is_inferred_from_a_pytorch_export() {
+    let p = golden_dir().join("tiny_weights.safetensors");
+    let arch = tsimcne_model::infer_arch(&p, &std::fs::read(&p).unwrap()).unwrap();
+    assert_eq!(arch, preset("tiny", 3, 8).unwrap());
+    let e = tsimcne_model::infer_arch(&p, b"nope")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tiny_weights.safetensors"), "{e}");
+}

@@ -13,7 +13,9 @@ use tsimcne_cli::{default_threads, run_main, set_compute_threads};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// A model directory (with model.safetensors and config.json).
+    /// A model directory (model.safetensors and config.json), or a bare
+    /// .safetensors file with the reference PyTorch names (e.g. exported
+    /// from the reference), whose architecture is read off its shapes.
     #[arg(long)]
     model: PathBuf,
     /// An image table (from prep) of the model's image size and channels.
