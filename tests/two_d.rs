@@ -239,3 +239,107 @@ fn embed_loads_a_pytorch_export() {
         .to_string();
     assert!(t.contains("8"), "{t}");
 }
+
+/// Runs `bin` until its first checkpoint appears in `out`, kills it (-9),
+/// then runs it again to the end.
+fn kill_and_rerun(bin: &str, args: &[String], out: &Path) {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(bin).args(args).spawn().unwrap();
+    let t0 = Instant::now();
+    while !out.join("checkpoint.safetensors").exists() && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ok(bin, &args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// project and finetune resume like pretrain: kill -9, rerun, same bytes.
+#[test]
+fn project_and_finetune_resume_after_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, pre) = pretrained(dir.path());
+    let stage_args = |from: &Path, out: &Path| -> Vec<String> {
+        [
+            "--images",
+            s(&images),
+            "--from",
+            s(from),
+            "--out",
+            s(out),
+            "--batch-size",
+            "32",
+            "--threads",
+            "2",
+            "--seed",
+            "3",
+            "--epochs",
+            "3",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let d = dir.path();
+    let (clean, killed) = (d.join("clean"), d.join("killed"));
+    ok(
+        PROJECT,
+        &stage_args(&pre, &clean)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    kill_and_rerun(PROJECT, &stage_args(&pre, &killed), &killed);
+    let (fclean, fkilled) = (d.join("fclean"), d.join("fkilled"));
+    ok(
+        FINETUNE,
+        &stage_args(&clean, &fclean)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    kill_and_rerun(FINETUNE, &stage_args(&killed, &fkilled), &fkilled);
+    for (a, b) in [(&clean, &killed), (&fclean, &fkilled)] {
+        for f in ["model.safetensors", "embedding.parquet"] {
+            assert!(
+                std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+                "{}: {f}",
+                b.display()
+            );
+        }
+    }
+}
+
+/// A model directory whose config and weights disagree is refused.
+#[test]
+fn mismatched_out_dim_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, pre) = pretrained(dir.path());
+    let (p2, p3) = (dir.path().join("p2"), dir.path().join("p3"));
+    for (out, d) in [(&p2, "2"), (&p3, "3")] {
+        let mut a = vec![
+            "--images",
+            s(&images),
+            "--from",
+            s(&pre),
+            "--out",
+            s(out),
+            "--out-dim",
+            d,
+        ];
+        a.extend(TRAIN);
+        ok(PROJECT, &a);
+    }
+    std::fs::copy(p3.join("config.json"), p2.join("config.json")).unwrap();
+    let emb = dir.path().join("e.parquet");
+    run(
+        EMBED,
+        &["--model", s(&p2), "--images", s(&images), "--out", s(&emb)],
+    )
+    .assert_user_error(
+        "model.safetensors",
+        &["projection_head.layers.2.weight has shape [2, 32], expected [3, 32]"],
+    );
+    assert!(!emb.exists());
+}
