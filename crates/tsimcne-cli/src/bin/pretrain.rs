@@ -5,17 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
+use tsimcne_cli::two_d::{DeviceArg, LossArg};
 use tsimcne_cli::{TrainBar, default_threads, run_main, set_compute_threads};
 use tsimcne_format::model_config::Normalize;
-use tsimcne_train::stage::{LossKind, PretrainConfig, pretrain};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LossArg {
-    /// t-SimCNE: InfoNCE with the Cauchy kernel 1/(1+d²).
-    Cauchy,
-    /// SimCLR: cosine similarity over temperature 0.5.
-    Cosine,
-}
+use tsimcne_train::stage::{PretrainConfig, pretrain};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum NormalizeArg {
@@ -25,11 +18,6 @@ enum NormalizeArg {
     Cifar10,
     /// CIFAR-100 mean and std.
     Cifar100,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum DeviceArg {
-    Cpu,
 }
 
 /// Contrastive pretraining (t-SimCNE stage 1): trains a ResNet with a
@@ -114,10 +102,7 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         seed: args.seed,
         backbone: args.backbone,
         out_dim: args.out_dim,
-        loss: match args.loss {
-            LossArg::Cauchy => LossKind::Cauchy,
-            LossArg::Cosine => LossKind::Cosine,
-        },
+        loss: args.loss.into(),
         threads,
         checkpoint_every: args.checkpoint_every,
         restart: args.restart,
