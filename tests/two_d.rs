@@ -30,6 +30,10 @@ fn ok(bin: &str, args: &[&str]) {
     assert!(r.ok(), "{bin} {args:?}: {}", r.stderr);
 }
 
+fn ok_owned(bin: &str, args: &[String]) {
+    ok(bin, &args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 /// prep (96 images) and pretrain (tiny, 1 epoch) in `dir`.
 fn pretrained(dir: &Path) -> (PathBuf, PathBuf) {
     let images = dir.join("images.parquet");
@@ -252,7 +256,7 @@ fn kill_and_rerun(bin: &str, args: &[String], out: &Path) {
     }
     let _ = child.kill();
     let _ = child.wait();
-    ok(bin, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok_owned(bin, args);
 }
 
 /// project and finetune resume like pretrain: kill -9, rerun, same bytes.
@@ -283,22 +287,10 @@ fn project_and_finetune_resume_after_kill() {
     };
     let d = dir.path();
     let (clean, killed) = (d.join("clean"), d.join("killed"));
-    ok(
-        PROJECT,
-        &stage_args(&pre, &clean)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    ok_owned(PROJECT, &stage_args(&pre, &clean));
     kill_and_rerun(PROJECT, &stage_args(&pre, &killed), &killed);
     let (fclean, fkilled) = (d.join("fclean"), d.join("fkilled"));
-    ok(
-        FINETUNE,
-        &stage_args(&clean, &fclean)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    ok_owned(FINETUNE, &stage_args(&clean, &fclean));
     kill_and_rerun(FINETUNE, &stage_args(&killed, &fkilled), &fkilled);
     for (a, b) in [(&clean, &killed), (&fclean, &fkilled)] {
         for f in ["model.safetensors", "embedding.parquet"] {

@@ -53,27 +53,31 @@ pub fn write_vectors(
                 ),
             ));
         }
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let dim =
-            i32::try_from(c.dim).map_err(|_| FormatError::invalid(path, "vector too wide"))?;
-        let list = FixedSizeListArray::try_new(
-            item.clone(),
-            dim,
-            Arc::new(Float32Array::from(c.values.to_vec())),
-            None,
-        )
-        .map_err(|source| FormatError::Arrow {
-            path: path.into(),
-            source,
-        })?;
-        fields.push(Field::new(
-            c.name,
-            DataType::FixedSizeList(item, dim),
-            false,
-        ));
-        arrays.push(Arc::new(list));
+        let (field, array) = vector_column(path, c.name, c.dim, c.values)?;
+        fields.push(field);
+        arrays.push(array);
     }
     write_table(path, kind, fields, arrays, extra)
+}
+
+/// A non-null FixedSizeList<Float32> column of `dim` floats per row.
+fn vector_column(path: &Path, name: &str, dim: usize, values: &[f32]) -> Result<(Field, ArrayRef)> {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let d = i32::try_from(dim).map_err(|_| FormatError::invalid(path, "vector too wide"))?;
+    let list = FixedSizeListArray::try_new(
+        item.clone(),
+        d,
+        Arc::new(Float32Array::from(values.to_vec())),
+        None,
+    )
+    .map_err(|source| FormatError::Arrow {
+        path: path.into(),
+        source,
+    })?;
+    Ok((
+        Field::new(name, DataType::FixedSizeList(item, d), false),
+        Arc::new(list),
+    ))
 }
 
 /// Writes one record batch with the kind, the version and `extra` in the
@@ -167,24 +171,9 @@ pub fn write_embedding(
             )));
         }
     } else {
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let d = i32::try_from(dim).map_err(|_| FormatError::invalid(path, "vector too wide"))?;
-        let list = FixedSizeListArray::try_new(
-            item.clone(),
-            d,
-            Arc::new(Float32Array::from(coords.to_vec())),
-            None,
-        )
-        .map_err(|source| FormatError::Arrow {
-            path: path.into(),
-            source,
-        })?;
-        fields.push(Field::new(
-            "embedding",
-            DataType::FixedSizeList(item, d),
-            false,
-        ));
-        arrays.push(Arc::new(list));
+        let (field, array) = vector_column(path, "embedding", dim, coords)?;
+        fields.push(field);
+        arrays.push(array);
     }
     write_table(path, KIND_EMBEDDING, fields, arrays, extra)
 }
