@@ -103,6 +103,70 @@ fn prepare_dir(dir: &Path, restart: bool) -> Result<()> {
     Ok(())
 }
 
+/// The training flags every stage shares, resolved (the learning rate
+/// included).
+struct Flags {
+    epochs: usize,
+    batch_size: usize,
+    lr: f64,
+    warmup: usize,
+    seed: u64,
+    loss: LossKind,
+    threads: usize,
+    checkpoint_every: usize,
+}
+
+impl Flags {
+    /// The `config.json` training record and the loop's settings of stage
+    /// `stage` on `set`; `fingerprint_extra` ties the checkpoint to anything
+    /// else the result depends on (the starting model).
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        backbone: &str,
+        set: &tsimcne_format::ImageSet,
+        from: Option<String>,
+        normalize: &Option<Normalize>,
+        trainable: Option<Vec<String>>,
+        stage: &str,
+        fingerprint_extra: &str,
+    ) -> (TrainingConfig, Settings) {
+        let sgd = SgdConfig::default();
+        let training = TrainingConfig {
+            backbone: backbone.to_string(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup: self.warmup,
+            seed: self.seed,
+            loss: self.loss.name().into(),
+            momentum: sgd.momentum,
+            weight_decay: sgd.weight_decay,
+            clip_value: sgd.clip_value,
+            images_checksum: set.meta.source_checksum.clone(),
+            images_rows: set.len(),
+            from,
+            threads: self.threads,
+            checkpoint_every: self.checkpoint_every,
+        };
+        let settings = Settings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup: self.warmup,
+            seed: self.seed,
+            similarity: self.loss.similarity(),
+            sgd,
+            augment: augment_config(normalize),
+            threads: self.threads,
+            checkpoint_every: self.checkpoint_every,
+            trainable,
+            fingerprint: format!("{stage} {}{fingerprint_extra}", training.fingerprint()),
+        };
+        (training, settings)
+    }
+}
+
 /// `pretrain`: contrastive training with the 128-D head; writes
 /// `model.safetensors`, `config.json`, `log.csv` and `features.parquet`.
 pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary> {
@@ -124,24 +188,25 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         )));
     }
     let lr = cfg.lr.unwrap_or_else(|| crate::base_lr(cfg.batch_size));
-    let sgd = SgdConfig::default();
-    let training = TrainingConfig {
-        backbone: cfg.backbone.clone(),
+    let flags = Flags {
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,
         lr,
         warmup: cfg.warmup,
         seed: cfg.seed,
-        loss: cfg.loss.name().into(),
-        momentum: sgd.momentum,
-        weight_decay: sgd.weight_decay,
-        clip_value: sgd.clip_value,
-        images_checksum: meta.source_checksum.clone(),
-        images_rows: set.len(),
-        from: None,
+        loss: cfg.loss,
         threads: cfg.threads,
         checkpoint_every: cfg.checkpoint_every,
     };
+    let (training, settings) = flags.plan(
+        &cfg.backbone,
+        &set,
+        None,
+        &cfg.normalize,
+        None,
+        "pretrain",
+        "",
+    );
     let config = ModelConfig {
         format_version: MODEL_CONFIG_VERSION,
         stage: "pretrain".into(),
@@ -158,21 +223,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
     let device = Device::Cpu;
     let mut model = Model::new(&arch, cfg.seed, &device)?;
     let images = Images::from_set(set);
-    let augment = augment_config(&cfg.normalize);
-    let settings = Settings {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        lr,
-        warmup: cfg.warmup,
-        seed: cfg.seed,
-        similarity: cfg.loss.similarity(),
-        sgd,
-        augment: augment.clone(),
-        threads: cfg.threads,
-        checkpoint_every: cfg.checkpoint_every,
-        trainable: None,
-        fingerprint: format!("pretrain {}", training.fingerprint()),
-    };
+    let augment = settings.augment.clone();
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
     // Outputs: features, model, and config.json last (it marks a finished stage).
     let (feats, head) = embed_all(&model, &images, &augment, 512)?;
@@ -385,24 +436,33 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     let lr = cfg
         .lr
         .unwrap_or_else(|| cfg.stage.default_lr(cfg.batch_size));
-    let sgd = SgdConfig::default();
-    let training = TrainingConfig {
-        backbone: prev.training.backbone.clone(),
+    let flags = Flags {
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,
         lr,
         warmup: cfg.warmup,
         seed: cfg.seed,
-        loss: cfg.loss.name().into(),
-        momentum: sgd.momentum,
-        weight_decay: sgd.weight_decay,
-        clip_value: sgd.clip_value,
-        images_checksum: set.meta.source_checksum.clone(),
-        images_rows: set.len(),
-        from: Some(cfg.from.display().to_string()),
+        loss: cfg.loss,
         threads: cfg.threads,
         checkpoint_every: cfg.checkpoint_every,
     };
+    let trainable = match cfg.stage {
+        TwoDStage::Project => Some(vec![format!(
+            "{}.{}",
+            tsimcne_format::model_keys::HEAD,
+            tsimcne_format::model_keys::HEAD_OUT
+        )]),
+        TwoDStage::Finetune => None,
+    };
+    let (training, settings) = flags.plan(
+        &prev.training.backbone,
+        &set,
+        Some(cfg.from.display().to_string()),
+        &prev.normalize,
+        trainable,
+        cfg.stage.name(),
+        &format!(" from {}", fnv1a(&prev_bytes)),
+    );
     let config = ModelConfig {
         format_version: MODEL_CONFIG_VERSION,
         stage: cfg.stage.name().into(),
@@ -414,32 +474,6 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     prepare_dir(&cfg.out, cfg.restart)?;
     let mut model = model;
     let images = Images::from_set(set.clone());
-    let settings = Settings {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        lr,
-        warmup: cfg.warmup,
-        seed: cfg.seed,
-        similarity: cfg.loss.similarity(),
-        sgd,
-        augment: augment_config(&prev.normalize),
-        threads: cfg.threads,
-        checkpoint_every: cfg.checkpoint_every,
-        trainable: match cfg.stage {
-            TwoDStage::Project => Some(vec![format!(
-                "{}.{}",
-                tsimcne_format::model_keys::HEAD,
-                tsimcne_format::model_keys::HEAD_OUT
-            )]),
-            TwoDStage::Finetune => None,
-        },
-        fingerprint: format!(
-            "{} {} from {}",
-            cfg.stage.name(),
-            training.fingerprint(),
-            fnv1a(&prev_bytes)
-        ),
-    };
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
     write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))?;
     model.save(&cfg.out.join(MODEL_FILE))?;
