@@ -1,0 +1,22 @@
+//! Evaluation of t-SimCNE maps.
+//!
+//! Exact k-nearest neighbours ([`knn`]: a k-d tree for maps, pruned brute
+//! force for high dimensions), kNN accuracy under the paper's protocols and
+//! neighbour preservation against high-dimensional references
+//! ([`evaluate()`]).
+
+mod brute;
+mod error;
+mod evaluate;
+mod kdtree;
+pub mod knn;
+mod matmul;
+pub mod split;
+mod topk;
+
+pub use brute::Data;
+pub use error::{EvalError, Result};
+pub use evaluate::{
+    Accuracy, EvalConfig, Evaluation, Holdout, Metrics, Reference, ReferenceSource, evaluate,
+    summary,
+};
