@@ -120,6 +120,15 @@ impl Model {
         Ok(self.net.forward_t(x, train)?)
     }
 
+    /// `forward_t` for training the output layer alone: gradients stop
+    /// below it (see `Net::forward_output_only_t`).
+    pub fn forward_output_only_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.num_batches_tracked += 1;
+        }
+        Ok(self.net.forward_output_only_t(x, train)?)
+    }
+
     /// Every tensor of the checkpoint, reference names, in state_dict order.
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let vars = self.vars();
@@ -455,6 +464,41 @@ mod tests {
                 .to_safetensors()
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn output_only_forward_gives_the_same_values_and_output_layer_gradients() {
+        let arch = preset("tiny", 1, 2).unwrap();
+        let x = Tensor::arange(0f32, 2.0 * 8.0 * 8.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 1, 8, 8))
+            .unwrap()
+            .affine(0.01, -0.3)
+            .unwrap();
+        let mut full = Model::new(&arch, 5, &Device::Cpu).unwrap();
+        let mut cut = Model::new(&arch, 5, &Device::Cpu).unwrap();
+        let a = full.forward_t(&x, true).unwrap();
+        let b = cut.forward_output_only_t(&x, true).unwrap();
+        let (va, vb): (Vec<f32>, Vec<f32>) = (
+            a.flatten_all().unwrap().to_vec1().unwrap(),
+            b.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(va, vb);
+        assert_eq!(full.num_batches_tracked, cut.num_batches_tracked);
+        let ga = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = b.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let (fa, fb) = (full.vars(), cut.vars());
+        for (name, v) in &fa {
+            let w = &fb[name];
+            if name.starts_with("projection_head.layers.2") {
+                let x: Vec<f32> = ga.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let y: Vec<f32> = gb.get(w).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(x, y, "{name}");
+            } else if !name.contains("running") {
+                assert!(ga.get(v).is_some(), "{name}");
+                assert!(gb.get(w).is_none(), "{name} got a gradient");
+            }
+        }
     }
 
     #[test]

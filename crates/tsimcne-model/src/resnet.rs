@@ -146,6 +146,11 @@ impl Head {
     pub fn hidden(&self, x: &Tensor) -> Result<Tensor> {
         self.hidden.forward(x)?.relu()
     }
+
+    /// [batch, hidden] → [batch, out_dim]: the output layer alone.
+    pub fn output(&self, h: &Tensor) -> Result<Tensor> {
+        self.out.forward(h)
+    }
 }
 
 impl Module for Head {
@@ -168,6 +173,19 @@ impl Net {
             backbone: Backbone::new(arch, vb.pp(BACKBONE))?,
             head: Head::new(arch, vb.pp(HEAD))?,
         })
+    }
+
+    /// The forward pass with the graph cut below the output layer: the same
+    /// values (and BatchNorm updates) as `forward_t`, but backpropagation
+    /// reaches only the output layer, so training it alone (the project
+    /// stage) skips the backward pass through the backbone.
+    pub fn forward_output_only_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // [batch, in, h, w] → [batch, hidden], no gradient → [batch, out_dim]
+        let h = self
+            .head
+            .hidden(&self.backbone.forward_t(x, train)?)?
+            .detach();
+        self.head.output(&h)
     }
 
     /// Backbone features and head output: ([batch, feature], [batch, out_dim]).

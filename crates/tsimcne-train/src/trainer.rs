@@ -275,6 +275,14 @@ pub fn train(
         .as_ref()
         .map(|p| p.iter().map(String::as_str).collect());
     let mut sgd = Sgd::new(model.trainable(prefixes.as_deref()), s.sgd);
+    // Training the output layer alone (the project stage): nothing below it
+    // needs a gradient, so the graph is cut there. Same values, same updates.
+    let out_layer = format!(
+        "{}.{}",
+        tsimcne_format::model_keys::HEAD,
+        tsimcne_format::model_keys::HEAD_OUT
+    );
+    let output_only = prefixes.as_deref() == Some(&[out_layer.as_str()][..]);
     let ckpt: PathBuf = dir.join(CHECKPOINT_FILE);
     let start = if ckpt.exists() {
         load_checkpoint(&ckpt, model, &mut sgd, &s.fingerprint)?
@@ -320,7 +328,11 @@ pub fn train(
                     .recv()
                     .map_err(|_| TrainError::Invalid("augmentation worker stopped".into()))?;
                 let x = Tensor::from_vec(buf, dims, model.device())?;
-                let z = model.forward_t(&x, true)?;
+                let z = if output_only {
+                    model.forward_output_only_t(&x, true)?
+                } else {
+                    model.forward_t(&x, true)?
+                };
                 let loss = info_nce(&z, s.similarity)?;
                 let value = loss.to_scalar::<f32>()?;
                 if !value.is_finite() {
