@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Args, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use tsimcne_train::stage::{LossKind, TwoDConfig, TwoDStage, train_2d};
+use tsimcne_train::stage::{LossKind, OutputInit, TwoDConfig, TwoDStage, train_2d};
 
 use crate::{TrainBar, default_threads, run_main, set_compute_threads};
 
@@ -74,6 +74,18 @@ pub struct TwoDArgs {
     /// Start over, discarding a checkpoint made with other settings.
     #[arg(long)]
     restart: bool,
+    /// Project only: how the new output layer starts. `random`: the
+    /// recipe's fresh layer; `pca`: the PCA of the pretrained 128-D outputs.
+    #[arg(long, value_enum, default_value_t = InitArg::Random)]
+    init: InitArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum InitArg {
+    /// Weights N(0, 1), bias uniform in ±1/√hidden (the paper).
+    Random,
+    /// The previous outputs projected on their top principal components.
+    Pca,
 }
 
 #[derive(Debug, Parser)]
@@ -121,6 +133,9 @@ pub fn main(stage: TwoDStage) -> ExitCode {
         if epochs == 0 || a.out_dim == 0 || a.checkpoint_every == 0 {
             bail!("--epochs, --out-dim and --checkpoint-every must be positive");
         }
+        if stage == TwoDStage::Finetune && matches!(a.init, InitArg::Pca) {
+            bail!("--init is for project; finetune starts from the project model");
+        }
         let cfg = TwoDConfig {
             stage,
             images: a.images,
@@ -136,6 +151,10 @@ pub fn main(stage: TwoDStage) -> ExitCode {
             threads,
             checkpoint_every: a.checkpoint_every,
             restart: a.restart,
+            init: match a.init {
+                InitArg::Random => OutputInit::Random,
+                InitArg::Pca => OutputInit::Pca,
+            },
         };
         let summary = train_2d(&cfg, &TrainBar::new(cfg.batch_size))?;
         let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);

@@ -54,6 +54,10 @@ pub struct TrainingConfig {
     pub images_rows: usize,
     /// The model directory this stage started from (project, finetune).
     pub from: Option<String>,
+    /// Project only: how the new output layer started, `random` (the
+    /// recipe) or `pca`; absent in other stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
     /// Not hyperparameters: they do not enter the resume fingerprint.
     pub threads: usize,
     pub checkpoint_every: usize,
@@ -149,6 +153,7 @@ pub(crate) mod tests {
                 from: None,
                 threads: 2,
                 checkpoint_every: 1,
+                init: None,
             },
         }
     }

@@ -176,16 +176,8 @@ impl Model {
     /// ±1/√hidden (PyTorch's default), drawn from our stream for `seed`.
     /// Every other tensor, BatchNorm statistics included, is copied bit for bit.
     pub fn with_new_output(&self, out_dim: usize, seed: u64) -> Result<Self> {
-        let mut arch = self.arch.clone();
-        arch.out_dim = out_dim;
         let out = format!("{HEAD}.{HEAD_OUT}");
-        let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        for (name, var) in self.vars() {
-            if !name.starts_with(&format!("{out}.")) {
-                tensors.insert(name, var.as_tensor().copy()?);
-            }
-        }
-        let hidden = arch.head_hidden;
+        let hidden = self.arch.head_hidden;
         let weight = crate::init::draw(
             crate::init::Init::Normal { std: 1.0 },
             out_dim * hidden,
@@ -197,6 +189,30 @@ impl Model {
             out_dim,
             &mut crate::init::stream(seed, &format!("{out}.bias")),
         );
+        self.with_output(out_dim, weight, bias)
+    }
+
+    /// A copy whose output layer is `weight` (`[out_dim, hidden]`,
+    /// row-major) and `bias` (`[out_dim]`); every other tensor is copied.
+    pub fn with_output(&self, out_dim: usize, weight: Vec<f32>, bias: Vec<f32>) -> Result<Self> {
+        let mut arch = self.arch.clone();
+        arch.out_dim = out_dim;
+        let out = format!("{HEAD}.{HEAD_OUT}");
+        let hidden = arch.head_hidden;
+        if weight.len() != out_dim * hidden || bias.len() != out_dim {
+            return Err(ModelError::Invalid(format!(
+                "an output layer of {out_dim} × {hidden} needs {} weights and {out_dim} biases, not {} and {}",
+                out_dim * hidden,
+                weight.len(),
+                bias.len()
+            )));
+        }
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (name, var) in self.vars() {
+            if !name.starts_with(&format!("{out}.")) {
+                tensors.insert(name, var.as_tensor().copy()?);
+            }
+        }
         tensors.insert(
             format!("{out}.weight"),
             Tensor::from_vec(weight, (out_dim, hidden), &self.device)?,
