@@ -213,6 +213,16 @@ enum Source<'a> {
     Scalars(&'a [usize]),
 }
 
+/// The row offsets (from 0) and the values of a List or LargeList array.
+fn list_parts<O: arrow::array::OffsetSizeTrait>(
+    l: &arrow::array::GenericListArray<O>,
+) -> (Vec<usize>, ArrayRef) {
+    let o = l.value_offsets();
+    let base = o[0].as_usize();
+    let child = l.values().slice(base, o[o.len() - 1].as_usize() - base);
+    (o.iter().map(|x| x.as_usize() - base).collect(), child)
+}
+
 /// Reads `id` plus a vector column from any Parquet table: ours (features,
 /// embeddings) or one written by another tool.
 ///
@@ -365,20 +375,8 @@ pub fn read_vectors(path: &Path, column: Option<&str>) -> Result<Vectors> {
                         let child = l.values().slice(start, l.len() * w);
                         ((0..=l.len()).map(|r| r * w).collect(), child)
                     }
-                    DataType::List(_) => {
-                        let l = a.as_list::<i32>();
-                        let o = l.value_offsets();
-                        let base = o[0] as usize;
-                        let child = l.values().slice(base, o[o.len() - 1] as usize - base);
-                        (o.iter().map(|&x| x as usize - base).collect(), child)
-                    }
-                    _ => {
-                        let l = a.as_list::<i64>();
-                        let o = l.value_offsets();
-                        let base = o[0] as usize;
-                        let child = l.values().slice(base, o[o.len() - 1] as usize - base);
-                        (o.iter().map(|&x| x as usize - base).collect(), child)
-                    }
+                    DataType::List(_) => list_parts(a.as_list::<i32>()),
+                    _ => list_parts(a.as_list::<i64>()),
                 };
                 for w in offsets.windows(2) {
                     let len = w[1] - w[0];
@@ -546,6 +544,53 @@ mod tests {
             read_vectors(&p, Some("tsne2")).unwrap().values,
             vec![3.0, 4.0]
         );
+    }
+
+    #[test]
+    fn read_vectors_takes_list_columns_and_refuses_ragged_ones() {
+        use arrow::array::{Array, ListArray};
+        use arrow::datatypes::Float64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, rows: Vec<Option<Vec<Option<f64>>>>| {
+            let list = ListArray::from_iter_primitive::<Float64Type, _, _>(rows);
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("id", DataType::UInt32, false),
+                Field::new("umap", list.data_type().clone(), true),
+            ]));
+            let n = list.len() as u32;
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(UInt32Array::from((0..n).collect::<Vec<_>>())),
+                    Arc::new(list),
+                ],
+            )
+            .unwrap();
+            let p = dir.path().join(name);
+            let mut w =
+                ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), schema, None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            p
+        };
+        let p = write(
+            "l.parquet",
+            vec![
+                Some(vec![Some(1.0), Some(2.0)]),
+                Some(vec![Some(3.0), Some(4.5)]),
+            ],
+        );
+        let v = read_vectors(&p, None).unwrap();
+        assert_eq!(
+            (v.column.as_str(), v.dim, v.values),
+            ("umap", 2, vec![1.0, 2.0, 3.0, 4.5])
+        );
+        let p = write(
+            "r.parquet",
+            vec![Some(vec![Some(1.0), Some(2.0)]), Some(vec![Some(3.0)])],
+        );
+        let e = read_vectors(&p, None).unwrap_err().to_string();
+        assert!(e.contains("rows of length 2 and 1"), "{e}");
     }
 
     #[test]
