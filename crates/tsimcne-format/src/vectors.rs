@@ -435,24 +435,34 @@ mod tests {
     use super::*;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    #[test]
-    fn round_trip_through_arrow() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.parquet");
-        let a: Vec<f32> = (0..12).map(|v| v as f32).collect();
-        let b: Vec<f32> = (0..6).map(|v| -(v as f32)).collect();
-        let cols = [
+    /// A 4-D `backbone` and a 2-D `head` column of 3 rows.
+    fn sample_columns() -> (Vec<f32>, Vec<f32>) {
+        let a = (0..12).map(|v| v as f32).collect();
+        let b = (0..6).map(|v| -(v as f32)).collect();
+        (a, b)
+    }
+
+    fn columns<'a>(a: &'a [f32], b: &'a [f32]) -> [VectorColumn<'a>; 2] {
+        [
             VectorColumn {
                 name: "backbone",
                 dim: 4,
-                values: &a,
+                values: a,
             },
             VectorColumn {
                 name: "head",
                 dim: 2,
-                values: &b,
+                values: b,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn round_trip_through_arrow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.parquet");
+        let (a, b) = sample_columns();
+        let cols = columns(&a, &b);
         write_vectors(&p, KIND_FEATURES, &[0, 1, 2], &cols, &[]).unwrap();
         let r = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p).unwrap()).unwrap();
         assert_eq!(r.metadata().file_metadata().num_rows(), 3);
@@ -471,25 +481,14 @@ mod tests {
         assert_eq!(vals.values().to_vec(), a);
         assert!(write_vectors(&p, KIND_FEATURES, &[0], &cols, &[]).is_err());
     }
+
     #[test]
     fn read_vectors_finds_our_columns_and_other_tools() {
         let dir = tempfile::tempdir().unwrap();
         // Ours: features with two list columns (must be named), embeddings x/y.
         let p = dir.path().join("f.parquet");
-        let a: Vec<f32> = (0..12).map(|v| v as f32).collect();
-        let b: Vec<f32> = (0..6).map(|v| -(v as f32)).collect();
-        let cols = [
-            VectorColumn {
-                name: "backbone",
-                dim: 4,
-                values: &a,
-            },
-            VectorColumn {
-                name: "head",
-                dim: 2,
-                values: &b,
-            },
-        ];
+        let (a, b) = sample_columns();
+        let cols = columns(&a, &b);
         write_vectors(&p, KIND_FEATURES, &[5, 3, 1], &cols, &[]).unwrap();
         let v = read_vectors(&p, Some("backbone")).unwrap();
         assert_eq!(
