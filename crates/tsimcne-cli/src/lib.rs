@@ -72,6 +72,24 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// `--kernels`: which implementation runs the backbone on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelsArg {
+    /// Our kernels: channels-last im2col + gemm convolutions, fused BatchNorm.
+    Fast,
+    /// candle's own ops and autograd (the reference; much slower on the CPU).
+    Candle,
+}
+
+impl From<KernelsArg> for tsimcne_model::Kernels {
+    fn from(k: KernelsArg) -> Self {
+        match k {
+            KernelsArg::Fast => tsimcne_model::Kernels::Fast,
+            KernelsArg::Candle => tsimcne_model::Kernels::Candle,
+        }
+    }
+}
+
 /// The number of threads to use when the user gives none.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -9,7 +9,7 @@ use anyhow::bail;
 use clap::{Args, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tsimcne_train::stage::{LossKind, OutputInit, TwoDConfig, TwoDStage, train_2d};
 
-use crate::{TrainBar, default_threads, run_main, set_compute_threads};
+use crate::{KernelsArg, TrainBar, default_threads, run_main, set_compute_threads};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LossArg {
@@ -68,6 +68,9 @@ pub struct TwoDArgs {
     threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
+    /// The backbone's CPU implementation.
+    #[arg(long, value_enum, default_value_t = KernelsArg::Fast)]
+    kernels: KernelsArg,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
@@ -155,6 +158,7 @@ pub fn main(stage: TwoDStage) -> ExitCode {
                 InitArg::Random => OutputInit::Random,
                 InitArg::Pca => OutputInit::Pca,
             },
+            kernels: a.kernels.into(),
         };
         let summary = train_2d(&cfg, &TrainBar::new(cfg.batch_size))?;
         let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);

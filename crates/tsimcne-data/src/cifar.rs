@@ -202,7 +202,9 @@ fn read_archive_members(
                 format!("member {raw} claims {size} bytes, more than the official {max}"),
             ));
         }
-        let mut data = Vec::with_capacity(size as usize);
+        // The header's size is a claim: reserve no more than the archive
+        // holds (a .tar cannot hold more; a .tar.gz grows as it inflates).
+        let mut data = Vec::with_capacity(size.min(total.unwrap_or(0)) as usize);
         entry.read_to_end(&mut data).map_err(corrupt)?;
         if data.len() as u64 != size {
             return Err(PrepError::corrupt(

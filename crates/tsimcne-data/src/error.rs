@@ -68,10 +68,23 @@ impl PrepError {
         }
     }
 
+    /// The detail often quotes bytes of the bad file (tar's errors quote
+    /// header fields): control characters are escaped, so the message stays
+    /// one line.
     pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl std::fmt::Display) -> Self {
         Self::Corrupt {
             path: path.into(),
-            detail: detail.to_string(),
+            detail: detail
+                .to_string()
+                .chars()
+                .flat_map(|c| {
+                    if c.is_control() {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect(),
         }
     }
 }

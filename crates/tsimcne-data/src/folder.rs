@@ -16,6 +16,8 @@ use crate::progress::{Progress, Unit};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 const MAX_DEPTH: usize = 16;
+/// The largest side an image table accepts (`tsimcne.height`, `tsimcne.width`).
+const MAX_SIDE: u32 = 1 << 15;
 
 /// How `--size` makes every image the same size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -330,8 +332,33 @@ pub fn read_folder(
         });
         if grey { 1 } else { 3 }
     });
+    if size.0 > MAX_SIDE || size.1 > MAX_SIDE {
+        return Err(PrepError::invalid(
+            root,
+            format!(
+                "images are {}x{}, more than the {MAX_SIDE} pixels a side an image table holds; pass --size",
+                size.0, size.1
+            ),
+        ));
+    }
     let image_len = size.0 as usize * size.1 as usize * channels as usize;
-    let mut pixels = vec![0u8; paths.len() * image_len];
+    // The headers' sizes are only claims until the images decode: a table
+    // too big for memory is an error, not an abort. The zeroed buffer is
+    // then taken from the system lazily, page by page as images decode, so
+    // a lying header costs address space, not memory.
+    let total = paths.len().saturating_mul(image_len);
+    Vec::<u8>::new().try_reserve_exact(total).map_err(|_| {
+        PrepError::invalid(
+            root,
+            format!(
+                "{} images of {}x{}x{channels} need {total} bytes, more than this machine can allocate; pass --size",
+                paths.len(),
+                size.0,
+                size.1
+            ),
+        )
+    })?;
+    let mut pixels = vec![0u8; total];
     progress.begin("decoding images", Some(paths.len() as u64), Unit::Images);
     let work: Vec<_> = paths.iter().zip(pixels.chunks_mut(image_len)).collect();
     let sums = parallel_each(work, opts.threads, |(p, out)| {

@@ -35,9 +35,20 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
 
-/// Checks that `path` can be created: its directory exists and `path` is not a
-/// directory. Call it before long work so a typo fails fast.
+/// Checks that `path` can be created: its directory exists, `path` is not a
+/// directory, and a file can be created beside it (a read-only or full
+/// directory fails here, not after hours of work). Call it before long work
+/// so a typo fails fast.
 pub fn check_output_path(path: &Path) -> Result<()> {
+    check_target(path)?;
+    let probe = temp_path(path);
+    File::create(&probe).map_err(|e| cannot_write(path, e))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The checks of [`check_output_path`] that create nothing.
+fn check_target(path: &Path) -> Result<()> {
     let dir = parent_dir(path);
     if !dir.is_dir() {
         return Err(FormatError::invalid(
@@ -49,6 +60,68 @@ pub fn check_output_path(path: &Path) -> Result<()> {
         return Err(FormatError::invalid(path, "output path is a directory"));
     }
     Ok(())
+}
+
+/// Checks that files can be created in `dir` (which must exist).
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".tsimcne-probe.tmp.{}", std::process::id()));
+    File::create(&probe).map_err(|e| cannot_write(dir, e))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The error of a file that cannot be created: the final name, not the
+/// temporary one, so the message names what the user asked for.
+fn cannot_write(path: &Path, e: std::io::Error) -> FormatError {
+    FormatError::Invalid {
+        path: path.into(),
+        message: format!("cannot write: {e}"),
+    }
+}
+
+/// The process id in a temporary name `.NAME.tmp.PID`, if `file` is one of
+/// `name`'s (`name` `None`: of any file).
+fn temp_pid(file: &str, name: Option<&str>) -> Option<u32> {
+    let rest = file.strip_prefix('.')?;
+    let (stem, pid) = rest.rsplit_once(".tmp.")?;
+    if name.is_some_and(|n| n != stem) || stem.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is alive on this machine. Without `/proc` it is
+/// assumed alive, so nothing is removed.
+fn alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes the temporaries that killed writers left in `dir`: files named
+/// `.NAME.tmp.PID` (of `name` only, if given) whose process is gone.
+/// Returns how many were removed. A temporary never has a final name, so
+/// removing it loses nothing; a live writer's is left alone.
+pub fn remove_stale_temps(dir: &Path, name: Option<&str>) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = temp_pid(&file.to_string_lossy(), name) else {
+            continue;
+        };
+        if !alive(pid)
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -67,9 +140,13 @@ pub fn write_atomic<T, E>(
 where
     E: From<FormatError>,
 {
-    check_output_path(path)?;
+    check_target(path)?;
+    let dir = parent_dir(path);
+    if let Some(name) = path.file_name() {
+        remove_stale_temps(dir, Some(&name.to_string_lossy()));
+    }
     let tmp = temp_path(path);
-    let file = File::create(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
+    let file = File::create(&tmp).map_err(|e| cannot_write(path, e))?;
     let mut guard = TempGuard {
         path: tmp.clone(),
         committed: false,
@@ -84,7 +161,7 @@ where
     drop(file);
     fs::rename(&tmp, path).map_err(|e| FormatError::io(path, e))?;
     guard.committed = true;
-    sync_dir(parent_dir(path));
+    sync_dir(dir);
     Ok(value)
 }
 
@@ -93,6 +170,19 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |out| {
         out.write_all(bytes).map_err(|e| FormatError::io(path, e))
     })
+}
+
+/// Removes `path` durably (the removal is synced like a rename), if it
+/// exists.
+pub fn remove_durably(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            sync_dir(parent_dir(path));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FormatError::io(path, e)),
+    }
 }
 
 /// Makes a rename durable. Best effort: some filesystems refuse to open or
@@ -138,5 +228,55 @@ mod tests {
         let err = write_bytes_atomic(&p, b"x").unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.bin");
+        // Above Linux's largest pid_max, so no such process exists.
+        let dead = dir.path().join(".a.bin.tmp.4194305");
+        let other = dir.path().join(".b.bin.tmp.4194305");
+        // Process 1 is always alive.
+        let live = dir.path().join(".a.bin.tmp.1");
+        for f in [&dead, &other, &live] {
+            fs::write(f, b"half").unwrap();
+        }
+        write_bytes_atomic(&p, b"whole").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"whole");
+        if Path::new("/proc/self").exists() {
+            assert!(
+                !dead.exists(),
+                "the dead writer's temporary of a.bin is removed"
+            );
+        }
+        assert!(other.exists(), "only a.bin's temporaries are touched");
+        assert!(live.exists(), "a live writer's temporary is kept");
+        fs::remove_file(&live).unwrap();
+        assert_eq!(
+            remove_stale_temps(dir.path(), None),
+            usize::from(Path::new("/proc/self").exists())
+        );
+        assert_eq!(temp_pid(".a.bin.tmp.12", Some("a.bin")), Some(12));
+        assert_eq!(temp_pid(".a.bin.tmp.12", Some("b.bin")), None);
+        assert_eq!(temp_pid("a.bin.tmp.12", None), None);
+        assert_eq!(temp_pid(".a.bin.tmp.x", None), None);
+    }
+
+    #[test]
+    fn unwritable_target_names_the_final_path() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the directory should be: creation fails
+        // for every user, root included.
+        let blocker = dir.path().join("blocker");
+        fs::write(&blocker, b"x").unwrap();
+        let p = blocker.join("a.bin");
+        let err = check_output_path(&p).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        let err = check_writable_dir(&blocker).unwrap_err().to_string();
+        assert!(
+            err.contains("blocker") && err.contains("cannot write"),
+            "{err}"
+        );
     }
 }

@@ -18,6 +18,12 @@ pub enum FormatError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("{}: writing parquet", path.display())]
+    ParquetWrite {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("{}: bad arrow data", path.display())]
     Arrow {
         path: PathBuf,
@@ -33,6 +39,27 @@ impl FormatError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// An error of the Parquet writer: a file-system error (a full disk)
+    /// becomes [`FormatError::Io`], so the message is the OS's own.
+    pub(crate) fn parquet_write(
+        path: &std::path::Path,
+        source: parquet::errors::ParquetError,
+    ) -> Self {
+        match source {
+            parquet::errors::ParquetError::External(e) => match e.downcast::<std::io::Error>() {
+                Ok(io) => Self::io(path, *io),
+                Err(e) => Self::ParquetWrite {
+                    path: path.into(),
+                    source: parquet::errors::ParquetError::External(e),
+                },
+            },
+            source => Self::ParquetWrite {
+                path: path.into(),
+                source,
+            },
         }
     }
 

@@ -405,10 +405,7 @@ pub fn write_image_table(path: &Path, set: &ImageSet) -> Result<()> {
     let props = writer_properties(&set.meta);
     let group = set.meta.rows_per_group();
     write_atomic(path, |out| {
-        let parquet_err = |source| FormatError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        };
+        let parquet_err = |source| FormatError::parquet_write(path, source);
         let arrow_err = |source| FormatError::Arrow {
             path: path.to_path_buf(),
             source,
@@ -483,6 +480,10 @@ impl ImageTableReader {
     }
 
     fn open_with(path: &Path, with_images: bool) -> Result<Self> {
+        crate::contain::decoding(path, || Self::open_unguarded(path, with_images))
+    }
+
+    fn open_unguarded(path: &Path, with_images: bool) -> Result<Self> {
         let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
         let parquet_err = |source| FormatError::Parquet {
             path: path.to_path_buf(),
@@ -500,6 +501,7 @@ impl ImageTableReader {
             })
             .unwrap_or_default();
         let meta = ImageMeta::from_key_values(path, &kv)?;
+        check_chunks(path, builder.metadata())?;
         let num_rows = usize::try_from(builder.metadata().file_metadata().num_rows())
             .map_err(|_| FormatError::invalid(path, "negative row count"))?;
 
@@ -623,7 +625,14 @@ impl ImageTableReader {
                 .downcast_ref::<BinaryArray>()
                 .expect("cast to binary");
             let n = self.meta.image_len();
-            pixels.reserve(images.len() * n);
+            // The bytes present, not the header's size times the rows: a
+            // footer claiming huge images never sizes an allocation.
+            pixels.reserve(
+                images
+                    .value_data()
+                    .len()
+                    .min(images.len().saturating_mul(n)),
+            );
             for (k, img) in images.iter().enumerate() {
                 let img = img.ok_or_else(|| bad(format!("row {}: image is null", first + k)))?;
                 if img.len() != n {
@@ -687,17 +696,62 @@ impl Iterator for ImageTableReader {
     type Item = Result<ImageBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let batch = match self.inner.next()? {
-            Ok(b) => b,
-            Err(source) => {
+        let inner = &mut self.inner;
+        let batch = crate::contain::decoding(&self.path, || Ok(inner.next()));
+        let batch = match batch {
+            Ok(None) => return None,
+            Ok(Some(Ok(b))) => b,
+            Ok(Some(Err(source))) => {
                 return Some(Err(FormatError::Arrow {
                     path: self.path.clone(),
                     source,
                 }));
             }
+            Err(e) => return Some(Err(e)),
         };
         Some(self.convert(batch))
     }
+}
+
+/// Checks that every column chunk the footer lists lies inside the file,
+/// before any is read: the Parquet reader trusts these numbers (it panics
+/// on a negative one and reads as much as a chunk claims).
+pub(crate) fn check_chunks(
+    path: &Path,
+    md: &parquet::file::metadata::ParquetMetaData,
+) -> Result<()> {
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| FormatError::io(path, e))?
+        .len();
+    for (g, group) in md.row_groups().iter().enumerate() {
+        if group.num_rows() < 0 {
+            return Err(FormatError::invalid(
+                path,
+                format!("row group {g} has a negative row count"),
+            ));
+        }
+        for c in group.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let len = c.compressed_size();
+            let inside = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(s, l)| s.checked_add(l))
+                .is_some_and(|end| end <= file_len)
+                && c.data_page_offset() >= 0
+                && c.uncompressed_size() >= 0;
+            if !inside {
+                return Err(FormatError::invalid(
+                    path,
+                    format!(
+                        "corrupt footer: row group {g}, column {} claims bytes {start}..+{len} of a {file_len}-byte file",
+                        c.column_path()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Accepts the types we write and the obvious equivalents other tools write

@@ -1,6 +1,7 @@
 #![doc = include_str!("../FORMATS.md")]
 
 pub mod atomic;
+mod contain;
 mod error;
 pub mod image_table;
 pub mod model_config;

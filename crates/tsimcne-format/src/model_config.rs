@@ -15,6 +15,8 @@ use crate::model_keys::ResNetArch;
 pub const MODEL_CONFIG_VERSION: u32 = 1;
 pub const MODEL_CONFIG_FILE: &str = "config.json";
 pub const MODEL_FILE: &str = "model.safetensors";
+/// The largest `config.json` read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The image shape a model takes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,11 +99,33 @@ impl ModelConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| FormatError::Io {
-            path: path.into(),
-            source: e,
-        })?;
-        let cfg: ModelConfig = serde_json::from_str(&text)
+        // A config is a few kilobytes; more is not a config.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                std::io::Read::read_to_string(
+                    &mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1),
+                    &mut text,
+                )
+            })
+            .map_err(|e| FormatError::Io {
+                path: path.into(),
+                source: e,
+            })?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(FormatError::invalid(
+                path,
+                format!("bad model config: larger than {MAX_CONFIG_BYTES} bytes"),
+            ));
+        }
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks the text of `config.json` (`path` names it in
+    /// errors): unknown keys, wrong types, a newer version and an
+    /// architecture out of bounds are refused.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let cfg: ModelConfig = serde_json::from_str(text)
             .map_err(|e| FormatError::invalid(path, format!("bad model config: {e}")))?;
         if cfg.format_version > MODEL_CONFIG_VERSION {
             return Err(FormatError::invalid(
@@ -109,6 +133,18 @@ impl ModelConfig {
                 format!(
                     "model config version {} is newer than this build reads ({MODEL_CONFIG_VERSION})",
                     cfg.format_version
+                ),
+            ));
+        }
+        cfg.arch
+            .check()
+            .map_err(|e| FormatError::invalid(path, format!("bad model config: arch: {e}")))?;
+        if cfg.input.channels != cfg.arch.in_channels {
+            return Err(FormatError::invalid(
+                path,
+                format!(
+                    "bad model config: input has {} channels, arch.in_channels is {}",
+                    cfg.input.channels, cfg.arch.in_channels
                 ),
             ));
         }

@@ -10,6 +10,11 @@
 use serde::{Deserialize, Serialize};
 
 pub const BACKBONE: &str = "backbone";
+/// Bounds of [`ResNetArch::check`]: far above any real ResNet.
+pub const MAX_STAGES: usize = 8;
+pub const MAX_BLOCKS: usize = 64;
+pub const MAX_WIDTH: usize = 1 << 14;
+pub const MAX_HEAD: usize = 1 << 16;
 pub const HEAD: &str = "projection_head.layers";
 /// Index of the head's first Linear inside `projection_head.layers`.
 pub const HEAD_HIDDEN: usize = 0;
@@ -42,6 +47,38 @@ impl ResNetArch {
     /// Stride of the first block of stage `s`: 1 for the first stage, else 2.
     pub fn stage_stride(s: usize) -> usize {
         if s == 0 { 1 } else { 2 }
+    }
+
+    /// Checks the architecture is one a model file can describe: 1 to 8
+    /// stages of 1 to 64 blocks, every width positive and at most 16,384,
+    /// and so on. An architecture read from an untrusted `config.json`
+    /// sizes nothing before it passes this check.
+    pub fn check(&self) -> Result<(), String> {
+        let range = |what: &str, v: usize, max: usize| {
+            if v == 0 || v > max {
+                Err(format!("{what} is {v}, not in 1..={max}"))
+            } else {
+                Ok(())
+            }
+        };
+        range("in_channels", self.in_channels, 4)?;
+        range("the number of stages", self.widths.len(), MAX_STAGES)?;
+        if self.blocks.len() != self.widths.len() {
+            return Err(format!(
+                "{} widths for {} stages of blocks",
+                self.widths.len(),
+                self.blocks.len()
+            ));
+        }
+        for &w in &self.widths {
+            range("a width", w, MAX_WIDTH)?;
+        }
+        for &b in &self.blocks {
+            range("a stage's block count", b, MAX_BLOCKS)?;
+        }
+        range("head_hidden", self.head_hidden, MAX_HEAD)?;
+        range("out_dim", self.out_dim, MAX_HEAD)?;
+        Ok(())
     }
 
     /// Length of the backbone's pooled feature vector.
@@ -210,5 +247,23 @@ mod tests {
             .map(|s| s.shape.iter().product::<usize>())
             .sum();
         assert_eq!(params, 11_168_832 + 512 * 1024 + 1024 + 1024 * 128 + 128);
+    }
+
+    #[test]
+    fn architecture_bounds() {
+        assert_eq!(resnet18().check(), Ok(()));
+        let mut a = resnet18();
+        a.blocks = vec![2, 2, 2, 1 << 40];
+        assert!(a.check().unwrap_err().contains("block count"));
+        let mut a = resnet18();
+        a.widths.pop();
+        assert!(a.check().unwrap_err().contains("3 widths for 4 stages"));
+        let mut a = resnet18();
+        a.widths = vec![];
+        a.blocks = vec![];
+        assert!(a.check().unwrap_err().contains("number of stages"));
+        let mut a = resnet18();
+        a.out_dim = 0;
+        assert!(a.check().unwrap_err().contains("out_dim is 0"));
     }
 }

@@ -117,10 +117,7 @@ fn write_table(
         ))
         .build();
     write_atomic(path, |out| {
-        let perr = |source| FormatError::Parquet {
-            path: path.into(),
-            source,
-        };
+        let perr = |source| FormatError::parquet_write(path, source);
         let mut w = ArrowWriter::try_new(out, schema, Some(props)).map_err(perr)?;
         w.write(&batch).map_err(perr)?;
         w.close().map_err(perr)?;
@@ -233,6 +230,10 @@ fn list_parts<O: arrow::array::OffsetSizeTrait>(
 /// Float64 is narrowed to Float32; integer ids of any width are accepted.
 /// Nulls, ragged lists and duplicate ids are errors.
 pub fn read_vectors(path: &Path, column: Option<&str>) -> Result<Vectors> {
+    crate::contain::decoding(path, || read_vectors_unguarded(path, column))
+}
+
+fn read_vectors_unguarded(path: &Path, column: Option<&str>) -> Result<Vectors> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Float32Type;
     use parquet::arrow::ProjectionMask;
@@ -245,6 +246,7 @@ pub fn read_vectors(path: &Path, column: Option<&str>) -> Result<Vectors> {
         source,
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    crate::image_table::check_chunks(path, builder.metadata())?;
     let schema = builder.schema().clone();
     let fields = schema.fields();
     let is_float =

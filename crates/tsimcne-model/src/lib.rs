@@ -3,16 +3,19 @@
 //! - [`preset`]: named architectures (`resnet18`, `small`, `tiny`);
 //! - [`init`]: the reference initialisation, drawn from our seeded streams;
 //! - [`resnet`]: the modules (`ModuleT`: train and eval mode);
+//! - [`fast`]: the same backbone on our CPU kernels, with its own backward
+//!   pass (the default on the CPU, see [`Kernels`]);
 //! - [`Model`]: a network with its variables, safetensors load and save under
 //!   the reference PyTorch names.
 
 mod error;
+pub mod fast;
 pub mod init;
 mod model;
 pub mod preset;
 pub mod resnet;
 
 pub use error::{ModelError, Result};
-pub use model::{Model, infer_arch};
+pub use model::{Backprop, Kernels, Model, infer_arch};
 pub use preset::{PRESETS, check_input, preset};
 pub use tsimcne_format::model_keys::ResNetArch;

@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use tsimcne_format::model_keys::{
     BACKBONE, Dtype, HEAD, HEAD_OUT, ResNetArch, TensorSpec, tensor_specs,
 };
 
 use crate::error::{ModelError, Result};
+use crate::fast::{FastBackbone, Pass};
 use crate::init::initial_values;
 use crate::resnet::Net;
 
@@ -25,6 +27,40 @@ pub struct Model {
     varmap: VarMap,
     pub num_batches_tracked: i64,
     device: Device,
+    fast: FastBackbone,
+    kernels: Kernels,
+}
+
+/// Which implementation runs the backbone in [`Model::infer`] and
+/// [`Model::loss_and_grads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// candle's ops and autograd ([`crate::resnet`]): any device; the reference.
+    Candle,
+    /// Our CPU kernels ([`crate::fast`]): channels-last im2col + gemm
+    /// convolutions, fused BatchNorm, hand-written backward. CPU only.
+    Fast,
+}
+
+impl Kernels {
+    /// The fast kernels on the CPU, candle's elsewhere.
+    pub fn default_for(device: &Device) -> Self {
+        if device.is_cpu() {
+            Kernels::Fast
+        } else {
+            Kernels::Candle
+        }
+    }
+}
+
+/// Which gradients [`Model::loss_and_grads`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backprop {
+    /// Every parameter.
+    Full,
+    /// The output layer only (the project stage): the graph is cut below it,
+    /// so the backbone's backward pass is skipped. Same values.
+    OutputOnly,
 }
 
 impl std::fmt::Debug for Model {
@@ -73,6 +109,8 @@ impl Model {
             varmap,
             num_batches_tracked: nbt,
             device: device.clone(),
+            fast: FastBackbone::new(arch),
+            kernels: Kernels::default_for(device),
         };
         let expected = tensor_specs(arch)
             .iter()
@@ -127,6 +165,82 @@ impl Model {
             self.num_batches_tracked += 1;
         }
         Ok(self.net.forward_output_only_t(x, train)?)
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Chooses the backbone implementation; the fast kernels need the CPU.
+    pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
+        if kernels == Kernels::Fast && !self.device.is_cpu() {
+            return Err(ModelError::Invalid(
+                "the fast kernels run on the CPU only".into(),
+            ));
+        }
+        self.kernels = kernels;
+        Ok(())
+    }
+
+    /// Eval-mode backbone features and head outputs, `([batch, feature],
+    /// [batch, out_dim])`, for embedding; no gradients.
+    pub fn infer(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let f = match self.kernels {
+            Kernels::Candle => self.net.backbone.forward_t(x, false)?,
+            Kernels::Fast => self.fast.forward(&self.vars(), x, Pass::Eval)?.0,
+        };
+        let z = self.net.head.forward(&f)?;
+        Ok((f.detach(), z.detach()))
+    }
+
+    /// One training forward and backward pass: the loss `loss(output)` of the
+    /// batch `x` (BatchNorm in training mode, running statistics updated) and
+    /// the gradients `backprop` asks for. The same values and gradients with
+    /// either [`Kernels`], up to float rounding.
+    pub fn loss_and_grads(
+        &mut self,
+        x: &Tensor,
+        backprop: Backprop,
+        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<(Tensor, GradStore)> {
+        self.num_batches_tracked += 1;
+        match (self.kernels, backprop) {
+            (Kernels::Candle, Backprop::Full) => {
+                let l = loss(&self.net.forward_t(x, true)?)?;
+                let grads = l.backward()?;
+                Ok((l, grads))
+            }
+            (Kernels::Candle, Backprop::OutputOnly) => {
+                let l = loss(&self.net.forward_output_only_t(x, true)?)?;
+                let grads = l.backward()?;
+                Ok((l, grads))
+            }
+            (Kernels::Fast, Backprop::OutputOnly) => {
+                let vars = self.vars();
+                let (f, _) = self.fast.forward(&vars, x, Pass::Train)?;
+                // [batch, feature] → [batch, hidden], no gradient → [batch, out_dim]
+                let h = self.net.head.hidden(&f)?.detach();
+                let l = loss(&self.net.head.output(&h)?)?;
+                let grads = l.backward()?;
+                Ok((l, grads))
+            }
+            (Kernels::Fast, Backprop::Full) => {
+                let vars = self.vars();
+                let (f, tape) = self.fast.forward(&vars, x, Pass::TrainRecord)?;
+                let tape = tape.ok_or_else(|| ModelError::Invalid("no tape recorded".into()))?;
+                // The head and the loss on candle's autograd, from a leaf at the features.
+                let f = Var::from_tensor(&f)?;
+                let l = loss(&self.net.head.forward(f.as_tensor())?)?;
+                let mut grads = l.backward()?;
+                let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
+                    ModelError::Invalid("the loss does not depend on the features".into())
+                })?;
+                for (name, g) in self.fast.backward(&vars, tape, &d_feat)? {
+                    grads.insert(vars[&name].as_tensor(), g);
+                }
+                Ok((l, grads))
+            }
+        }
     }
 
     /// Every tensor of the checkpoint, reference names, in state_dict order.

@@ -85,6 +85,10 @@ impl Sgd {
         let c = self.config;
         for (name, var) in &self.params {
             let Some(g) = grads.get(var) else { continue };
+            if var.device().is_cpu() {
+                step_cpu(&mut self.buffers, c, name, var, g, lr)?;
+                continue;
+            }
             let mut g = g.detach();
             if let Some(clip) = c.clip_value {
                 g = g.clamp(-clip, clip)?;
@@ -107,4 +111,59 @@ impl Sgd {
         }
         Ok(())
     }
+}
+
+/// The same update as the tensor-op path (same f32 operations in the same
+/// order, so the same bits) as one loop over each parameter: candle's
+/// element-wise ops would run five passes, each through its thread pool.
+fn step_cpu(
+    buffers: &mut BTreeMap<String, Tensor>,
+    c: SgdConfig,
+    name: &str,
+    var: &Var,
+    g: &Tensor,
+    lr: f64,
+) -> Result<()> {
+    let shape = var.shape().clone();
+    let g = g.flatten_all()?.to_vec1::<f32>()?;
+    let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    if g.len() != w.len() {
+        candle_core::bail!(
+            "gradient of {name} has {} elements, the parameter {}",
+            g.len(),
+            w.len()
+        );
+    }
+    let mut buf = match buffers.get(name) {
+        Some(b) if c.momentum != 0.0 => Some(b.flatten_all()?.to_vec1::<f32>()?),
+        _ => None,
+    };
+    let clip = c.clip_value.map(|v| v as f32);
+    let (wd, mu, lr) = (c.weight_decay as f32, c.momentum as f32, lr as f32);
+    let first = buf.is_none();
+    let b = buf.get_or_insert_with(|| vec![0.0; w.len()]);
+    for ((w, &g), b) in w.iter_mut().zip(&g).zip(b.iter_mut()) {
+        let mut g = g;
+        if let Some(clip) = clip {
+            g = g.max(-clip).min(clip);
+        }
+        if c.weight_decay != 0.0 {
+            g += *w * wd;
+        }
+        let update = if c.momentum != 0.0 {
+            *b = if first { g } else { *b * mu + g };
+            *b
+        } else {
+            g
+        };
+        *w -= update * lr;
+    }
+    let device = var.device().clone();
+    var.set(&Tensor::from_vec(w, shape.clone(), &device)?)?;
+    if c.momentum != 0.0
+        && let Some(b) = buf
+    {
+        buffers.insert(name.to_string(), Tensor::from_vec(b, shape, &device)?);
+    }
+    Ok(())
 }

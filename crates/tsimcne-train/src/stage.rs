@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use tsimcne_augment::AugmentConfig;
+use tsimcne_format::atomic;
 use tsimcne_format::model_config::{
     InputShape, MODEL_CONFIG_FILE, MODEL_CONFIG_VERSION, MODEL_FILE, ModelConfig, Normalize,
     TrainingConfig,
 };
 use tsimcne_format::vectors::{KIND_FEATURES, VectorColumn, write_vectors};
-use tsimcne_model::{Model, check_input, preset};
+use tsimcne_model::{Kernels, Model, check_input, preset};
 
 use crate::error::{Result, TrainError};
 use crate::loss::Similarity;
@@ -63,6 +64,8 @@ pub struct PretrainConfig {
     /// Discard an existing checkpoint instead of resuming or refusing.
     pub restart: bool,
     pub normalize: Option<Normalize>,
+    /// The backbone's implementation (`Fast`: our CPU kernels, the default).
+    pub kernels: Kernels,
 }
 
 /// What a stage did.
@@ -80,6 +83,10 @@ fn augment_config(normalize: &Option<Normalize>) -> AugmentConfig {
     }
 }
 
+/// Makes the output directory ready: created, writable (a read-only or
+/// unwritable directory fails now, not after the first epoch), cleared of
+/// the temporaries of killed runs, and with `restart`, of the checkpoint and
+/// log of earlier settings.
 fn prepare_dir(dir: &Path, restart: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| {
         TrainError::Format(tsimcne_format::FormatError::Io {
@@ -87,19 +94,34 @@ fn prepare_dir(dir: &Path, restart: bool) -> Result<()> {
             source: e,
         })
     })?;
+    atomic::check_writable_dir(dir)?;
+    atomic::remove_stale_temps(dir, None);
     if restart {
         for f in [CHECKPOINT_FILE, LOG_FILE] {
-            let p = dir.join(f);
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(|e| {
-                    TrainError::Format(tsimcne_format::FormatError::Io {
-                        path: p.clone(),
-                        source: e,
-                    })
-                })?;
-            }
+            atomic::remove_durably(&dir.join(f))?;
         }
     }
+    Ok(())
+}
+
+/// Writes a finished stage's outputs. `config.json` marks a finished
+/// stage, so it goes last; and when the directory holds the `config.json`
+/// of another run (other settings, `--restart`), that is removed durably
+/// before anything is replaced.
+///
+/// **Invariant:** a directory with a `config.json` holds the outputs of the
+/// run it describes, whatever moment a kill or a full disk interrupted it at.
+fn write_outputs(
+    dir: &Path,
+    config: &ModelConfig,
+    write: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let path = dir.join(MODEL_CONFIG_FILE);
+    if path.exists() && ModelConfig::load(&path).ok().as_ref() != Some(config) {
+        atomic::remove_durably(&path)?;
+    }
+    write()?;
+    config.save(&path)?;
     Ok(())
 }
 
@@ -223,6 +245,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
     prepare_dir(&cfg.out, cfg.restart)?;
     let device = Device::Cpu;
     let mut model = Model::new(&arch, cfg.seed, &device)?;
+    model.set_kernels(cfg.kernels)?;
     let images = Images::from_set(set);
     let augment = settings.augment.clone();
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
@@ -241,15 +264,17 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
             values: &head,
         },
     ];
-    write_vectors(
-        &cfg.out.join(FEATURES_FILE),
-        KIND_FEATURES,
-        &ids,
-        &cols,
-        &[],
-    )?;
-    model.save(&cfg.out.join(MODEL_FILE))?;
-    config.save(&cfg.out.join(MODEL_CONFIG_FILE))?;
+    write_outputs(&cfg.out, &config, || {
+        write_vectors(
+            &cfg.out.join(FEATURES_FILE),
+            KIND_FEATURES,
+            &ids,
+            &cols,
+            &[],
+        )?;
+        model.save(&cfg.out.join(MODEL_FILE))?;
+        Ok(())
+    })?;
     Ok(StageSummary {
         epochs,
         images: images.len,
@@ -317,6 +342,8 @@ pub struct TwoDConfig {
     pub restart: bool,
     /// Project only: how the new output layer starts.
     pub init: OutputInit,
+    /// The backbone's implementation (`Fast`: our CPU kernels, the default).
+    pub kernels: Kernels,
 }
 
 /// How `project` initialises the new low-dimensional output layer.
@@ -498,7 +525,14 @@ fn fnv1a(bytes: &[u8]) -> String {
 
 /// A model directory: its config and model, checked against each other.
 pub fn load_model_dir(dir: &Path) -> Result<(ModelConfig, Model, Vec<u8>)> {
-    let config = ModelConfig::load(&dir.join(MODEL_CONFIG_FILE))?;
+    let config_path = dir.join(MODEL_CONFIG_FILE);
+    if !config_path.exists() && dir.join(CHECKPOINT_FILE).exists() {
+        return Err(TrainError::Invalid(format!(
+            "{}: no {MODEL_CONFIG_FILE}: the stage that writes this directory has not finished (rerun it to resume)",
+            dir.display()
+        )));
+    }
+    let config = ModelConfig::load(&config_path)?;
     let path = dir.join(MODEL_FILE);
     let bytes = std::fs::read(&path).map_err(|e| {
         TrainError::Format(tsimcne_format::FormatError::Io {
@@ -508,6 +542,22 @@ pub fn load_model_dir(dir: &Path) -> Result<(ModelConfig, Model, Vec<u8>)> {
     })?;
     let model = Model::load_bytes(&path, &bytes, &config.arch, &Device::Cpu)?;
     Ok((config, model, bytes))
+}
+
+/// A bare safetensors model file with the reference names (no
+/// `config.json`): its architecture is read off the tensor shapes and
+/// checked like a config's before the model is built.
+pub fn load_model_file(path: &Path) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        TrainError::Format(tsimcne_format::FormatError::Io {
+            path: path.into(),
+            source: e,
+        })
+    })?;
+    let arch = tsimcne_model::infer_arch(path, &bytes)?;
+    arch.check()
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(Model::load_bytes(path, &bytes, &arch, &Device::Cpu)?)
 }
 
 /// Checks that an image table fits a model's input.
@@ -625,11 +675,14 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     };
     prepare_dir(&cfg.out, cfg.restart)?;
     let mut model = model;
+    model.set_kernels(cfg.kernels)?;
     let images = Images::from_set(set.clone());
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
-    write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))?;
-    model.save(&cfg.out.join(MODEL_FILE))?;
-    config.save(&cfg.out.join(MODEL_CONFIG_FILE))?;
+    write_outputs(&cfg.out, &config, || {
+        write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))?;
+        model.save(&cfg.out.join(MODEL_FILE))?;
+        Ok(())
+    })?;
     Ok(StageSummary {
         epochs,
         images: images.len,
@@ -649,14 +702,8 @@ pub fn embed(model: &Path, images: &Path, out: &Path) -> Result<usize> {
         let (config, model, _) = load_model_dir(model)?;
         (config, model)
     } else {
-        let bytes = std::fs::read(model).map_err(|e| {
-            TrainError::Format(tsimcne_format::FormatError::Io {
-                path: model.into(),
-                source: e,
-            })
-        })?;
-        let arch = tsimcne_model::infer_arch(model, &bytes)?;
-        let m = Model::load_bytes(model, &bytes, &arch, &Device::Cpu)?;
+        let m = load_model_file(model)?;
+        let arch = m.arch.clone();
         let input = InputShape {
             height: set.meta.height as usize,
             width: set.meta.width as usize,

@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use tsimcne_augment::{AugmentConfig, Shape, two_views};
 use tsimcne_format::ImageSet;
 use tsimcne_format::atomic::write_bytes_atomic;
-use tsimcne_model::Model;
+use tsimcne_model::{Backprop, Model};
 use tsimcne_rng::SplitMix64;
 
 use crate::error::{Result, TrainError};
@@ -328,12 +328,13 @@ pub fn train(
                     .recv()
                     .map_err(|_| TrainError::Invalid("augmentation worker stopped".into()))?;
                 let x = Tensor::from_vec(buf, dims, model.device())?;
-                let z = if output_only {
-                    model.forward_output_only_t(&x, true)?
+                let backprop = if output_only {
+                    Backprop::OutputOnly
                 } else {
-                    model.forward_t(&x, true)?
+                    Backprop::Full
                 };
-                let loss = info_nce(&z, s.similarity)?;
+                let (loss, grads) =
+                    model.loss_and_grads(&x, backprop, |z| info_nce(z, s.similarity))?;
                 let value = loss.to_scalar::<f32>()?;
                 if !value.is_finite() {
                     return Err(TrainError::Diverged {
@@ -341,7 +342,6 @@ pub fn train(
                         what: format!("the loss is {value}"),
                     });
                 }
-                let grads = loss.backward()?;
                 sgd.step(&grads, lr)?;
                 loss_sum += f64::from(value);
                 obs.step(epoch + 1, value);
@@ -356,29 +356,43 @@ pub fn train(
             seconds,
             images_per_s: (steps * s.batch_size) as f64 / seconds.max(1e-9),
         };
+        // Every epoch, not only those that checkpoint: a divergence stops
+        // the run in the epoch it happened, before anything is written.
+        check_finite(model, epoch + 1, steps)?;
         obs.epoch(&log);
         logs.push(log);
         let last = epoch + 1 == s.epochs;
         if last || (epoch + 1) % s.checkpoint_every.max(1) == 0 {
-            check_finite(model, epoch + 1)?;
-            save_checkpoint(&ckpt, model, &sgd, epoch + 1, &s.fingerprint)?;
+            // The log first: it may run ahead of the checkpoint (a resume
+            // keeps only the rows up to the checkpoint's epoch), never behind.
             write_bytes_atomic(&dir.join(LOG_FILE), csv(&logs).as_bytes())?;
+            save_checkpoint(&ckpt, model, &sgd, epoch + 1, &s.fingerprint)?;
         }
     }
     obs.finish();
     Ok(logs)
 }
 
-/// Refuses to checkpoint weights that hold NaN or infinity.
-fn check_finite(model: &Model, epoch: usize) -> Result<()> {
-    for (name, v) in model.vars() {
-        let sum = v.as_tensor().sum_all()?.to_scalar::<f32>()?;
-        if !sum.is_finite() {
-            return Err(TrainError::Diverged {
-                at: format!("the end of epoch {epoch}"),
-                what: format!("{name} is not finite"),
-            });
-        }
+/// Stops on weights that hold NaN or infinity (which the loss may not show:
+/// a ReLU turns NaN into 0): checked after the last step of every epoch
+/// (1-based `epoch`, `step`), so before any checkpoint, with one transfer
+/// from the device. The first tensor by name is reported.
+fn check_finite(model: &Model, epoch: usize, step: usize) -> Result<()> {
+    let mut vars: Vec<(String, candle_core::Var)> = model.vars().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let sums = vars
+        .iter()
+        .map(|(_, v)| v.as_tensor().sum_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    if sums.is_empty() {
+        return Ok(());
+    }
+    let sums = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+    if let Some(((name, _), _)) = vars.iter().zip(&sums).find(|(_, s)| !s.is_finite()) {
+        return Err(TrainError::Diverged {
+            at: format!("epoch {epoch}, step {step}"),
+            what: format!("{name} is not finite (weights are checked at the end of each epoch)"),
+        });
     }
     Ok(())
 }
@@ -406,7 +420,7 @@ pub fn embed_all(
             (end - start, shape.channels, shape.height, shape.width),
             model.device(),
         )?;
-        let (f, z) = model.net.features_t(&x, false)?;
+        let (f, z) = model.infer(&x)?;
         feats.extend(f.flatten_all()?.to_vec1::<f32>()?);
         outs.extend(z.flatten_all()?.to_vec1::<f32>()?);
         start = end;

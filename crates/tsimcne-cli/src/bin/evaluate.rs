@@ -1,6 +1,6 @@
 //! `evaluate`: kNN accuracy, neighbour preservation and a picture of a map.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -73,8 +73,14 @@ fn main() -> ExitCode {
             .iter()
             .map(|s| Reference::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("creating {}", args.out.display()))?;
+        // A read-only or unwritable folder fails now, not after the work;
+        // the folder itself is made only when there is something to write.
+        let existing = args
+            .out
+            .ancestors()
+            .find(|a| a.is_dir())
+            .unwrap_or(Path::new("."));
+        tsimcne_format::atomic::check_writable_dir(existing)?;
         let cfg = EvalConfig {
             embedding: args.embedding.clone(),
             embedding_column: args.column.clone(),
@@ -89,6 +95,8 @@ fn main() -> ExitCode {
             threads: args.threads.unwrap_or_else(default_threads).max(1),
         };
         let eval = tsimcne_eval::evaluate(&cfg)?;
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
         let m = &eval.metrics;
         let metrics_path = args.out.join("metrics.json");
         let mut json = serde_json::to_string_pretty(m).context("encoding metrics")?;

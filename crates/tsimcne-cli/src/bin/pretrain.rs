@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use tsimcne_cli::two_d::{DeviceArg, LossArg};
-use tsimcne_cli::{TrainBar, default_threads, run_main, set_compute_threads};
+use tsimcne_cli::{KernelsArg, TrainBar, default_threads, run_main, set_compute_threads};
 use tsimcne_format::model_config::Normalize;
 use tsimcne_train::stage::{PretrainConfig, pretrain};
 
@@ -62,6 +62,9 @@ struct Args {
     threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
+    /// The backbone's CPU implementation.
+    #[arg(long, value_enum, default_value_t = KernelsArg::Fast)]
+    kernels: KernelsArg,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
@@ -107,6 +110,7 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         checkpoint_every: args.checkpoint_every,
         restart: args.restart,
         normalize,
+        kernels: args.kernels.into(),
     };
     let summary = pretrain(&cfg, &TrainBar::new(cfg.batch_size))?;
     let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Training-step benchmark, the PyTorch half of `make bench-train`.
+
+Mirrors `cargo run --release -p tsimcne-train --example bench_train`: the
+same modes, the same shapes, the same `key seconds` output lines (median
+over the timed repetitions after one warm-up) and `peak_rss_mib N`.
+
+    train_torch.py step PRESET VIEWS   forward + backward + SGD step
+    train_torch.py fwd  PRESET VIEWS   training-mode forward, output layer's gradient only
+    train_torch.py ops                 per-op timings at 128 images
+    train_torch.py layers PRESET VIEWS per-layer conv and BN timings
+
+Threads: torch.set_num_threads(THREADS), THREADS from the environment
+(default 2). Requires torch (pip install torch).
+"""
+import os
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+torch.manual_seed(0)
+
+PRESETS = {
+    "small": ([16, 32, 64, 128], [1, 1, 1, 1]),
+    "resnet18": ([64, 128, 256, 512], [2, 2, 2, 2]),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Net(nn.Module):
+    """The CIFAR ResNet of tsimcne-model (3×3 stem, no max-pool) and its head."""
+
+    def __init__(self, widths, blocks, cin=3, out_dim=128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        layers, c = [], widths[0]
+        for s, (w, n) in enumerate(zip(widths, blocks)):
+            for b in range(n):
+                layers.append(Block(c, w, (1 if s == 0 else 2) if b == 0 else 1))
+                c = w
+        self.layers = nn.Sequential(*layers)
+        self.hidden = nn.Linear(c, 1024)
+        self.out = nn.Linear(1024, out_dim)
+
+    def forward(self, x, output_only=False):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x).mean((2, 3))
+        h = F.relu(self.hidden(x))
+        if output_only:
+            h = h.detach()
+        return self.out(h)
+
+
+def cauchy_info_nce(z):
+    """t-SimCNE's loss: InfoNCE with the Cauchy kernel, views i and i+B paired."""
+    n = z.shape[0]
+    b = n // 2
+    sim = 1.0 / (1.0 + torch.cdist(z, z).pow(2))
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool), 0.0)
+    pos = torch.cat([torch.arange(b, n), torch.arange(0, b)])
+    return -(torch.log(sim[torch.arange(n), pos]) - torch.log(sim.sum(1))).mean()
+
+
+def timed(reps, f):
+    f()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return sorted(ts)[len(ts) // 2]
+
+
+def model_run(mode, preset, views):
+    widths, blocks = PRESETS[preset]
+    net = Net(widths, blocks)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(views, 3, 32, 32) * 2 - 1
+    reps = 3 if preset == "resnet18" else 7
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = cauchy_info_nce(net(x))
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(net.parameters(), 4.0)
+        opt.step()
+
+    def fwd():
+        opt.zero_grad(set_to_none=True)
+        cauchy_info_nce(net(x, output_only=True)).backward()
+
+    secs = timed(reps, step if mode == "step" else fwd)
+    print(f"{mode}_{preset}_{views} {secs:.4f}")
+
+
+def conv_ops(n, cin, cout, k, stride, hw, reps=5):
+    x = torch.rand(n, cin, hw, hw) * 2 - 1
+    w = torch.rand(cout, cin, k, k) * 2 - 1
+    y = F.conv2d(x, w, stride=stride, padding=k // 2)
+    dy = torch.rand_like(y) * 2 - 1
+    f = timed(reps, lambda: F.conv2d(x, w, stride=stride, padding=k // 2))
+    d = timed(reps, lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, stride=stride, padding=k // 2))
+    g = timed(reps, lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=stride, padding=k // 2))
+    bn = nn.BatchNorm2d(cout)
+    yb = y.detach().requires_grad_(True)
+
+    def bn_fb():
+        out = F.relu(bn(yb))
+        out.backward(dy)
+
+    b = timed(reps, bn_fb)
+    return f, d, g, b
+
+
+def ops():
+    for c, hw in [(64, 32), (128, 16)]:
+        f, d, g, b = conv_ops(128, c, c, 3, 1, hw)
+        tag = f"{c}x{hw}"
+        print(f"conv_fwd_{tag} {f:.4f}")
+        print(f"conv_dx_{tag} {d:.4f}")
+        print(f"conv_dw_{tag} {g:.4f}")
+        print(f"bn_fwd_bwd_{tag} {b:.4f}")
+
+
+def layers(preset, views):
+    widths, blocks = PRESETS[preset]
+    shapes = [(3, widths[0], 3, 1, 32)]
+    cin, hw = widths[0], 32
+    for s, (w, n) in enumerate(zip(widths, blocks)):
+        for b in range(n):
+            stride = (1 if s == 0 else 2) if b == 0 else 1
+            shapes.append((cin, w, 3, stride, hw))
+            if stride != 1 or cin != w:
+                shapes.append((cin, w, 1, stride, hw))
+            hw = (hw + 2 - 3) // stride + 1
+            shapes.append((w, w, 3, 1, hw))
+            cin = w
+    dedup = [s for i, s in enumerate(shapes) if i == 0 or s != shapes[i - 1]]
+    total = [0.0] * 4
+    for cin, cout, k, stride, hw in dedup:
+        f, d, g, b = conv_ops(views, cin, cout, k, stride, hw)
+        print(f"layer {cin}->{cout} k{k} s{stride} @{hw}: fwd {f:.4f} dx {d:.4f} dw {g:.4f} bn {b:.4f}")
+        total = [t + v for t, v in zip(total, (f, d, g, b))]
+    print("layers_total fwd {:.4f} dx {:.4f} dw {:.4f} bn {:.4f}".format(*total))
+
+
+def main():
+    a = sys.argv[1:]
+    mode = a[0] if a else ""
+    if mode in ("step", "fwd"):
+        model_run(mode, a[1] if len(a) > 1 else "small", int(a[2]) if len(a) > 2 else 128)
+    elif mode == "ops":
+        ops()
+    elif mode == "layers":
+        layers(a[1] if len(a) > 1 else "small", int(a[2]) if len(a) > 2 else 128)
+    else:
+        sys.exit(__doc__)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"peak_rss_mib {rss_kib / 1024:.0f}")
+
+
+if __name__ == "__main__":
+    main()

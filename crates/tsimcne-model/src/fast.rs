@@ -1,0 +1,559 @@
+//! The backbone on our own CPU kernels (`tsimcne-ops`): channels-last
+//! activations, im2col + gemm convolutions, batch norm with the ReLU and the
+//! residual addition fused in, and a hand-written backward pass that keeps
+//! exactly what it needs.
+//!
+//! It computes what [`crate::resnet::Backbone`] computes (same parameters,
+//! same running-statistics updates, values equal within float rounding) and
+//! is the default on the CPU. The candle-op backbone stays the reference and
+//! the path on other devices.
+//!
+//! **Invariant:** the fast path reads and writes the model's variables only
+//! through their checkpoint names, so both paths share one set of weights.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::{Device, Tensor, Var};
+use tsimcne_format::model_keys::{BACKBONE, ResNetArch};
+use tsimcne_ops::{BnStats, ConvGeom};
+
+use crate::error::{ModelError, Result};
+
+/// PyTorch's BatchNorm2d defaults, as in `resnet::bn_config`.
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+#[derive(Debug, Clone)]
+struct ConvSpec {
+    /// The weight's checkpoint name.
+    weight: String,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+}
+
+impl ConvSpec {
+    fn geom(&self, n: usize, h: usize, w: usize) -> ConvGeom {
+        ConvGeom {
+            n,
+            h,
+            w,
+            cin: self.cin,
+            cout: self.cout,
+            k: self.k,
+            stride: self.stride,
+            pad: self.k / 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    conv1: ConvSpec,
+    bn1: String,
+    conv2: ConvSpec,
+    bn2: String,
+    shortcut: Option<(ConvSpec, String)>,
+}
+
+/// A convolution's input shape and patch-major weight, kept for backward.
+struct ConvIn {
+    geom: ConvGeom,
+    w_pm: Vec<f32>,
+}
+
+/// What a block's backward pass needs from its forward pass.
+struct BlockTape {
+    g1: ConvIn,
+    c1: Vec<f32>,
+    s1: BnStats,
+    a1: Vec<f32>,
+    g2: ConvIn,
+    c2: Vec<f32>,
+    s2: BnStats,
+    short: Option<(ConvIn, Vec<f32>, BnStats)>,
+}
+
+/// The saved forward pass of a training step.
+pub struct Tape {
+    n: usize,
+    /// The stem's input (NHWC), convolution output and statistics.
+    stem_in: Vec<f32>,
+    stem: ConvIn,
+    stem_c: Vec<f32>,
+    stem_s: BnStats,
+    /// `acts[0]` is the stem's output, `acts[i + 1]` block i's.
+    acts: Vec<Vec<f32>>,
+    blocks: Vec<BlockTape>,
+    /// Pixels and channels of the last activation.
+    last_hw: usize,
+    last_c: usize,
+}
+
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tape")
+            .field("n", &self.n)
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Activation buffers kept between passes. Every training step needs the
+/// same sizes again, and a fresh multi-megabyte allocation costs a page fault
+/// per 4 KiB plus zeroing; a reused buffer costs nothing. Buffers handed out
+/// hold stale values: every kernel that fills one overwrites all of it.
+#[derive(Debug, Default)]
+struct Pool(Mutex<Vec<Vec<f32>>>);
+
+/// The most buffers kept (a ResNet18 step uses about 80).
+const POOL_MAX: usize = 160;
+
+impl Pool {
+    fn take(&self, len: usize) -> Vec<f32> {
+        if let Ok(mut free) = self.0.lock()
+            && let Some(i) = free.iter().position(|v| v.len() == len)
+        {
+            return free.swap_remove(i);
+        }
+        vec![0.0; len]
+    }
+
+    fn give(&self, v: Vec<f32>) {
+        if let Ok(mut free) = self.0.lock() {
+            if free.len() >= POOL_MAX {
+                free.remove(0);
+            }
+            free.push(v);
+        }
+    }
+}
+
+/// The backbone's layer plan, by checkpoint name.
+#[derive(Debug)]
+pub struct FastBackbone {
+    stem: ConvSpec,
+    stem_bn: String,
+    blocks: Vec<Block>,
+    feature_dim: usize,
+    pool: Pool,
+}
+
+/// How a forward pass treats BatchNorm and what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Running statistics; nothing kept.
+    Eval,
+    /// Batch statistics, running statistics updated; nothing kept.
+    Train,
+    /// As `Train`, keeping the tape for [`FastBackbone::backward`].
+    TrainRecord,
+}
+
+fn read(vars: &HashMap<String, Var>, name: &str) -> Result<Vec<f32>> {
+    let v = vars
+        .get(name)
+        .ok_or_else(|| ModelError::Invalid(format!("the model has no tensor {name}")))?;
+    Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+}
+
+struct Bn {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+fn bn_params(vars: &HashMap<String, Var>, prefix: &str) -> Result<Bn> {
+    Ok(Bn {
+        gamma: read(vars, &format!("{prefix}.weight"))?,
+        beta: read(vars, &format!("{prefix}.bias"))?,
+    })
+}
+
+/// Blends the batch statistics into the running ones, in candle's f32
+/// arithmetic (`running·(1−m) + batch·m`, variance unbiased).
+fn update_running(
+    vars: &HashMap<String, Var>,
+    prefix: &str,
+    s: &BnStats,
+    rows: usize,
+) -> Result<()> {
+    let keep = (1.0 - MOMENTUM) as f32;
+    let unbias = (MOMENTUM * rows as f64 / (rows as f64 - 1.0)) as f32;
+    for (name, batch, w) in [
+        ("running_mean", &s.mean, MOMENTUM as f32),
+        ("running_var", &s.var, unbias),
+    ] {
+        let key = format!("{prefix}.{name}");
+        let old = read(vars, &key)?;
+        let new: Vec<f32> = old
+            .iter()
+            .zip(batch)
+            .map(|(r, b)| r * keep + b * w)
+            .collect();
+        let var = &vars[&key];
+        var.set(&Tensor::from_vec(new, old.len(), var.device())?)?;
+    }
+    Ok(())
+}
+
+fn running(vars: &HashMap<String, Var>, prefix: &str) -> Result<BnStats> {
+    Ok(BnStats {
+        mean: read(vars, &format!("{prefix}.running_mean"))?,
+        var: read(vars, &format!("{prefix}.running_var"))?,
+    })
+}
+
+impl FastBackbone {
+    pub fn new(arch: &ResNetArch) -> Self {
+        let conv = |weight: String, cin, cout, k, stride| ConvSpec {
+            weight,
+            cin,
+            cout,
+            k,
+            stride,
+        };
+        let w0 = arch.widths.first().copied().unwrap_or(0);
+        let mut blocks = Vec::new();
+        let mut cin = w0;
+        for (s, (&width, &n)) in arch.widths.iter().zip(&arch.blocks).enumerate() {
+            for b in 0..n {
+                let p = format!("{BACKBONE}.layer{}.{b}", s + 1);
+                let stride = if b == 0 {
+                    ResNetArch::stage_stride(s)
+                } else {
+                    1
+                };
+                let shortcut = (stride != 1 || cin != width).then(|| {
+                    (
+                        conv(format!("{p}.shortcut.0.weight"), cin, width, 1, stride),
+                        format!("{p}.shortcut.1"),
+                    )
+                });
+                blocks.push(Block {
+                    conv1: conv(format!("{p}.conv1.weight"), cin, width, 3, stride),
+                    bn1: format!("{p}.bn1"),
+                    conv2: conv(format!("{p}.conv2.weight"), width, width, 3, 1),
+                    bn2: format!("{p}.bn2"),
+                    shortcut,
+                });
+                cin = width;
+            }
+        }
+        Self {
+            stem: conv(
+                format!("{BACKBONE}.conv1.weight"),
+                arch.in_channels,
+                w0,
+                3,
+                1,
+            ),
+            stem_bn: format!("{BACKBONE}.bn1"),
+            blocks,
+            feature_dim: cin,
+            pool: Pool::default(),
+        }
+    }
+
+    /// Images `[n, c, h, w]` (NCHW, as the trainer makes them) to features
+    /// `[n, feature]`; in training passes BatchNorm uses and then updates
+    /// the batch statistics, and `TrainRecord` returns the tape.
+    pub fn forward(
+        &self,
+        vars: &HashMap<String, Var>,
+        x: &Tensor,
+        pass: Pass,
+    ) -> Result<(Tensor, Option<Tape>)> {
+        let device = x.device().clone();
+        if !matches!(device, Device::Cpu) {
+            return Err(ModelError::Invalid(
+                "the fast kernels run on the CPU only".into(),
+            ));
+        }
+        let (n, c, mut h, mut w) = x.dims4()?;
+        if c != self.stem.cin {
+            return Err(ModelError::Invalid(format!(
+                "the images have {c} channels, the model takes {}",
+                self.stem.cin
+            )));
+        }
+        // [n, c, h, w] → [n, h, w, c]
+        let input = x.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
+        let train = pass != Pass::Eval;
+        let record = pass == Pass::TrainRecord;
+
+        // One convolution + BN (+ residual) (+ ReLU) unit.
+        let unit = |x: &[f32],
+                    spec: &ConvSpec,
+                    bn: &str,
+                    h: usize,
+                    w: usize,
+                    residual: Option<&[f32]>,
+                    relu: bool|
+         -> Result<(ConvIn, Vec<f32>, BnStats, Vec<f32>)> {
+            let geom = spec.geom(n, h, w);
+            let w_pm = tsimcne_ops::weight_to_patch_major(&read(vars, &spec.weight)?, &geom);
+            let mut conv_out = self.pool.take(geom.output_len());
+            tsimcne_ops::conv_forward(x, &geom, &w_pm, &mut conv_out);
+            let p = bn_params(vars, bn)?;
+            let mut out = self.pool.take(conv_out.len());
+            let stats = if train {
+                let s = tsimcne_ops::bn_train_forward(
+                    &conv_out, spec.cout, &p.gamma, &p.beta, EPS, residual, relu, &mut out,
+                );
+                update_running(vars, bn, &s, geom.out_rows())?;
+                s
+            } else {
+                tsimcne_ops::bn_eval_forward(
+                    &conv_out,
+                    spec.cout,
+                    &p.gamma,
+                    &p.beta,
+                    &running(vars, bn)?,
+                    EPS,
+                    residual,
+                    relu,
+                    &mut out,
+                );
+                BnStats {
+                    mean: Vec::new(),
+                    var: Vec::new(),
+                }
+            };
+            Ok((ConvIn { geom, w_pm }, conv_out, stats, out))
+        };
+
+        // [n, h, w, cin] → [n, h, w, w0]
+        let (stem, stem_c, stem_s, mut act) =
+            unit(&input, &self.stem, &self.stem_bn, h, w, None, true)?;
+        let mut acts = Vec::new();
+        let mut tapes = Vec::new();
+        for b in &self.blocks {
+            // [n, h, w, cin] → [n, h/stride, w/stride, cout]
+            let (g1, c1, s1, a1) = unit(&act, &b.conv1, &b.bn1, h, w, None, true)?;
+            let (ho, wo) = (g1.geom.out_h(), g1.geom.out_w());
+            let short = match &b.shortcut {
+                Some((spec, bn)) => Some(unit(&act, spec, bn, h, w, None, false)?),
+                None => None,
+            };
+            let residual: &[f32] = match &short {
+                Some((_, _, _, s)) => s,
+                None => &act,
+            };
+            let (g2, c2, s2, out) = unit(&a1, &b.conv2, &b.bn2, ho, wo, Some(residual), true)?;
+            if record {
+                tapes.push(BlockTape {
+                    g1,
+                    c1,
+                    s1,
+                    a1,
+                    g2,
+                    c2,
+                    s2,
+                    short: short.map(|(g, c, s, _)| (g, c, s)),
+                });
+                acts.push(std::mem::replace(&mut act, out));
+            } else {
+                for buf in [c1, a1, c2, std::mem::replace(&mut act, out)] {
+                    self.pool.give(buf);
+                }
+                if let Some((_, c, _, s)) = short {
+                    self.pool.give(c);
+                    self.pool.give(s);
+                }
+            }
+            (h, w) = (ho, wo);
+        }
+        // Global average pool: [n, h·w, c] → [n, c]
+        let feat = tsimcne_ops::global_avg_pool(&act, n, self.feature_dim);
+        if !record {
+            self.pool.give(act);
+            self.pool.give(stem_c);
+            return Ok((
+                Tensor::from_vec(feat, (n, self.feature_dim), &device)?,
+                None,
+            ));
+        }
+        acts.push(act);
+        let tape = Tape {
+            n,
+            stem_in: input,
+            stem,
+            stem_c,
+            stem_s,
+            acts,
+            blocks: tapes,
+            last_hw: h * w,
+            last_c: self.feature_dim,
+        };
+        Ok((
+            Tensor::from_vec(feat, (n, self.feature_dim), &device)?,
+            Some(tape),
+        ))
+    }
+
+    /// Backpropagates `d_feat` (`[n, feature]`) through the recorded pass;
+    /// returns the gradient of every backbone parameter, by checkpoint name.
+    pub fn backward(
+        &self,
+        vars: &HashMap<String, Var>,
+        tape: Tape,
+        d_feat: &Tensor,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let device = d_feat.device().clone();
+        let d_feat = d_feat.flatten_all()?.to_vec1::<f32>()?;
+        if d_feat.len() != tape.n * tape.last_c {
+            return Err(ModelError::Invalid(
+                "feature gradient of the wrong shape".into(),
+            ));
+        }
+        let mut grads = Vec::new();
+        let mut push_conv = |name: &str, geom: &ConvGeom, dw: Vec<f32>| -> Result<()> {
+            let t = Tensor::from_vec(dw, (geom.cout, geom.cin, geom.k, geom.k), &device)?;
+            grads.push((name.to_string(), t));
+            Ok(())
+        };
+        let mut bn_grads = Vec::new();
+        let Tape {
+            stem_in,
+            stem,
+            stem_c,
+            stem_s,
+            mut acts,
+            blocks,
+            last_hw,
+            last_c,
+            n,
+        } = tape;
+        // [n, c] → [n, h·w, c]
+        let mut d = tsimcne_ops::global_avg_pool_backward(&d_feat, n, last_c, last_hw);
+        for (b, t) in self.blocks.iter().zip(blocks).rev() {
+            let out = acts.pop().unwrap_or_default();
+            let x = acts.last().map(Vec::as_slice).unwrap_or_default();
+            let c = b.conv2.cout;
+            // out = relu(bn2(c2) + shortcut): dc2 and the masked gradient g.
+            let mut dc2 = self.pool.take(t.c2.len());
+            let mut g = self.pool.take(t.c2.len());
+            let p2 = bn_backward(
+                vars,
+                &b.bn2,
+                &t.c2,
+                Some(&out),
+                &d,
+                c,
+                &t.s2,
+                &mut dc2,
+                Some(&mut g),
+            )?;
+            bn_grads.push((b.bn2.clone(), p2));
+            let mut dx = match (&b.shortcut, &t.short) {
+                (Some((spec, bn)), Some((gs, cs, ss))) => {
+                    let mut dcs = self.pool.take(cs.len());
+                    let ps = bn_backward(vars, bn, cs, None, &g, c, ss, &mut dcs, None)?;
+                    bn_grads.push((bn.clone(), ps));
+                    push_conv(
+                        &spec.weight,
+                        &gs.geom,
+                        tsimcne_ops::conv_backward_weight(x, &dcs, &gs.geom),
+                    )?;
+                    let mut dx = self.pool.take(x.len());
+                    tsimcne_ops::conv_backward_data(&dcs, &gs.geom, &gs.w_pm, &mut dx, false);
+                    self.pool.give(dcs);
+                    self.pool.give(std::mem::take(&mut g));
+                    dx
+                }
+                _ => std::mem::take(&mut g),
+            };
+            push_conv(
+                &b.conv2.weight,
+                &t.g2.geom,
+                tsimcne_ops::conv_backward_weight(&t.a1, &dc2, &t.g2.geom),
+            )?;
+            let mut da1 = self.pool.take(t.a1.len());
+            tsimcne_ops::conv_backward_data(&dc2, &t.g2.geom, &t.g2.w_pm, &mut da1, false);
+            self.pool.give(dc2);
+            let mut dc1 = self.pool.take(t.c1.len());
+            let p1 = bn_backward(
+                vars,
+                &b.bn1,
+                &t.c1,
+                Some(&t.a1),
+                &da1,
+                b.conv1.cout,
+                &t.s1,
+                &mut dc1,
+                None,
+            )?;
+            bn_grads.push((b.bn1.clone(), p1));
+            push_conv(
+                &b.conv1.weight,
+                &t.g1.geom,
+                tsimcne_ops::conv_backward_weight(x, &dc1, &t.g1.geom),
+            )?;
+            tsimcne_ops::conv_backward_data(&dc1, &t.g1.geom, &t.g1.w_pm, &mut dx, true);
+            // Gradient temporaries go back to the pool; the tape's buffers
+            // are freed, so memory falls as the backward pass climbs down
+            // (pooling them too would hold the whole forward's worth until
+            // the next step and raise the peak above PyTorch's).
+            for buf in [std::mem::replace(&mut d, dx), da1, dc1] {
+                self.pool.give(buf);
+            }
+            drop((out, t));
+        }
+        // The stem: no gradient for the images.
+        let stem_out = acts.pop().unwrap_or_default();
+        let mut dc0 = self.pool.take(stem_c.len());
+        let p0 = bn_backward(
+            vars,
+            &self.stem_bn,
+            &stem_c,
+            Some(&stem_out),
+            &d,
+            self.stem.cout,
+            &stem_s,
+            &mut dc0,
+            None,
+        )?;
+        bn_grads.push((self.stem_bn.clone(), p0));
+        push_conv(
+            &self.stem.weight,
+            &stem.geom,
+            tsimcne_ops::conv_backward_weight(&stem_in, &dc0, &stem.geom),
+        )?;
+        for buf in [dc0, d] {
+            self.pool.give(buf);
+        }
+        drop((stem_out, stem_c));
+        for (prefix, p) in bn_grads {
+            let c = p.gamma.len();
+            grads.push((
+                format!("{prefix}.weight"),
+                Tensor::from_vec(p.gamma, c, &device)?,
+            ));
+            grads.push((
+                format!("{prefix}.bias"),
+                Tensor::from_vec(p.beta, c, &device)?,
+            ));
+        }
+        Ok(grads)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bn_backward(
+    vars: &HashMap<String, Var>,
+    prefix: &str,
+    x: &[f32],
+    y: Option<&[f32]>,
+    dy: &[f32],
+    c: usize,
+    stats: &BnStats,
+    dx: &mut [f32],
+    dres: Option<&mut [f32]>,
+) -> Result<tsimcne_ops::BnParamGrads> {
+    let gamma = read(vars, &format!("{prefix}.weight"))?;
+    Ok(tsimcne_ops::bn_train_backward(
+        x, y, dy, c, &gamma, stats, EPS, dx, dres,
+    ))
+}

@@ -1,0 +1,308 @@
+//! Training-step benchmark, the Rust half of `make bench-train` (the other
+//! half is `bench/train_torch.py`; `bench/train.sh` runs both and prints the
+//! ratios). One configuration per process, so the peak RSS is its own.
+//!
+//! ```text
+//! bench_train step  PRESET VIEWS [fast|candle]   full step: forward + backward + SGD
+//! bench_train fwd   PRESET VIEWS [fast|candle]   forward only (training mode)
+//! bench_train ops   [fast|candle]                per-op timings at 128 images
+//! ```
+//!
+//! Prints `key seconds` lines (the median over the timed repetitions) and
+//! `peak_rss_mib N`. Threads: `RAYON_NUM_THREADS` (set it to 2 to compare
+//! with PyTorch's `torch.set_num_threads(2)`).
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use tsimcne_model::{Backprop, Kernels, Model};
+use tsimcne_ops::{BnStats, ConvGeom};
+use tsimcne_train::{Sgd, SgdConfig, Similarity, info_nce};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `f` `reps` times after one warm-up call.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = tsimcne_rng::SplitMix64::new(seed);
+    (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+}
+
+fn kernels(arg: Option<&String>) -> Kernels {
+    match arg.map(String::as_str) {
+        Some("candle") => Kernels::Candle,
+        _ => Kernels::Fast,
+    }
+}
+
+fn model_run(what: &str, preset: &str, views: usize, k: Kernels) -> candle_core::Result<()> {
+    let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
+    let mut model = Model::new(&arch, 0, &Device::Cpu).map_err(candle_core::Error::wrap)?;
+    model.set_kernels(k).map_err(candle_core::Error::wrap)?;
+    let x = Tensor::from_vec(
+        random(views * 3 * 32 * 32, 1),
+        (views, 3, 32, 32),
+        &Device::Cpu,
+    )?;
+    let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
+    let reps = if preset == "resnet18" { 3 } else { 7 };
+    let secs = match what {
+        "step" => time(reps, || {
+            let (_, grads) = model
+                .loss_and_grads(&x, Backprop::Full, |z| info_nce(z, Similarity::Cauchy))
+                .expect("step");
+            sgd.step(&grads, 0.01).expect("sgd");
+        }),
+        // Training-mode forward with the output layer's gradient only: the
+        // backbone's forward pass and BatchNorm updates, no backbone backward.
+        "fwd" => time(reps, || {
+            model
+                .loss_and_grads(&x, Backprop::OutputOnly, |z| {
+                    info_nce(z, Similarity::Cauchy)
+                })
+                .expect("forward");
+        }),
+        other => panic!("unknown mode {other}"),
+    };
+    println!("{what}_{preset}_{views} {secs:.4}");
+    Ok(())
+}
+
+/// Conv forward, input gradient, weight gradient and BN forward+backward at
+/// 128 images of 64 ch × 32×32 and 128 ch × 16×16 (3×3, stride 1, pad 1).
+fn ops(k: Kernels) -> candle_core::Result<()> {
+    for (c, hw) in [(64usize, 32usize), (128, 16)] {
+        let g = ConvGeom {
+            n: 128,
+            h: hw,
+            w: hw,
+            cin: c,
+            cout: c,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        };
+        let tag = format!("{c}x{hw}");
+        let x = random(g.input_len(), 1);
+        let w = random(g.weight_len(), 2);
+        let dy = random(g.output_len(), 3);
+        let gamma = vec![1.0f32; c];
+        let beta = vec![0.0f32; c];
+        match k {
+            Kernels::Fast => {
+                let pm = tsimcne_ops::weight_to_patch_major(&w, &g);
+                let mut out = vec![0.0; g.output_len()];
+                let t = time(5, || tsimcne_ops::conv_forward(&x, &g, &pm, &mut out));
+                println!("conv_fwd_{tag} {t:.4}");
+                let mut dx = vec![0.0; g.input_len()];
+                let t = time(5, || {
+                    tsimcne_ops::conv_backward_data(&dy, &g, &pm, &mut dx, false)
+                });
+                println!("conv_dx_{tag} {t:.4}");
+                let t = time(5, || {
+                    std::hint::black_box(tsimcne_ops::conv_backward_weight(&x, &dy, &g));
+                });
+                println!("conv_dw_{tag} {t:.4}");
+                let mut y = vec![0.0; x.len()];
+                let mut dxb = vec![0.0; x.len()];
+                let t = time(5, || {
+                    let s: BnStats = tsimcne_ops::bn_train_forward(
+                        &x, c, &gamma, &beta, 1e-5, None, true, &mut y,
+                    );
+                    tsimcne_ops::bn_train_backward(
+                        &x,
+                        Some(&y),
+                        &dy,
+                        c,
+                        &gamma,
+                        &s,
+                        1e-5,
+                        &mut dxb,
+                        None,
+                    );
+                });
+                println!("bn_fwd_bwd_{tag} {t:.4}");
+            }
+            Kernels::Candle => {
+                let dev = Device::Cpu;
+                let xt = Var::from_vec(x.clone(), (128, c, hw, hw), &dev)?;
+                let wt = Var::from_vec(w.clone(), (c, c, 3, 3), &dev)?;
+                let dyt = Tensor::from_vec(dy.clone(), (128, c, hw, hw), &dev)?;
+                let t = time(5, || {
+                    xt.as_tensor()
+                        .conv2d(wt.as_tensor(), 1, 1, 1, 1)
+                        .expect("conv");
+                });
+                println!("conv_fwd_{tag} {t:.4}");
+                // candle's backward of conv2d: both gradients at once.
+                let t = time(3, || {
+                    let y = xt
+                        .as_tensor()
+                        .conv2d(wt.as_tensor(), 1, 1, 1, 1)
+                        .expect("conv");
+                    (y * &dyt)
+                        .expect("mul")
+                        .sum_all()
+                        .expect("sum")
+                        .backward()
+                        .expect("bwd");
+                });
+                println!("conv_fwd_dx_dw_{tag} {t:.4}");
+                let bn = candle_nn::batch_norm(
+                    c,
+                    candle_nn::BatchNormConfig::default(),
+                    candle_nn::VarBuilder::from_varmap(
+                        &candle_nn::VarMap::new(),
+                        candle_core::DType::F32,
+                        &dev,
+                    ),
+                )?;
+                let t = time(5, || {
+                    let y = candle_core::ModuleT::forward_t(&bn, xt.as_tensor(), true)
+                        .expect("bn")
+                        .relu()
+                        .expect("relu");
+                    (y * &dyt)
+                        .expect("mul")
+                        .sum_all()
+                        .expect("sum")
+                        .backward()
+                        .expect("bwd");
+                });
+                println!("bn_fwd_bwd_{tag} {t:.4}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per-layer conv timings of a preset's backbone (fast kernels): forward,
+/// input gradient and weight gradient of every distinct convolution shape.
+fn layers(preset: &str, views: usize) -> candle_core::Result<()> {
+    let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
+    let mut shapes = vec![(3, arch.widths[0], 3, 1, 32)];
+    let (mut cin, mut hw) = (arch.widths[0], 32);
+    for (s, (&w, &n)) in arch.widths.iter().zip(&arch.blocks).enumerate() {
+        for b in 0..n {
+            let stride = if b == 0 {
+                tsimcne_model::ResNetArch::stage_stride(s)
+            } else {
+                1
+            };
+            shapes.push((cin, w, 3, stride, hw));
+            if stride != 1 || cin != w {
+                shapes.push((cin, w, 1, stride, hw));
+            }
+            hw = (hw + 2 - 3) / stride + 1;
+            shapes.push((w, w, 3, 1, hw));
+            cin = w;
+        }
+    }
+    shapes.dedup();
+    let mut total = [0.0; 4];
+    for (cin, cout, k, stride, hw) in shapes {
+        let g = ConvGeom {
+            n: views,
+            h: hw,
+            w: hw,
+            cin,
+            cout,
+            k,
+            stride,
+            pad: k / 2,
+        };
+        let x = random(g.input_len(), 1);
+        let pm = tsimcne_ops::weight_to_patch_major(&random(g.weight_len(), 2), &g);
+        let dy = random(g.output_len(), 3);
+        let mut out = vec![0.0; g.output_len()];
+        let f = time(5, || tsimcne_ops::conv_forward(&x, &g, &pm, &mut out));
+        let mut dx = vec![0.0; g.input_len()];
+        let d = time(5, || {
+            tsimcne_ops::conv_backward_data(&dy, &g, &pm, &mut dx, false)
+        });
+        let w = time(5, || {
+            std::hint::black_box(tsimcne_ops::conv_backward_weight(&x, &dy, &g));
+        });
+        let mut y = vec![0.0; g.output_len()];
+        let mut dxb = vec![0.0; g.output_len()];
+        let gamma = vec![1.0; cout];
+        let bn = time(5, || {
+            let s =
+                tsimcne_ops::bn_train_forward(&dy, cout, &gamma, &gamma, 1e-5, None, true, &mut y);
+            tsimcne_ops::bn_train_backward(
+                &dy,
+                Some(&y),
+                &out,
+                cout,
+                &gamma,
+                &s,
+                1e-5,
+                &mut dxb,
+                None,
+            );
+        });
+        let gflop = 2.0 * (g.out_rows() * g.patch() * cout) as f64 / 1e9;
+        println!(
+            "layer {cin}->{cout} k{k} s{stride} @{hw}: fwd {f:.4} dx {d:.4} dw {w:.4} bn {bn:.4}  ({:.0}/{:.0}/{:.0} GFLOP/s)",
+            gflop / f,
+            gflop / d,
+            gflop / w
+        );
+        for (t, v) in total.iter_mut().zip([f, d, w, bn]) {
+            *t += v;
+        }
+    }
+    println!(
+        "layers_total fwd {:.4} dx {:.4} dw {:.4} bn {:.4}",
+        total[0], total[1], total[2], total[3]
+    );
+    Ok(())
+}
+
+fn main() -> candle_core::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some(m @ ("step" | "fwd")) => {
+            let preset = args.get(1).map_or("small", String::as_str);
+            let views = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128);
+            model_run(m, preset, views, kernels(args.get(3)))?;
+        }
+        Some("ops") => ops(kernels(args.get(1)))?,
+        Some("layers") => layers(
+            args.get(1).map_or("small", String::as_str),
+            args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128),
+        )?,
+        _ => {
+            eprintln!("usage: bench_train step|fwd PRESET VIEWS [fast|candle] | ops [fast|candle]");
+            std::process::exit(2);
+        }
+    }
+    println!("peak_rss_mib {:.0}", peak_rss_mib());
+    Ok(())
+}
