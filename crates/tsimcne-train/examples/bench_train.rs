@@ -94,6 +94,33 @@ fn model_run(what: &str, preset: &str, views: usize, k: Kernels) -> candle_core:
     Ok(())
 }
 
+/// Our kernels on one convolution shape: seconds for the forward, the input
+/// gradient, the weight gradient, and BN (+ReLU) forward+backward on its output.
+fn fast_times(g: &ConvGeom) -> [f64; 4] {
+    let x = random(g.input_len(), 1);
+    let pm = tsimcne_ops::weight_to_patch_major(&random(g.weight_len(), 2), g);
+    let dy = random(g.output_len(), 3);
+    let mut out = vec![0.0; g.output_len()];
+    let f = time(5, || tsimcne_ops::conv_forward(&x, g, &pm, &mut out));
+    let mut dx = vec![0.0; g.input_len()];
+    let d = time(5, || {
+        tsimcne_ops::conv_backward_data(&dy, g, &pm, &mut dx, false)
+    });
+    let w = time(5, || {
+        std::hint::black_box(tsimcne_ops::conv_backward_weight(&x, &dy, g));
+    });
+    let c = g.cout;
+    let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
+    let mut y = vec![0.0; g.output_len()];
+    let mut dxb = vec![0.0; g.output_len()];
+    let bn = time(5, || {
+        let s: BnStats =
+            tsimcne_ops::bn_train_forward(&out, c, &gamma, &beta, 1e-5, None, true, &mut y);
+        tsimcne_ops::bn_train_backward(&out, Some(&y), &dy, c, &gamma, &s, 1e-5, &mut dxb, None);
+    });
+    [f, d, w, bn]
+}
+
 /// Conv forward, input gradient, weight gradient and BN forward+backward at
 /// 128 images of 64 ch × 32×32 and 128 ch × 16×16 (3×3, stride 1, pad 1).
 fn ops(k: Kernels) -> candle_core::Result<()> {
@@ -112,42 +139,13 @@ fn ops(k: Kernels) -> candle_core::Result<()> {
         let x = random(g.input_len(), 1);
         let w = random(g.weight_len(), 2);
         let dy = random(g.output_len(), 3);
-        let gamma = vec![1.0f32; c];
-        let beta = vec![0.0f32; c];
         match k {
             Kernels::Fast => {
-                let pm = tsimcne_ops::weight_to_patch_major(&w, &g);
-                let mut out = vec![0.0; g.output_len()];
-                let t = time(5, || tsimcne_ops::conv_forward(&x, &g, &pm, &mut out));
-                println!("conv_fwd_{tag} {t:.4}");
-                let mut dx = vec![0.0; g.input_len()];
-                let t = time(5, || {
-                    tsimcne_ops::conv_backward_data(&dy, &g, &pm, &mut dx, false)
-                });
-                println!("conv_dx_{tag} {t:.4}");
-                let t = time(5, || {
-                    std::hint::black_box(tsimcne_ops::conv_backward_weight(&x, &dy, &g));
-                });
-                println!("conv_dw_{tag} {t:.4}");
-                let mut y = vec![0.0; x.len()];
-                let mut dxb = vec![0.0; x.len()];
-                let t = time(5, || {
-                    let s: BnStats = tsimcne_ops::bn_train_forward(
-                        &x, c, &gamma, &beta, 1e-5, None, true, &mut y,
-                    );
-                    tsimcne_ops::bn_train_backward(
-                        &x,
-                        Some(&y),
-                        &dy,
-                        c,
-                        &gamma,
-                        &s,
-                        1e-5,
-                        &mut dxb,
-                        None,
-                    );
-                });
-                println!("bn_fwd_bwd_{tag} {t:.4}");
+                let [f, d, dw, bn] = fast_times(&g);
+                println!("conv_fwd_{tag} {f:.4}");
+                println!("conv_dx_{tag} {d:.4}");
+                println!("conv_dw_{tag} {dw:.4}");
+                println!("bn_fwd_bwd_{tag} {bn:.4}");
             }
             Kernels::Candle => {
                 let dev = Device::Cpu;
@@ -237,36 +235,7 @@ fn layers(preset: &str, views: usize) -> candle_core::Result<()> {
             stride,
             pad: k / 2,
         };
-        let x = random(g.input_len(), 1);
-        let pm = tsimcne_ops::weight_to_patch_major(&random(g.weight_len(), 2), &g);
-        let dy = random(g.output_len(), 3);
-        let mut out = vec![0.0; g.output_len()];
-        let f = time(5, || tsimcne_ops::conv_forward(&x, &g, &pm, &mut out));
-        let mut dx = vec![0.0; g.input_len()];
-        let d = time(5, || {
-            tsimcne_ops::conv_backward_data(&dy, &g, &pm, &mut dx, false)
-        });
-        let w = time(5, || {
-            std::hint::black_box(tsimcne_ops::conv_backward_weight(&x, &dy, &g));
-        });
-        let mut y = vec![0.0; g.output_len()];
-        let mut dxb = vec![0.0; g.output_len()];
-        let gamma = vec![1.0; cout];
-        let bn = time(5, || {
-            let s =
-                tsimcne_ops::bn_train_forward(&dy, cout, &gamma, &gamma, 1e-5, None, true, &mut y);
-            tsimcne_ops::bn_train_backward(
-                &dy,
-                Some(&y),
-                &out,
-                cout,
-                &gamma,
-                &s,
-                1e-5,
-                &mut dxb,
-                None,
-            );
-        });
+        let [f, d, w, bn] = fast_times(&g);
         let gflop = 2.0 * (g.out_rows() * g.patch() * cout) as f64 / 1e9;
         println!(
             "layer {cin}->{cout} k{k} s{stride} @{hw}: fwd {f:.4} dx {d:.4} dw {w:.4} bn {bn:.4}  ({:.0}/{:.0}/{:.0} GFLOP/s)",
