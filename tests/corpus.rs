@@ -5,8 +5,9 @@
 //! panic and no backtrace (`RUST_BACKTRACE=1` is set to make one show), and
 //! must leave its input untouched and no output behind.
 //!
-//! The corpus files are committed; `regenerate_corpus` (ignored) wrote them:
-//! `tests/corpus/generate.sh` reruns it.
+//! The corpus files are committed; [`generate`] writes them, and a test
+//! checks that it still writes exactly them (`tests/corpus/generate.sh`
+//! rewrites them).
 
 mod common;
 
@@ -517,30 +518,73 @@ fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Writes tests/corpus (all but manifest.txt, README.md and the fuzz
-/// finds, `fuzz/` and `*-fuzz-*`) and the fuzz seeds in fuzz/seeds.
-/// Deterministic: rerunning changes nothing.
+/// The corpus and the fuzz seeds are what [`generate`] writes, byte for
+/// byte: the generator is deterministic, so a change to it (or to a writer
+/// it calls) that would change a committed file fails here. With
+/// `TSIMCNE_REGENERATE_CORPUS=1` (`tests/corpus/generate.sh`) the test
+/// rewrites `tests/corpus` and `fuzz/seeds` in place instead.
 #[test]
-#[ignore = "writes tests/corpus; run it through tests/corpus/generate.sh"]
-fn regenerate_corpus() {
-    let c = corpus_dir();
-    for e in std::fs::read_dir(&c).unwrap() {
-        let e = e.unwrap();
-        let n = e.file_name().to_string_lossy().into_owned();
-        // Hand-written files and fuzz finds (`*-fuzz-*`) are kept.
-        if matches!(
-            n.as_str(),
-            "manifest.txt" | "README.md" | "generate.sh" | "fuzz"
-        ) || n.contains("-fuzz-")
-        {
-            continue;
+fn the_corpus_is_what_its_generator_writes() {
+    if std::env::var_os("TSIMCNE_REGENERATE_CORPUS").is_some() {
+        let c = corpus_dir();
+        for e in std::fs::read_dir(&c).unwrap() {
+            let e = e.unwrap();
+            let n = e.file_name().to_string_lossy().into_owned();
+            if is_hand_written(&n) {
+                continue;
+            }
+            if e.path().is_dir() {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            } else {
+                std::fs::remove_file(e.path()).unwrap();
+            }
         }
-        if e.path().is_dir() {
-            std::fs::remove_dir_all(e.path()).unwrap();
-        } else {
-            std::fs::remove_file(e.path()).unwrap();
-        }
+        let seeds = repo_root().join("fuzz/seeds");
+        let _ = std::fs::remove_dir_all(&seeds);
+        generate(&c, &seeds);
+        return;
     }
+    let scratch = tempfile::tempdir().unwrap();
+    let (c, seeds) = (scratch.path().join("corpus"), scratch.path().join("seeds"));
+    generate(&c, &seeds);
+    let committed: BTreeMap<PathBuf, Vec<u8>> = snapshot(&corpus_dir())
+        .into_iter()
+        .filter(|(p, _)| {
+            let top = p.components().next().unwrap();
+            !is_hand_written(&top.as_os_str().to_string_lossy())
+        })
+        .collect();
+    let fresh = snapshot(&c);
+    let names = |m: &BTreeMap<PathBuf, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&fresh),
+        names(&committed),
+        "tests/corpus differs from its generator's files: run tests/corpus/generate.sh"
+    );
+    for (p, bytes) in &fresh {
+        assert!(
+            committed[p] == *bytes,
+            "tests/corpus/{} differs from what the generator writes: run tests/corpus/generate.sh",
+            p.display()
+        );
+    }
+    let fresh = snapshot(&seeds);
+    let committed = snapshot(&repo_root().join("fuzz/seeds"));
+    assert!(
+        fresh == committed,
+        "fuzz/seeds differs from what the generator writes: run tests/corpus/generate.sh"
+    );
+}
+
+/// Files in tests/corpus written by hand or kept from fuzzing
+/// (`fuzz/`, `*-fuzz-*`), which [`generate`] leaves alone.
+fn is_hand_written(name: &str) -> bool {
+    matches!(name, "manifest.txt" | "README.md" | "generate.sh" | "fuzz") || name.contains("-fuzz-")
+}
+
+/// Writes the generated part of the corpus into `c` and the fuzz seeds
+/// into `seeds`. Deterministic.
+fn generate(c: &Path, seeds: &Path) {
     let good = c.join("good");
     std::fs::create_dir_all(&good).unwrap();
 
@@ -923,8 +967,6 @@ fn regenerate_corpus() {
     );
 
     // Seeds of the fuzz targets (fuzz/harness.rs says how each reads its input).
-    let seeds = repo_root().join("fuzz/seeds");
-    let _ = std::fs::remove_dir_all(&seeds);
     let one_image = idx_bytes(0x803, &[1, 28, 28], &[5; 784]);
     let seed = |target: &str, name: &str, head: &[u8], body: &[u8]| {
         let mut b = head.to_vec();

@@ -70,23 +70,51 @@ impl PrepError {
 
     /// The detail often quotes bytes of the bad file (tar's errors quote
     /// header fields): control characters are escaped, so the message stays
-    /// one line.
+    /// one line, and it is cut after 200 characters.
     pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl std::fmt::Display) -> Self {
+        const MAX: usize = 200;
+        let mut clean: String = detail
+            .to_string()
+            .chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        if let Some((cut, _)) = clean.char_indices().nth(MAX) {
+            clean.truncate(cut);
+            clean.push('…');
+        }
         Self::Corrupt {
             path: path.into(),
-            detail: detail
-                .to_string()
-                .chars()
-                .flat_map(|c| {
-                    if c.is_control() {
-                        c.escape_default().collect::<Vec<_>>()
-                    } else {
-                        vec![c]
-                    }
-                })
-                .collect(),
+            detail: clean,
         }
     }
 }
 
 pub type Result<T, E = PrepError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_details_are_one_short_line() {
+        let quoted = format!(
+            "numeric field was not a number: ne_50\nfi{}",
+            "x".repeat(500)
+        );
+        let e = PrepError::corrupt("a.tar", quoted).to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.starts_with(
+                "a.tar: truncated or corrupt: numeric field was not a number: ne_50\\nfi"
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with('…') && e.chars().count() < 250, "{e}");
+    }
+}

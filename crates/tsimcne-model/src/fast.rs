@@ -103,30 +103,44 @@ impl std::fmt::Debug for Tape {
 
 /// Activation buffers kept between passes. Every training step needs the
 /// same sizes again, and a fresh multi-megabyte allocation costs a page fault
-/// per 4 KiB plus zeroing; a reused buffer costs nothing. Buffers handed out
-/// hold stale values: every kernel that fills one overwrites all of it.
+/// per 4 KiB plus the kernel's zeroing (about 10 % of a `small` step when the
+/// tape was freed); a reused buffer costs nothing. Buffers handed out hold
+/// stale values: every kernel that fills one overwrites all of it.
+///
+/// The backward pass gives the tape's buffers back as it climbs down, so
+/// the pool holds at most [`POOL_MAX_BYTES`]: beyond that a buffer is freed,
+/// which keeps the peak of a large step (ResNet18 at 512 views) below
+/// PyTorch's.
 #[derive(Debug, Default)]
-struct Pool(Mutex<Vec<Vec<f32>>>);
+struct Pool(Mutex<PoolInner>);
 
-/// The most buffers kept (a ResNet18 step uses about 80).
-const POOL_MAX: usize = 160;
+#[derive(Debug, Default)]
+struct PoolInner {
+    free: Vec<Vec<f32>>,
+    bytes: usize,
+}
+
+/// The most bytes the pool keeps.
+const POOL_MAX_BYTES: usize = 384 << 20;
 
 impl Pool {
     fn take(&self, len: usize) -> Vec<f32> {
-        if let Ok(mut free) = self.0.lock()
-            && let Some(i) = free.iter().position(|v| v.len() == len)
+        if let Ok(mut p) = self.0.lock()
+            && let Some(i) = p.free.iter().position(|v| v.len() == len)
         {
-            return free.swap_remove(i);
+            let v = p.free.swap_remove(i);
+            p.bytes -= 4 * v.len();
+            return v;
         }
         vec![0.0; len]
     }
 
     fn give(&self, v: Vec<f32>) {
-        if let Ok(mut free) = self.0.lock() {
-            if free.len() >= POOL_MAX {
-                free.remove(0);
-            }
-            free.push(v);
+        if let Ok(mut p) = self.0.lock()
+            && p.bytes + 4 * v.len() <= POOL_MAX_BYTES
+        {
+            p.bytes += 4 * v.len();
+            p.free.push(v);
         }
     }
 }
@@ -492,14 +506,20 @@ impl FastBackbone {
                 tsimcne_ops::conv_backward_weight(x, &dc1, &t.g1.geom),
             )?;
             tsimcne_ops::conv_backward_data(&dc1, &t.g1.geom, &t.g1.w_pm, &mut dx, true);
-            // Gradient temporaries go back to the pool; the tape's buffers
-            // are freed, so memory falls as the backward pass climbs down
-            // (pooling them too would hold the whole forward's worth until
-            // the next step and raise the peak above PyTorch's).
-            for buf in [std::mem::replace(&mut d, dx), da1, dc1] {
+            for buf in [
+                std::mem::replace(&mut d, dx),
+                da1,
+                dc1,
+                out,
+                t.c1,
+                t.a1,
+                t.c2,
+            ] {
                 self.pool.give(buf);
             }
-            drop((out, t));
+            if let Some((_, cs, _)) = t.short {
+                self.pool.give(cs);
+            }
         }
         // The stem: no gradient for the images.
         let stem_out = acts.pop().unwrap_or_default();
@@ -521,10 +541,9 @@ impl FastBackbone {
             &stem.geom,
             tsimcne_ops::conv_backward_weight(&stem_in, &dc0, &stem.geom),
         )?;
-        for buf in [dc0, d] {
+        for buf in [dc0, d, stem_out, stem_c] {
             self.pool.give(buf);
         }
-        drop((stem_out, stem_c));
         for (prefix, p) in bn_grads {
             let c = p.gamma.len();
             grads.push((
