@@ -9,9 +9,18 @@ over the timed repetitions after one warm-up) and `peak_rss_mib N`.
     train_torch.py fwd  PRESET VIEWS   training-mode forward, output layer's gradient only
     train_torch.py ops                 per-op timings at 128 images
     train_torch.py layers PRESET VIEWS per-layer conv and BN timings
+    train_torch.py epoch PRESET BATCH [IMAGES [EPOCHS]]
+                                       whole pretraining epochs on IMAGES (default 60,000)
+                                       random 32x32x3 images: two torchvision views per
+                                       image in a DataLoader, forward, loss, backward, SGD;
+                                       prints `epoch_PRESET_BATCH SECONDS`, the best epoch
+                                       after the first (default EPOCHS 3)
 
+Any mode takes `--device cpu|cuda|cuda:N` (default cpu), as bench_train
+does; on a GPU every timed repetition ends with torch.cuda.synchronize().
 Threads: torch.set_num_threads(THREADS), THREADS from the environment
-(default 2). Requires torch (pip install torch).
+(default 2); `epoch` runs its DataLoader on WORKERS processes (default
+THREADS). Requires torch (pip install torch; torchvision for `epoch`).
 """
 import os
 import resource
@@ -24,6 +33,12 @@ import torch.nn.functional as F
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 torch.manual_seed(0)
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 PRESETS = {
     "small": ([16, 32, 64, 128], [1, 1, 1, 1]),
@@ -80,27 +95,30 @@ def cauchy_info_nce(z):
     n = z.shape[0]
     b = n // 2
     sim = 1.0 / (1.0 + torch.cdist(z, z).pow(2))
-    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool), 0.0)
-    pos = torch.cat([torch.arange(b, n), torch.arange(0, b)])
-    return -(torch.log(sim[torch.arange(n), pos]) - torch.log(sim.sum(1))).mean()
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), 0.0)
+    pos = torch.cat([torch.arange(b, n), torch.arange(0, b)]).to(z.device)
+    rows = torch.arange(n, device=z.device)
+    return -(torch.log(sim[rows, pos]) - torch.log(sim.sum(1))).mean()
 
 
 def timed(reps, f):
     f()
+    sync()
     ts = []
     for _ in range(reps):
         t = time.perf_counter()
         f()
+        sync()
         ts.append(time.perf_counter() - t)
     return sorted(ts)[len(ts) // 2]
 
 
 def model_run(mode, preset, views):
     widths, blocks = PRESETS[preset]
-    net = Net(widths, blocks)
+    net = Net(widths, blocks).to(DEVICE)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(views, 3, 32, 32) * 2 - 1
+    x = (torch.rand(views, 3, 32, 32) * 2 - 1).to(DEVICE)
     reps = 3 if preset == "resnet18" else 7
 
     def step():
@@ -109,6 +127,7 @@ def model_run(mode, preset, views):
         loss.backward()
         torch.nn.utils.clip_grad_value_(net.parameters(), 4.0)
         opt.step()
+        loss.item()  # the loss to the host every step, as a NaN check would
 
     def fwd():
         opt.zero_grad(set_to_none=True)
@@ -119,14 +138,14 @@ def model_run(mode, preset, views):
 
 
 def conv_ops(n, cin, cout, k, stride, hw, reps=5):
-    x = torch.rand(n, cin, hw, hw) * 2 - 1
-    w = torch.rand(cout, cin, k, k) * 2 - 1
+    x = (torch.rand(n, cin, hw, hw) * 2 - 1).to(DEVICE)
+    w = (torch.rand(cout, cin, k, k) * 2 - 1).to(DEVICE)
     y = F.conv2d(x, w, stride=stride, padding=k // 2)
     dy = torch.rand_like(y) * 2 - 1
     f = timed(reps, lambda: F.conv2d(x, w, stride=stride, padding=k // 2))
     d = timed(reps, lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, stride=stride, padding=k // 2))
     g = timed(reps, lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=stride, padding=k // 2))
-    bn = nn.BatchNorm2d(cout)
+    bn = nn.BatchNorm2d(cout).to(DEVICE)
     yb = y.detach().requires_grad_(True)
 
     def bn_fb():
@@ -169,8 +188,75 @@ def layers(preset, views):
     print("layers_total fwd {:.4f} dx {:.4f} dw {:.4f} bn {:.4f}".format(*total))
 
 
+class TwoViews(torch.utils.data.Dataset):
+    """Two augmented views of each uint8 HWC image (the recipe's transforms)."""
+
+    def __init__(self, images):
+        import torchvision.transforms as T
+
+        self.images = images
+        self.view = T.Compose([
+            T.RandomResizedCrop(32, scale=(0.2, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.ToTensor(),
+        ])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        im = Image.fromarray(self.images[i])
+        return self.view(im), self.view(im)
+
+
+def epochs(preset, batch, n_images, n_epochs):
+    """Whole pretraining epochs, data loading and augmentation included."""
+    import numpy as np
+
+    widths, blocks = PRESETS[preset]
+    net = Net(widths, blocks).to(DEVICE)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    images = np.random.default_rng(0).integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8)
+    workers = int(os.environ.get("WORKERS", os.environ.get("THREADS", "2")))
+    loader = torch.utils.data.DataLoader(
+        TwoViews(images), batch_size=batch, shuffle=True, drop_last=True,
+        num_workers=workers, pin_memory=DEVICE.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    times = []
+    for e in range(n_epochs):
+        sync()
+        t = time.perf_counter()
+        for a, b in loader:
+            x = torch.cat([a, b]).to(DEVICE, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            loss = cauchy_info_nce(net(x))
+            loss.backward()
+            torch.nn.utils.clip_grad_value_(net.parameters(), 4.0)
+            opt.step()
+            if not torch.isfinite(loss).item():
+                sys.exit(f"loss {loss.item()} in epoch {e + 1}")
+        sync()
+        times.append(time.perf_counter() - t)
+        print(f"# epoch {e + 1}: {times[-1]:.2f} s", file=sys.stderr)
+    best = min(times[1:]) if len(times) > 1 else times[0]
+    print(f"epoch_{preset}_{batch} {best:.4f}")
+
+
 def main():
+    global DEVICE
     a = sys.argv[1:]
+    if "--device" in a:
+        i = a.index("--device")
+        DEVICE = torch.device(a[i + 1])
+        del a[i : i + 2]
+        if DEVICE.type == "cuda":
+            torch.cuda.set_device(DEVICE)
     mode = a[0] if a else ""
     if mode in ("step", "fwd"):
         model_run(mode, a[1] if len(a) > 1 else "small", int(a[2]) if len(a) > 2 else 128)
@@ -178,10 +264,19 @@ def main():
         ops()
     elif mode == "layers":
         layers(a[1] if len(a) > 1 else "small", int(a[2]) if len(a) > 2 else 128)
+    elif mode == "epoch":
+        epochs(
+            a[1] if len(a) > 1 else "resnet18",
+            int(a[2]) if len(a) > 2 else 512,
+            int(a[3]) if len(a) > 3 else 60_000,
+            int(a[4]) if len(a) > 4 else 3,
+        )
     else:
         sys.exit(__doc__)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"peak_rss_mib {rss_kib / 1024:.0f}")
+    if DEVICE.type == "cuda":
+        print(f"peak_gpu_mib {torch.cuda.max_memory_allocated(DEVICE) / 2**20:.0f}")
 
 
 if __name__ == "__main__":

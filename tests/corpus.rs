@@ -280,8 +280,10 @@ fn micro_config() -> ModelConfig {
             images_rows: 8,
             from: None,
             init: None,
+            augment: None,
             threads: 1,
             checkpoint_every: 1,
+            device: None,
         },
     }
 }

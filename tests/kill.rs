@@ -340,7 +340,20 @@ fn kill_and_rerun_gives_byte_identical_files_in_every_stage() {
     // pretrain
     let pre_args = |out: &Path| {
         let mut a = common(out);
-        a.extend(owned(&["--backbone", "tiny", "--warmup", "2"]));
+        // Positives from pixel and feature neighbours, the feature list
+        // recomputed every 3 epochs: a resume must pick up the list in use.
+        a.extend(owned(&[
+            "--backbone",
+            "tiny",
+            "--warmup",
+            "2",
+            "--knn-positives",
+            "3",
+            "--knn-space",
+            "both",
+            "--knn-refresh",
+            "3",
+        ]));
         a
     };
     let (pre, pre_k): (PathBuf, PathBuf) = (d.join("pretrain"), d.join("pretrain-killed"));
@@ -370,8 +383,17 @@ fn kill_and_rerun_gives_byte_identical_files_in_every_stage() {
         a
     };
     let mut from = pre.clone();
+    // project with the recipe's positives, finetune with feature neighbours
+    // of its starting model.
     for (name, bin) in [("project", PROJECT), ("finetune", FINETUNE)] {
         let (clean, killed) = (d.join(name), d.join(format!("{name}-killed")));
+        let two_d = |from: &Path, out: &Path| {
+            let mut a = two_d(from, out);
+            if name == "finetune" {
+                a.extend(owned(&["--knn-positives", "3", "--knn-space", "features"]));
+            }
+            a
+        };
         let secs = clean_run(bin, &two_d(&from, &clean));
         let epoch_secs = secs / EPOCHS.parse::<f64>().unwrap();
         tallies.push((

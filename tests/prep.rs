@@ -171,6 +171,53 @@ fn embedded_fashion_mnist_test_set() {
     }
     // The first test image is an ankle boot (label 9).
     assert_eq!(set.labels[0], Some(9));
+
+    // --size 14 on an IDX source: each pixel the rounded mean of a 2x2 block
+    // of the 28x28 image, labels and order unchanged.
+    let small = dir.path().join("fm14.parquet");
+    prep_ok(&[
+        "fashion-mnist",
+        "--input",
+        s(&data),
+        "--limit",
+        "50",
+        "--size",
+        "14",
+        "--out",
+        s(&small),
+    ]);
+    let full = dir.path().join("fm50.parquet");
+    prep_ok(&[
+        "fashion-mnist",
+        "--input",
+        s(&data),
+        "--limit",
+        "50",
+        "--out",
+        s(&full),
+    ]);
+    let (small, full) = (
+        read_image_table(&small).unwrap(),
+        read_image_table(&full).unwrap(),
+    );
+    assert_eq!((small.meta.height, small.meta.width), (14, 14));
+    assert_eq!(small.labels, full.labels);
+    for i in 0..full.len() {
+        let (a, b) = (full.image(i), small.image(i));
+        for y in 0..14 {
+            for x in 0..14 {
+                let sum: u32 = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .iter()
+                    .map(|(dy, dx)| u32::from(a[(2 * y + dy) * 28 + 2 * x + dx]))
+                    .sum();
+                assert_eq!(
+                    u32::from(b[y * 14 + x]),
+                    (sum + 2) / 4,
+                    "image {i} ({y}, {x})"
+                );
+            }
+        }
+    }
 }
 
 /// The real 70,000 images from Debian's dataset-fashion-mnist, when installed.

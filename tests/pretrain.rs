@@ -196,6 +196,70 @@ fn changed_settings_are_refused_unless_restart() {
     assert!(run(PRETRAIN, &more).ok());
 }
 
+/// Augmentation settings other than the recipe's (and pixel-neighbour
+/// positives) are recorded in config.json, and a checkpoint made with other
+/// ones is refused; bad values are one-line errors before any work.
+#[test]
+fn augmentation_settings_are_recorded_and_refused_when_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), 100);
+    let out = dir.path().join("p");
+    let mut a = args(&imgs, &out, "1");
+    a.extend([
+        "--crop-min",
+        "0.5",
+        "--jitter-p",
+        "0",
+        "--knn-positives",
+        "5",
+    ]);
+    let r = run(PRETRAIN, &a);
+    assert!(r.ok(), "{}", r.stderr);
+    let aug = ModelConfig::load(&out.join("config.json"))
+        .unwrap()
+        .training
+        .augment
+        .expect("recorded");
+    assert_eq!(
+        (aug.crop_min, aug.jitter_p, aug.knn_positives),
+        (0.5, 0.0, 5)
+    );
+    let mut changed = a.clone();
+    let k = changed
+        .iter()
+        .position(|x| *x == "--knn-positives")
+        .unwrap()
+        + 1;
+    changed[k] = "3";
+    run(PRETRAIN, &changed)
+        .assert_user_error("checkpoint.safetensors", &["other settings", "--restart"]);
+    // The recipe's values are not recorded.
+    let plain = dir.path().join("q");
+    let mut b = args(&imgs, &plain, "1");
+    b.extend(["--crop-min", "0.2", "--knn-positives", "0"]);
+    assert!(run(PRETRAIN, &b).ok());
+    let text = std::fs::read_to_string(plain.join("config.json")).unwrap();
+    assert!(!text.contains("augment"), "{text}");
+    let bad_out = dir.path().join("bad");
+    for (flag, value, words) in [
+        ("--crop-min", "0", &["crop scale"][..]),
+        ("--jitter-p", "2", &["jitter"][..]),
+        (
+            "--knn-positives",
+            "100",
+            &["--knn-positives", "100 images"][..],
+        ),
+    ] {
+        let mut bad = args(&imgs, &bad_out, "1");
+        bad.extend([flag, value]);
+        let r = run(PRETRAIN, &bad);
+        assert!(!r.ok());
+        for w in words {
+            assert!(r.stderr.contains(w), "{flag}: {}", r.stderr);
+        }
+    }
+}
+
 #[test]
 fn bad_input_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

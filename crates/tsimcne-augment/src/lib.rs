@@ -265,7 +265,27 @@ pub fn two_views(
     threads: usize,
     out: &mut [f32],
 ) {
+    two_views_of(images, images, ids, shape, cfg, seed, epoch, threads, out);
+}
+
+/// [`two_views`] with the second view of image `i` made from `second[i]`
+/// instead of `images[i]` (a positive partner other than the image itself,
+/// e.g. one of its nearest neighbours). Both views' parameters still come
+/// from the streams of `ids[i]`, so `second == images` is [`two_views`].
+#[allow(clippy::too_many_arguments)]
+pub fn two_views_of(
+    images: &[&[u8]],
+    second: &[&[u8]],
+    ids: &[u64],
+    shape: Shape,
+    cfg: &AugmentConfig,
+    seed: u64,
+    epoch: u64,
+    threads: usize,
+    out: &mut [f32],
+) {
     let n = images.len();
+    assert_eq!(second.len(), n, "second views");
     let len = shape.len();
     assert_eq!(out.len(), 2 * n * len, "output size");
     let jobs: Vec<(usize, &mut [f32])> = out.chunks_exact_mut(len).enumerate().collect();
@@ -283,7 +303,8 @@ pub fn two_views(
                     let (view, i) = (k / n, k % n);
                     let mut rng = view_stream(seed, epoch, ids[i], view as u64);
                     let p = sample_params(&mut rng, shape, cfg);
-                    apply(images[i], shape, &p, cfg, &mut scratch, slot);
+                    let image = if view == 0 { images[i] } else { second[i] };
+                    apply(image, shape, &p, cfg, &mut scratch, slot);
                 }
             });
         }

@@ -4,7 +4,8 @@
 
 use safetensors::SafeTensors;
 use tsimcne_augment::{
-    AugmentConfig, Jitter, Scratch, Shape, ViewParams, apply, sample_params, two_views, view_stream,
+    AugmentConfig, Jitter, Scratch, Shape, ViewParams, apply, sample_params, two_views,
+    two_views_of, view_stream,
 };
 
 fn fixtures() -> Vec<u8> {
@@ -143,4 +144,44 @@ fn batches_are_independent_of_thread_count_and_keyed_by_id() {
     let mut single = vec![0f32; 2 * 784];
     two_views(&refs[3..4], &ids[3..4], shape, &cfg, 5, 0, 1, &mut single);
     assert_eq!(single[..784], one[3 * 784..4 * 784]);
+}
+
+/// Second views from other images: the first views are unchanged, and
+/// second view i is image `second[i]` under the parameters of `ids[i]`'s
+/// second view.
+#[test]
+fn second_views_from_partners() {
+    let shape = Shape {
+        height: 28,
+        width: 28,
+        channels: 1,
+    };
+    let images: Vec<Vec<u8>> = (0..5)
+        .map(|k| (0..784).map(|p| ((p * 3 + k * 41) % 256) as u8).collect())
+        .collect();
+    let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let partners: Vec<&[u8]> = (0..5).map(|i| refs[(i + 2) % 5]).collect();
+    let ids: Vec<u64> = (10..15).collect();
+    let cfg = AugmentConfig::default();
+    let mut same = vec![0f32; 2 * 5 * 784];
+    two_views(&refs, &ids, shape, &cfg, 1, 3, 2, &mut same);
+    let mut of = vec![0f32; 2 * 5 * 784];
+    two_views_of(&refs, &refs, &ids, shape, &cfg, 1, 3, 2, &mut of);
+    assert_eq!(same, of);
+    two_views_of(&refs, &partners, &ids, shape, &cfg, 1, 3, 1, &mut of);
+    assert_eq!(same[..5 * 784], of[..5 * 784]);
+    for i in 0..5 {
+        let mut rng = view_stream(1, 3, ids[i], 1);
+        let p = sample_params(&mut rng, shape, &cfg);
+        let mut want = vec![0f32; 784];
+        apply(
+            partners[i],
+            shape,
+            &p,
+            &cfg,
+            &mut Scratch::default(),
+            &mut want,
+        );
+        assert_eq!(want[..], of[(5 + i) * 784..(6 + i) * 784], "view {i}");
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tsimcne_data::{Progress, Unit};
+use tsimcne_model::{DeviceSpec, Kernels};
 
 /// A progress bar on stderr with a rate and an ETA. indicatif draws nothing
 /// when stderr is not a terminal, so logs and CI stay clean.
@@ -72,7 +73,7 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// `--kernels`: which implementation runs the backbone on the CPU.
+/// `--kernels`: which implementation runs the backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelsArg {
     /// Our kernels: channels-last im2col + gemm convolutions, fused BatchNorm.
@@ -81,13 +82,28 @@ pub enum KernelsArg {
     Candle,
 }
 
-impl From<KernelsArg> for tsimcne_model::Kernels {
+impl From<KernelsArg> for Kernels {
     fn from(k: KernelsArg) -> Self {
         match k {
-            KernelsArg::Fast => tsimcne_model::Kernels::Fast,
-            KernelsArg::Candle => tsimcne_model::Kernels::Candle,
+            KernelsArg::Fast => Kernels::Fast,
+            KernelsArg::Candle => Kernels::Candle,
         }
     }
+}
+
+/// `--kernels` on `--device`: not given, the device's default (ours on the
+/// CPU, candle's on a GPU); our kernels on a GPU are an error.
+pub fn kernels_for(
+    kernels: Option<KernelsArg>,
+    device: DeviceSpec,
+) -> anyhow::Result<Option<Kernels>> {
+    if kernels == Some(KernelsArg::Fast) && !device.is_cpu() {
+        anyhow::bail!(
+            "--kernels fast runs on the CPU only; on --device {device} the backbone runs on \
+             candle's kernels (leave --kernels out)"
+        );
+    }
+    Ok(kernels.map(Kernels::from))
 }
 
 /// The number of threads to use when the user gives none.

@@ -9,7 +9,10 @@ use anyhow::bail;
 use clap::{Args, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tsimcne_train::stage::{LossKind, OutputInit, TwoDConfig, TwoDStage, train_2d};
 
-use crate::{KernelsArg, TrainBar, default_threads, run_main, set_compute_threads};
+use tsimcne_format::model_config::{AugmentSettings, KnnSpace};
+use tsimcne_model::DeviceSpec;
+
+use crate::{KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LossArg {
@@ -28,9 +31,60 @@ impl From<LossArg> for LossKind {
     }
 }
 
+/// The augmentation flags every training stage shares; the defaults are
+/// the recipe's.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct AugmentArgs {
+    /// Lower bound of the random crop's area scale (RandomResizedCrop scale
+    /// CROP_MIN–1); larger is weaker.
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.crop_min)]
+    pub crop_min: f64,
+    /// Probability of the colour jitter (brightness, contrast, saturation,
+    /// hue 0.4/0.4/0.4/0.1); 0 turns it off.
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.jitter_p)]
+    pub jitter_p: f64,
+    /// Opt-in, not t-SimCNE: make each image's second view from one of its
+    /// K nearest images in pixel space (Euclidean), as in contrastive
+    /// neighbour embeddings; 0 keeps both views of the image itself. Pixel
+    /// neighbours are semantic on simple images (digits, Fashion-MNIST), not
+    /// on natural ones (CIFAR).
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.knn_positives, value_name = "K")]
+    pub knn_positives: usize,
+    /// Where the --knn-positives neighbours are found: pixels, features (the
+    /// backbone features of the --from model; 2-D stages) or both.
+    #[arg(long, value_enum, default_value_t = KnnSpaceArg::Pixels)]
+    pub knn_space: KnnSpaceArg,
+    /// Recompute the feature-space neighbours from the model being trained
+    /// every N epochs (0: never; a 2-D stage computes them once at its start).
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.knn_refresh, value_name = "N")]
+    pub knn_refresh: usize,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
+pub enum KnnSpaceArg {
+    Pixels,
+    Features,
+    Both,
+}
+
+impl AugmentArgs {
+    /// The settings, checked.
+    pub fn settings(self) -> anyhow::Result<AugmentSettings> {
+        let s = AugmentSettings {
+            crop_min: self.crop_min,
+            jitter_p: self.jitter_p,
+            knn_positives: self.knn_positives,
+            knn_space: match self.knn_space {
+                KnnSpaceArg::Pixels => KnnSpace::Pixels,
+                KnnSpaceArg::Features => KnnSpace::Features,
+                KnnSpaceArg::Both => KnnSpace::Both,
+            },
+            knn_refresh: self.knn_refresh,
+        };
+        s.check()
+            .map_err(|e| anyhow::anyhow!("--crop-min/--jitter-p: {e}"))?;
+        Ok(s)
+    }
 }
 
 /// The flags of a 2-D stage.
@@ -66,11 +120,13 @@ pub struct TwoDArgs {
     /// Threads for training and augmentation [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
-    /// The backbone's CPU implementation.
-    #[arg(long, value_enum, default_value_t = KernelsArg::Fast)]
-    kernels: KernelsArg,
+    /// Where to train: cpu, cuda (the first GPU) or cuda:N; a GPU needs the
+    /// CUDA build (scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// The backbone's implementation [default: fast on the CPU, candle on a GPU].
+    #[arg(long, value_enum)]
+    kernels: Option<KernelsArg>,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
@@ -81,6 +137,8 @@ pub struct TwoDArgs {
     /// recipe's fresh layer; `pca`: the PCA of the pretrained 128-D outputs.
     #[arg(long, value_enum, default_value_t = InitArg::Random)]
     init: InitArg,
+    #[command(flatten)]
+    augment: AugmentArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -139,6 +197,8 @@ pub fn main(stage: TwoDStage) -> ExitCode {
         if stage == TwoDStage::Finetune && matches!(a.init, InitArg::Pca) {
             bail!("--init is for project; finetune starts from the project model");
         }
+        let kernels = kernels_for(a.kernels, a.device)?;
+        let augment = a.augment.settings()?;
         let cfg = TwoDConfig {
             stage,
             images: a.images,
@@ -158,7 +218,9 @@ pub fn main(stage: TwoDStage) -> ExitCode {
                 InitArg::Random => OutputInit::Random,
                 InitArg::Pca => OutputInit::Pca,
             },
-            kernels: a.kernels.into(),
+            device: a.device,
+            kernels,
+            augment,
         };
         let summary = train_2d(&cfg, &TrainBar::new(cfg.batch_size))?;
         let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);

@@ -242,6 +242,9 @@ fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
     if (h, w) == (th, tw) {
         return img;
     }
+    if h % th == 0 && w % tw == 0 && (mode == Fit::Stretch || h / th == w / tw) {
+        return reduce(&img, (h / th, w / tw));
+    }
     match mode {
         Fit::Stretch => imageops::resize(&img, tw, th, FilterType::Triangle),
         Fit::Crop => {
@@ -251,6 +254,64 @@ fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
             let big = imageops::resize(&img, nw, nh, FilterType::Triangle);
             imageops::crop_imm(&big, (nw - tw) / 2, (nh - th) / 2, tw, th).to_image()
         }
+    }
+}
+
+/// Downscales by whole factors `(fy, fx)`: each output pixel is the mean
+/// of its `fy × fx` block, rounded half up (area resampling, as PIL's
+/// `Image.reduce`), so no pixel is weighted twice.
+fn reduce<P: image::Pixel<Subpixel = u8> + 'static>(
+    img: &image::ImageBuffer<P, Vec<u8>>,
+    (fy, fx): (u32, u32),
+) -> image::ImageBuffer<P, Vec<u8>> {
+    let (w, h) = img.dimensions();
+    let (tw, th) = (w / fx, h / fy);
+    let c = usize::from(P::CHANNEL_COUNT);
+    let area = fy * fx;
+    let src = img.as_raw();
+    let mut out = vec![0u8; (th * tw) as usize * c];
+    for y in 0..th as usize {
+        for x in 0..tw as usize {
+            for k in 0..c {
+                let mut sum = 0u32;
+                for dy in 0..fy as usize {
+                    let row = (y * fy as usize + dy) * w as usize;
+                    for dx in 0..fx as usize {
+                        sum += u32::from(src[(row + x * fx as usize + dx) * c + k]);
+                    }
+                }
+                out[(y * tw as usize + x) * c + k] = ((sum + area / 2) / area) as u8;
+            }
+        }
+    }
+    image::ImageBuffer::from_raw(tw, th, out).expect("buffer of the right size")
+}
+
+/// Resizes every image of a table read from another source (IDX, CIFAR) to
+/// `size` (height, width), as `--size` does for folders.
+pub fn resize_set(set: ImageSet, size: (u32, u32), mode: Fit) -> ImageSet {
+    let (h, w, c) = (set.meta.height, set.meta.width, set.meta.channels);
+    if (h, w) == size {
+        return set;
+    }
+    let n = set.meta.image_len();
+    let mut pixels = Vec::with_capacity(set.len() * (size.0 * size.1 * c) as usize);
+    for i in 0..set.len() {
+        let raw = set.pixels[i * n..(i + 1) * n].to_vec();
+        if c == 1 {
+            let img = GrayImage::from_raw(w, h, raw).expect("buffer of the right size");
+            pixels.extend_from_slice(fit(img, size, mode).as_raw());
+        } else {
+            let img = RgbImage::from_raw(w, h, raw).expect("buffer of the right size");
+            pixels.extend_from_slice(fit(img, size, mode).as_raw());
+        }
+    }
+    let mut meta = set.meta;
+    (meta.height, meta.width) = size;
+    ImageSet {
+        meta,
+        pixels,
+        ..set
     }
 }
 
@@ -412,5 +473,22 @@ mod tests {
         assert_eq!(out.get_pixel(1, 0).0[0], 200);
         let img = GrayImage::from_fn(4, 2, |x, _| image::Luma([x as u8]));
         assert_eq!(fit(img, (1, 1), Fit::Stretch).dimensions(), (1, 1));
+    }
+
+    /// Whole-factor downscales average each block (numpy:
+    /// `a.reshape(h, f, w, f, c).mean((1, 3))`, rounded half up).
+    #[test]
+    fn whole_factors_average_blocks() {
+        let img = GrayImage::from_raw(4, 2, vec![0, 1, 10, 20, 3, 4, 30, 41]).unwrap();
+        let out = fit(img, (1, 2), Fit::Crop);
+        assert_eq!(out.as_raw(), &[2, 25]);
+        let rgb = RgbImage::from_fn(2, 2, |x, y| image::Rgb([(x + 2 * y) as u8 * 10, 255, 1]));
+        let out = fit(rgb.clone(), (1, 1), Fit::Stretch);
+        assert_eq!(out.as_raw(), &[15, 255, 1]);
+        // A 2x1 factor only stretches: a crop fit keeps the aspect ratio.
+        assert_eq!(
+            fit(rgb, (1, 2), Fit::Stretch).as_raw(),
+            &[10, 255, 1, 20, 255, 1]
+        );
     }
 }

@@ -114,6 +114,11 @@ fn apply_subset(set: ImageSet, rows: &[usize], seed: u64) -> ImageSet {
 pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
     // Fail on a bad output path before minutes of work.
     tsimcne_format::atomic::check_output_path(&cfg.out)?;
+    if let Some((h, w)) = cfg.folder.size
+        && (h == 0 || w == 0)
+    {
+        return Err(PrepError::invalid(&cfg.input, "--size must be positive"));
+    }
     let set = match cfg.source {
         Source::Cifar10 | Source::Cifar100 => {
             let spec = cfg.source.cifar_spec().expect("cifar source");
@@ -155,6 +160,10 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
             let rows = subset::stratified_subset(&set.splits, &set.labels, limit, cfg.seed);
             apply_subset(set, &rows, cfg.seed)
         }
+        _ => set,
+    };
+    let set = match cfg.folder.size {
+        Some(size) if cfg.source != Source::Folder => folder::resize_set(set, size, cfg.folder.fit),
         _ => set,
     };
     progress.begin("writing parquet", Some(set.len() as u64), Unit::Images);

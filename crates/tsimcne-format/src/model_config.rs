@@ -60,19 +60,118 @@ pub struct TrainingConfig {
     /// recipe) or `pca`; absent in other stages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// The augmentations and positives, when they differ from the recipe's
+    /// (absent: the recipe's, RandomResizedCrop scale 0.2–1, colour jitter
+    /// p = 0.8, both views of the same image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentSettings>,
     /// Not hyperparameters: they do not enter the resume fingerprint.
     pub threads: usize,
     pub checkpoint_every: usize,
+    /// Where it trained: `cpu` or `cuda:N` (absent in files written before
+    /// `--device` existed, which all trained on the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// The augmentation settings a stage can change (the rest are the recipe's).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSettings {
+    /// Lower bound of RandomResizedCrop's area scale (the upper is 1).
+    pub crop_min: f64,
+    /// Probability of the colour jitter.
+    pub jitter_p: f64,
+    /// Opt-in, not the recipe: the second view of an image is made from one
+    /// of its `knn_positives` nearest images in pixel space (0: from the
+    /// image itself, the recipe).
+    #[serde(default)]
+    pub knn_positives: usize,
+    /// Where the `knn_positives` neighbours are found.
+    #[serde(default, skip_serializing_if = "KnnSpace::is_pixels")]
+    pub knn_space: KnnSpace,
+    /// Feature-space neighbours are recomputed from the model being trained
+    /// every `knn_refresh` epochs (0: never; in a 2-D stage they are
+    /// computed once, from the model it starts from).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub knn_refresh: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+/// The space whose nearest neighbours serve as positives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KnnSpace {
+    /// The images' pixels (Euclidean on the u8 values).
+    #[default]
+    Pixels,
+    /// The backbone features of the model the stage starts from (eval mode).
+    Features,
+    /// Both lists, each image's partner drawn from the 2K candidates.
+    Both,
+}
+
+impl KnnSpace {
+    pub fn is_pixels(&self) -> bool {
+        *self == KnnSpace::Pixels
+    }
+}
+
+impl AugmentSettings {
+    /// The recipe's: crop scale 0.2–1, jitter p = 0.8, both views of the
+    /// same image.
+    pub const RECIPE: AugmentSettings = AugmentSettings {
+        crop_min: 0.2,
+        jitter_p: 0.8,
+        knn_positives: 0,
+        knn_space: KnnSpace::Pixels,
+        knn_refresh: 0,
+    };
+
+    /// What a training record holds: `None` for the recipe's settings, so
+    /// records (and resume fingerprints) of recipe runs are unchanged.
+    pub fn record(self) -> Option<AugmentSettings> {
+        (self != Self::RECIPE).then_some(self)
+    }
+
+    /// A one-line error unless `0 < crop_min ≤ 1` and `0 ≤ jitter_p ≤ 1`.
+    pub fn check(self) -> std::result::Result<(), String> {
+        if !(self.crop_min > 0.0 && self.crop_min <= 1.0) {
+            return Err(format!(
+                "crop scale minimum must be in (0, 1], got {}",
+                self.crop_min
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.jitter_p) {
+            return Err(format!(
+                "jitter probability must be in [0, 1], got {}",
+                self.jitter_p
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AugmentSettings {
+    fn default() -> Self {
+        Self::RECIPE
+    }
 }
 
 impl TrainingConfig {
     /// Everything that changes the result, as canonical JSON; a checkpoint
-    /// made with another fingerprint is not resumed.
+    /// made with another fingerprint is not resumed. The device is left out
+    /// (like the kernels): a run may resume on another device, and then
+    /// agrees with an uninterrupted one up to float rounding, not bit for bit.
     pub fn fingerprint(&self) -> String {
         let mut v = serde_json::to_value(self).expect("config serialises");
         if let Some(o) = v.as_object_mut() {
             o.remove("threads");
             o.remove("checkpoint_every");
+            o.remove("device");
         }
         v.to_string()
     }
@@ -190,6 +289,8 @@ pub(crate) mod tests {
                 threads: 2,
                 checkpoint_every: 1,
                 init: None,
+                augment: None,
+                device: Some("cpu".into()),
             },
         }
     }
@@ -218,13 +319,58 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_threads_only() {
+    fn fingerprint_ignores_threads_checkpoints_and_device() {
         let a = sample().training;
         let mut b = a.clone();
         b.threads = 7;
         b.checkpoint_every = 3;
+        b.device = Some("cuda:0".into());
         assert_eq!(a.fingerprint(), b.fingerprint());
         b.lr = 0.5;
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    /// Recipe augmentations are not recorded (old records stay valid and
+    /// resume); other settings are, change the fingerprint and round-trip.
+    #[test]
+    fn augment_settings_are_recorded_only_when_not_the_recipe() {
+        assert_eq!(AugmentSettings::default().record(), None);
+        let weak = AugmentSettings {
+            crop_min: 0.5,
+            jitter_p: 0.0,
+            knn_positives: 15,
+            knn_space: KnnSpace::Both,
+            knn_refresh: 5,
+        };
+        assert_eq!(weak.record(), Some(weak));
+        let a = sample().training;
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(!text.contains("augment"), "{text}");
+        let mut b = a.clone();
+        b.augment = weak.record();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let mut c = sample();
+        c.training = b;
+        c.save(&p).unwrap();
+        assert_eq!(ModelConfig::load(&p).unwrap(), c);
+        assert!(weak.check().is_ok());
+        for bad in [
+            (0.0, 0.5),
+            (1.5, 0.5),
+            (0.5, -0.1),
+            (0.5, 1.1),
+            (f64::NAN, 0.5),
+        ] {
+            let s = AugmentSettings {
+                crop_min: bad.0,
+                jitter_p: bad.1,
+                knn_positives: 0,
+                knn_space: KnnSpace::Pixels,
+                knn_refresh: 0,
+            };
+            assert!(s.check().is_err(), "{bad:?}");
+        }
     }
 }

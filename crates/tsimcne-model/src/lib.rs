@@ -6,8 +6,10 @@
 //! - [`fast`]: the same backbone on our CPU kernels, with its own backward
 //!   pass (the default on the CPU, see [`Kernels`]);
 //! - [`Model`]: a network with its variables, safetensors load and save under
-//!   the reference PyTorch names.
+//!   the reference PyTorch names;
+//! - [`DeviceSpec`]: `cpu`, `cuda` or `cuda:N` (CUDA with the `cuda` feature).
 
+mod device;
 mod error;
 pub mod fast;
 pub mod init;
@@ -15,6 +17,7 @@ mod model;
 pub mod preset;
 pub mod resnet;
 
+pub use device::{CUDA_BUILT, DeviceSpec};
 pub use error::{ModelError, Result};
 pub use model::{Backprop, Kernels, Model, infer_arch};
 pub use preset::{PRESETS, check_input, preset};

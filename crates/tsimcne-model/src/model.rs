@@ -175,7 +175,8 @@ impl Model {
     pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
         if kernels == Kernels::Fast && !self.device.is_cpu() {
             return Err(ModelError::Invalid(
-                "the fast kernels run on the CPU only".into(),
+                "the fast kernels run on the CPU only; on a GPU the backbone runs on candle's kernels"
+                    .into(),
             ));
         }
         self.kernels = kernels;
@@ -243,13 +244,14 @@ impl Model {
         }
     }
 
-    /// Every tensor of the checkpoint, reference names, in state_dict order.
+    /// Every tensor of the checkpoint, reference names, in state_dict order,
+    /// on the CPU whatever the model's device.
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let vars = self.vars();
         let mut out = Vec::new();
         for s in tensor_specs(&self.arch) {
             let t = match s.dtype {
-                Dtype::I64 => Tensor::new(self.num_batches_tracked, &self.device)?,
+                Dtype::I64 => Tensor::new(self.num_batches_tracked, &Device::Cpu)?,
                 Dtype::F32 => vars
                     .get(&s.name)
                     .ok_or_else(|| ModelError::Invalid(format!("tensor {} is missing", s.name)))?
@@ -339,16 +341,16 @@ impl Model {
     }
 
     /// Overwrites every tensor of the model from `st` (the checkpoint keys
-    /// of [`Model::state`]). Tensors whose name starts with `ignore_prefix`
-    /// (e.g. optimiser state stored beside the model) are skipped; any other
-    /// unknown tensor is an error.
+    /// of [`Model::state`]). Tensors whose name starts with one of
+    /// `ignore_prefixes` (e.g. optimiser state stored beside the model) are
+    /// skipped; any other unknown tensor is an error.
     pub fn assign(
         &mut self,
         path: &Path,
         st: &safetensors::SafeTensors<'_>,
-        ignore_prefix: &str,
+        ignore_prefixes: &[&str],
     ) -> Result<()> {
-        let (tensors, nbt) = read_state(path, st, &self.arch, Some(ignore_prefix))?;
+        let (tensors, nbt) = read_state(path, st, &self.arch, ignore_prefixes)?;
         let vars = self.vars();
         for (name, t) in tensors {
             vars[&name].set(&t.to_device(&self.device)?)?;
@@ -368,7 +370,7 @@ impl Model {
                 path: path.into(),
                 detail: e.to_string(),
             })?;
-        let (tensors, nbt) = read_state(path, &st, arch, None)?;
+        let (tensors, nbt) = read_state(path, &st, arch, &[])?;
         let tensors = tensors
             .into_iter()
             .map(|(n, t)| Ok((n, t.to_device(device)?)))
@@ -439,12 +441,12 @@ pub fn infer_arch(path: &Path, bytes: &[u8]) -> Result<ResNetArch> {
 /// Reads and checks every tensor of `arch` from `st`: (F32 tensors on the
 /// CPU by name, the BatchNorm counter). Every tensor must be present with
 /// its shape and dtype; unknown tensors are an error unless their name
-/// starts with `ignore_prefix`.
+/// starts with one of `ignore_prefixes`.
 fn read_state(
     path: &Path,
     st: &safetensors::SafeTensors<'_>,
     arch: &ResNetArch,
-    ignore_prefix: Option<&str>,
+    ignore_prefixes: &[&str],
 ) -> Result<(HashMap<String, Tensor>, i64)> {
     let mismatch = |detail: String| ModelError::Mismatch {
         path: path.into(),
@@ -467,7 +469,7 @@ fn read_state(
         }
     }
     let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let ignored = |n: &str| ignore_prefix.is_some_and(|p| n.starts_with(p));
+    let ignored = |n: &str| ignore_prefixes.iter().any(|p| n.starts_with(p));
     if let Some(extra) = st
         .names()
         .into_iter()

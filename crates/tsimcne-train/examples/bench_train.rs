@@ -8,6 +8,10 @@
 //! bench_train ops   [fast|candle]                per-op timings at 128 images
 //! ```
 //!
+//! Any mode takes `--device cpu|cuda|cuda:N` (default cpu; CUDA in a build
+//! with the `cuda` feature, see `bench/gpu.sh`); on a GPU the kernels are
+//! candle's and every timed repetition ends with a device synchronisation.
+//!
 //! Prints `key seconds` lines (the median over the timed repetitions) and
 //! `peak_rss_mib N`. Threads: `RAYON_NUM_THREADS` (set it to 2 to compare
 //! with PyTorch's `torch.set_num_threads(2)`).
@@ -15,7 +19,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use tsimcne_model::{Backprop, Kernels, Model};
+use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model};
 use tsimcne_ops::{BnStats, ConvGeom};
 use tsimcne_train::{Sgd, SgdConfig, Similarity, info_nce};
 
@@ -54,39 +58,53 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
 }
 
-fn kernels(arg: Option<&String>) -> Kernels {
+/// `fast` or `candle`; none: the device's default (fast on the CPU).
+fn kernels(arg: Option<&String>, dev: &Device) -> Kernels {
     match arg.map(String::as_str) {
         Some("candle") => Kernels::Candle,
-        _ => Kernels::Fast,
+        Some("fast") => Kernels::Fast,
+        _ => Kernels::default_for(dev),
     }
 }
 
-fn model_run(what: &str, preset: &str, views: usize, k: Kernels) -> candle_core::Result<()> {
+fn sync(dev: &Device) {
+    dev.synchronize().expect("device synchronisation");
+}
+
+fn model_run(
+    what: &str,
+    preset: &str,
+    views: usize,
+    k: Kernels,
+    dev: &Device,
+) -> candle_core::Result<()> {
     let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
-    let mut model = Model::new(&arch, 0, &Device::Cpu).map_err(candle_core::Error::wrap)?;
+    let mut model = Model::new(&arch, 0, dev).map_err(candle_core::Error::wrap)?;
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
-    let x = Tensor::from_vec(
-        random(views * 3 * 32 * 32, 1),
-        (views, 3, 32, 32),
-        &Device::Cpu,
-    )?;
+    let x = Tensor::from_vec(random(views * 3 * 32 * 32, 1), (views, 3, 32, 32), dev)?;
     let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
     let reps = if preset == "resnet18" { 3 } else { 7 };
+    // As in the trainer: the loss comes back to the host every step (the
+    // NaN check), which also waits for the forward and backward passes.
     let secs = match what {
         "step" => time(reps, || {
-            let (_, grads) = model
+            let (loss, grads) = model
                 .loss_and_grads(&x, Backprop::Full, |z| info_nce(z, Similarity::Cauchy))
                 .expect("step");
+            loss.to_scalar::<f32>().expect("loss");
             sgd.step(&grads, 0.01).expect("sgd");
+            sync(dev);
         }),
         // Training-mode forward with the output layer's gradient only: the
         // backbone's forward pass and BatchNorm updates, no backbone backward.
         "fwd" => time(reps, || {
-            model
+            let (loss, _) = model
                 .loss_and_grads(&x, Backprop::OutputOnly, |z| {
                     info_nce(z, Similarity::Cauchy)
                 })
                 .expect("forward");
+            loss.to_scalar::<f32>().expect("loss");
+            sync(dev);
         }),
         other => panic!("unknown mode {other}"),
     };
@@ -123,7 +141,7 @@ fn fast_times(g: &ConvGeom) -> [f64; 4] {
 
 /// Conv forward, input gradient, weight gradient and BN forward+backward at
 /// 128 images of 64 ch × 32×32 and 128 ch × 16×16 (3×3, stride 1, pad 1).
-fn ops(k: Kernels) -> candle_core::Result<()> {
+fn ops(k: Kernels, dev: &Device) -> candle_core::Result<()> {
     for (c, hw) in [(64usize, 32usize), (128, 16)] {
         let g = ConvGeom {
             n: 128,
@@ -148,14 +166,14 @@ fn ops(k: Kernels) -> candle_core::Result<()> {
                 println!("bn_fwd_bwd_{tag} {bn:.4}");
             }
             Kernels::Candle => {
-                let dev = Device::Cpu;
-                let xt = Var::from_vec(x.clone(), (128, c, hw, hw), &dev)?;
-                let wt = Var::from_vec(w.clone(), (c, c, 3, 3), &dev)?;
-                let dyt = Tensor::from_vec(dy.clone(), (128, c, hw, hw), &dev)?;
+                let xt = Var::from_vec(x.clone(), (128, c, hw, hw), dev)?;
+                let wt = Var::from_vec(w.clone(), (c, c, 3, 3), dev)?;
+                let dyt = Tensor::from_vec(dy.clone(), (128, c, hw, hw), dev)?;
                 let t = time(5, || {
                     xt.as_tensor()
                         .conv2d(wt.as_tensor(), 1, 1, 1, 1)
                         .expect("conv");
+                    sync(dev);
                 });
                 println!("conv_fwd_{tag} {t:.4}");
                 // candle's backward of conv2d: both gradients at once.
@@ -170,6 +188,7 @@ fn ops(k: Kernels) -> candle_core::Result<()> {
                         .expect("sum")
                         .backward()
                         .expect("bwd");
+                    sync(dev);
                 });
                 println!("conv_fwd_dx_dw_{tag} {t:.4}");
                 let bn = candle_nn::batch_norm(
@@ -178,7 +197,7 @@ fn ops(k: Kernels) -> candle_core::Result<()> {
                     candle_nn::VarBuilder::from_varmap(
                         &candle_nn::VarMap::new(),
                         candle_core::DType::F32,
-                        &dev,
+                        dev,
                     ),
                 )?;
                 let t = time(5, || {
@@ -192,6 +211,7 @@ fn ops(k: Kernels) -> candle_core::Result<()> {
                         .expect("sum")
                         .backward()
                         .expect("bwd");
+                    sync(dev);
                 });
                 println!("bn_fwd_bwd_{tag} {t:.4}");
             }
@@ -255,20 +275,50 @@ fn layers(preset: &str, views: usize) -> candle_core::Result<()> {
 }
 
 fn main() -> candle_core::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut spec = DeviceSpec::Cpu;
+    if let Some(i) = args.iter().position(|a| a == "--device") {
+        let Some(name) = args.get(i + 1) else {
+            eprintln!("--device needs a value: cpu, cuda or cuda:N");
+            std::process::exit(2);
+        };
+        spec = name.parse().unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2);
+        });
+        args.drain(i..i + 2);
+    }
+    let dev = spec.open().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    });
     match args.first().map(String::as_str) {
         Some(m @ ("step" | "fwd")) => {
             let preset = args.get(1).map_or("small", String::as_str);
             let views = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128);
-            model_run(m, preset, views, kernels(args.get(3)))?;
+            model_run(m, preset, views, kernels(args.get(3), &dev), &dev)?;
         }
-        Some("ops") => ops(kernels(args.get(1)))?,
+        Some("ops") => {
+            let k = kernels(args.get(1), &dev);
+            if k == Kernels::Fast && !dev.is_cpu() {
+                eprintln!("the fast kernels run on the CPU only");
+                std::process::exit(2);
+            }
+            ops(k, &dev)?
+        }
+        Some("layers") if !dev.is_cpu() => {
+            eprintln!("layers times the fast kernels, which run on the CPU only");
+            std::process::exit(2);
+        }
         Some("layers") => layers(
             args.get(1).map_or("small", String::as_str),
             args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128),
         )?,
         _ => {
-            eprintln!("usage: bench_train step|fwd PRESET VIEWS [fast|candle] | ops [fast|candle]");
+            eprintln!(
+                "usage: bench_train step|fwd PRESET VIEWS [fast|candle] | ops [fast|candle] \
+                 | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
+            );
             std::process::exit(2);
         }
     }

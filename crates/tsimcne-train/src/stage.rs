@@ -7,17 +7,18 @@ use candle_core::Device;
 use tsimcne_augment::AugmentConfig;
 use tsimcne_format::atomic;
 use tsimcne_format::model_config::{
-    InputShape, MODEL_CONFIG_FILE, MODEL_CONFIG_VERSION, MODEL_FILE, ModelConfig, Normalize,
-    TrainingConfig,
+    AugmentSettings, InputShape, KnnSpace, MODEL_CONFIG_FILE, MODEL_CONFIG_VERSION, MODEL_FILE,
+    ModelConfig, Normalize, TrainingConfig,
 };
 use tsimcne_format::vectors::{KIND_FEATURES, VectorColumn, write_vectors};
-use tsimcne_model::{Kernels, Model, check_input, preset};
+use tsimcne_model::{DeviceSpec, Kernels, Model, check_input, preset};
 
 use crate::error::{Result, TrainError};
 use crate::loss::Similarity;
 use crate::sgd::SgdConfig;
 use crate::trainer::{
-    CHECKPOINT_FILE, EpochLog, Images, LOG_FILE, Observer, Settings, embed_all, train,
+    CHECKPOINT_FILE, EpochLog, FeatureNeighbours, Images, LOG_FILE, Neighbours, Observer,
+    Positives, Settings, embed_all, train,
 };
 
 pub const FEATURES_FILE: &str = "features.parquet";
@@ -64,8 +65,14 @@ pub struct PretrainConfig {
     /// Discard an existing checkpoint instead of resuming or refusing.
     pub restart: bool,
     pub normalize: Option<Normalize>,
-    /// The backbone's implementation (`Fast`: our CPU kernels, the default).
-    pub kernels: Kernels,
+    /// Where to train.
+    pub device: DeviceSpec,
+    /// The backbone's implementation; `None`: [`Kernels::default_for`] the
+    /// device (our fast kernels on the CPU, candle's on a GPU).
+    pub kernels: Option<Kernels>,
+    /// Crop scale and jitter probability of the training views, and the
+    /// opt-in pixel-neighbour positives.
+    pub augment: AugmentSettings,
 }
 
 /// What a stage did.
@@ -81,6 +88,58 @@ fn augment_config(normalize: &Option<Normalize>) -> AugmentConfig {
         normalize: normalize.as_ref().map(|n| (n.mean.clone(), n.std.clone())),
         ..AugmentConfig::default()
     }
+}
+
+/// The training views' augmentations: the recipe's with `augment`'s crop
+/// scale and jitter probability.
+fn train_augment_config(normalize: &Option<Normalize>, augment: AugmentSettings) -> AugmentConfig {
+    AugmentConfig {
+        crop_scale: (augment.crop_min, 1.0),
+        jitter_p: augment.jitter_p,
+        ..augment_config(normalize)
+    }
+}
+
+/// The positives of `--knn-positives` (none: the recipe): neighbours in
+/// pixel space, in the backbone features of the model being trained, or
+/// both. `trained`: the model is trained already (a 2-D stage), so its
+/// feature neighbours are used from the first epoch; in pretraining they
+/// start at epoch `knn_refresh`.
+fn positives(
+    images: &Images,
+    augment: AugmentSettings,
+    threads: usize,
+    trained: bool,
+    normalize: &Option<Normalize>,
+) -> Result<Positives> {
+    let k = augment.knn_positives;
+    if k == 0 {
+        return Ok(Positives::default());
+    }
+    if k >= images.len {
+        return Err(TrainError::Invalid(format!(
+            "--knn-positives {k} needs more than {k} images, got {}",
+            images.len
+        )));
+    }
+    let pixels = matches!(augment.knn_space, KnnSpace::Pixels | KnnSpace::Both);
+    let features = matches!(augment.knn_space, KnnSpace::Features | KnnSpace::Both);
+    if features && !trained && augment.knn_refresh == 0 {
+        return Err(TrainError::Invalid(
+            "--knn-space features or both in pretrain needs --knn-refresh N > 0 \
+             (the network's features are random at the start)"
+                .into(),
+        ));
+    }
+    Ok(Positives {
+        fixed: pixels.then(|| Neighbours::in_pixels(images, k, threads)),
+        features: features.then(|| FeatureNeighbours {
+            k,
+            refresh: augment.knn_refresh,
+            at_start: trained,
+            plain: augment_config(normalize),
+        }),
+    })
 }
 
 /// Makes the output directory ready: created, writable (a read-only or
@@ -136,6 +195,8 @@ struct Flags {
     loss: LossKind,
     threads: usize,
     checkpoint_every: usize,
+    device: DeviceSpec,
+    augment: AugmentSettings,
 }
 
 impl Flags {
@@ -171,6 +232,8 @@ impl Flags {
             threads: self.threads,
             checkpoint_every: self.checkpoint_every,
             init: None,
+            augment: self.augment.record(),
+            device: Some(self.device.to_string()),
         };
         let settings = Settings {
             epochs: self.epochs,
@@ -180,11 +243,12 @@ impl Flags {
             seed: self.seed,
             similarity: self.loss.similarity(),
             sgd,
-            augment: augment_config(normalize),
+            augment: train_augment_config(normalize, self.augment),
             threads: self.threads,
             checkpoint_every: self.checkpoint_every,
             trainable,
             fingerprint: format!("{stage} {}{fingerprint_extra}", training.fingerprint()),
+            positives: Positives::default(),
         };
         (training, settings)
     }
@@ -193,6 +257,8 @@ impl Flags {
 /// `pretrain`: contrastive training with the 128-D head; writes
 /// `model.safetensors`, `config.json`, `log.csv` and `features.parquet`.
 pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary> {
+    // A device that cannot be opened fails before any work.
+    let device = cfg.device.open()?;
     let set = tsimcne_format::read_image_table(&cfg.images)?;
     let meta = set.meta.clone();
     let (h, w, c) = (
@@ -210,6 +276,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
             "normalisation needs {c} means and stds"
         )));
     }
+    cfg.augment.check().map_err(TrainError::Invalid)?;
     let lr = cfg.lr.unwrap_or_else(|| crate::base_lr(cfg.batch_size));
     let flags = Flags {
         epochs: cfg.epochs,
@@ -220,8 +287,10 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         loss: cfg.loss,
         threads: cfg.threads,
         checkpoint_every: cfg.checkpoint_every,
+        device: cfg.device,
+        augment: cfg.augment,
     };
-    let (training, settings) = flags.plan(
+    let (training, mut settings) = flags.plan(
         &cfg.backbone,
         &set,
         None,
@@ -243,10 +312,10 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         training: training.clone(),
     };
     prepare_dir(&cfg.out, cfg.restart)?;
-    let device = Device::Cpu;
     let mut model = Model::new(&arch, cfg.seed, &device)?;
-    model.set_kernels(cfg.kernels)?;
+    model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
     let images = Images::from_set(set);
+    settings.positives = positives(&images, cfg.augment, cfg.threads, false, &cfg.normalize)?;
     let augment = settings.augment.clone();
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
     // Outputs: features, model, and config.json last (it marks a finished stage).
@@ -342,8 +411,13 @@ pub struct TwoDConfig {
     pub restart: bool,
     /// Project only: how the new output layer starts.
     pub init: OutputInit,
-    /// The backbone's implementation (`Fast`: our CPU kernels, the default).
-    pub kernels: Kernels,
+    /// Where to train.
+    pub device: DeviceSpec,
+    /// The backbone's implementation; `None`: [`Kernels::default_for`] the device.
+    pub kernels: Option<Kernels>,
+    /// Crop scale and jitter probability of the training views, and the
+    /// opt-in pixel-neighbour positives.
+    pub augment: AugmentSettings,
 }
 
 /// How `project` initialises the new low-dimensional output layer.
@@ -510,6 +584,8 @@ fn exported_config(arch: tsimcne_model::ResNetArch, input: InputShape) -> ModelC
             threads: 0,
             checkpoint_every: 0,
             init: None,
+            augment: None,
+            device: None,
         },
     }
 }
@@ -523,8 +599,14 @@ fn fnv1a(bytes: &[u8]) -> String {
     format!("fnv1a:{h:016x}")
 }
 
-/// A model directory: its config and model, checked against each other.
+/// A model directory: its config and model (on the CPU), checked against
+/// each other.
 pub fn load_model_dir(dir: &Path) -> Result<(ModelConfig, Model, Vec<u8>)> {
+    load_model_dir_on(dir, &Device::Cpu)
+}
+
+/// [`load_model_dir`] with the model on `device`.
+pub fn load_model_dir_on(dir: &Path, device: &Device) -> Result<(ModelConfig, Model, Vec<u8>)> {
     let config_path = dir.join(MODEL_CONFIG_FILE);
     if !config_path.exists() && dir.join(CHECKPOINT_FILE).exists() {
         return Err(TrainError::Invalid(format!(
@@ -540,14 +622,19 @@ pub fn load_model_dir(dir: &Path) -> Result<(ModelConfig, Model, Vec<u8>)> {
             source: e,
         })
     })?;
-    let model = Model::load_bytes(&path, &bytes, &config.arch, &Device::Cpu)?;
+    let model = Model::load_bytes(&path, &bytes, &config.arch, device)?;
     Ok((config, model, bytes))
 }
 
 /// A bare safetensors model file with the reference names (no
 /// `config.json`): its architecture is read off the tensor shapes and
-/// checked like a config's before the model is built.
+/// checked like a config's before the model is built. The model is on the CPU.
 pub fn load_model_file(path: &Path) -> Result<Model> {
+    load_model_file_on(path, &Device::Cpu)
+}
+
+/// [`load_model_file`] with the model on `device`.
+pub fn load_model_file_on(path: &Path, device: &Device) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|e| {
         TrainError::Format(tsimcne_format::FormatError::Io {
             path: path.into(),
@@ -557,7 +644,7 @@ pub fn load_model_file(path: &Path) -> Result<Model> {
     let arch = tsimcne_model::infer_arch(path, &bytes)?;
     arch.check()
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
-    Ok(Model::load_bytes(path, &bytes, &arch, &Device::Cpu)?)
+    Ok(Model::load_bytes(path, &bytes, &arch, device)?)
 }
 
 /// Checks that an image table fits a model's input.
@@ -610,7 +697,8 @@ pub fn write_model_embedding(
 /// `project` or `finetune`: writes `model.safetensors`, `config.json`,
 /// `log.csv` and `embedding.parquet` into `cfg.out`.
 pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
-    let (prev, prev_model, prev_bytes) = load_model_dir(&cfg.from)?;
+    let device = cfg.device.open()?;
+    let (prev, prev_model, prev_bytes) = load_model_dir_on(&cfg.from, &device)?;
     if prev.stage != cfg.stage.from_stage() {
         return Err(TrainError::Invalid(format!(
             "{}: this is a {} model directory; {} starts from the output of {}",
@@ -620,6 +708,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
             cfg.stage.from_stage()
         )));
     }
+    cfg.augment.check().map_err(TrainError::Invalid)?;
     let set = tsimcne_format::read_image_table(&cfg.images)?;
     check_images(&cfg.images, &set, &prev.input)?;
     let model = match cfg.stage {
@@ -645,6 +734,8 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         loss: cfg.loss,
         threads: cfg.threads,
         checkpoint_every: cfg.checkpoint_every,
+        device: cfg.device,
+        augment: cfg.augment,
     };
     let trainable = match cfg.stage {
         TwoDStage::Project => Some(vec![format!(
@@ -655,7 +746,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         TwoDStage::Finetune => None,
     };
     let init = (cfg.stage == TwoDStage::Project).then(|| cfg.init.name().to_string());
-    let (mut training, settings) = flags.plan(
+    let (mut training, mut settings) = flags.plan(
         &prev.training.backbone,
         &set,
         Some(cfg.from.display().to_string()),
@@ -675,8 +766,9 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     };
     prepare_dir(&cfg.out, cfg.restart)?;
     let mut model = model;
-    model.set_kernels(cfg.kernels)?;
+    model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
     let images = Images::from_set(set.clone());
+    settings.positives = positives(&images, cfg.augment, cfg.threads, true, &config.normalize)?;
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
     write_outputs(&cfg.out, &config, || {
         write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))?;
@@ -693,16 +785,17 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
 /// `embed`: places the images of any image table with a trained model:
 /// any stage's directory, or a bare `.safetensors` file with the reference
 /// names (e.g. exported from PyTorch), whose architecture is read off its
-/// tensor shapes and which takes images in [0, 1] of any size.
-/// Returns the number of images.
-pub fn embed(model: &Path, images: &Path, out: &Path) -> Result<usize> {
+/// tensor shapes and which takes images in [0, 1] of any size. The forward
+/// passes run on `device`. Returns the number of images.
+pub fn embed(model: &Path, images: &Path, out: &Path, device: DeviceSpec) -> Result<usize> {
+    let device = device.open()?;
     tsimcne_format::atomic::check_output_path(out)?;
     let set = tsimcne_format::read_image_table(images)?;
     let (config, model) = if model.is_dir() {
-        let (config, model, _) = load_model_dir(model)?;
+        let (config, model, _) = load_model_dir_on(model, &device)?;
         (config, model)
     } else {
-        let m = load_model_file(model)?;
+        let m = load_model_file_on(model, &device)?;
         let arch = m.arch.clone();
         let input = InputShape {
             height: set.meta.height as usize,

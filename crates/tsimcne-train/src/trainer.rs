@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use tsimcne_augment::{AugmentConfig, Shape, two_views};
+use tsimcne_augment::{AugmentConfig, Shape, two_views_of};
 use tsimcne_format::ImageSet;
 use tsimcne_format::atomic::write_bytes_atomic;
 use tsimcne_model::{Backprop, Model};
@@ -30,6 +30,8 @@ pub const LOG_FILE: &str = "log.csv";
 const MOMENTUM_PREFIX: &str = "momentum.";
 /// Key of the batch-order stream, beside the view streams' (seed, epoch, id, view).
 const SHUFFLE_KEY: u64 = 0x5348_5546_464c_4500; // "SHUFFLE"
+/// Key of the partner streams of [`Neighbours`].
+const PARTNER_KEY: u64 = 0x5041_5254_4e45_5200; // "PARTNER"
 
 /// Training images in memory: u8 HWC, one after another.
 #[derive(Debug)]
@@ -59,6 +61,74 @@ impl Images {
     }
 }
 
+/// Positive partners other than the image itself (opt-in, not the recipe):
+/// in epoch `e` the second view of image `i` is made from one of its `k`
+/// listed neighbours, drawn uniformly from the stream keyed by
+/// (seed, "PARTNER", e, i), so the choice does not depend on the batch or
+/// the thread count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbours {
+    pub k: usize,
+    /// `k` image indices per image, row after row.
+    pub idx: std::sync::Arc<Vec<u32>>,
+}
+
+impl Neighbours {
+    /// The exact `k` nearest images of every image in pixel space
+    /// (Euclidean on the u8 pixels, the image itself left out; ties by
+    /// index), on `threads` threads (the result does not depend on them).
+    ///
+    /// # Panics
+    /// If `k` is 0 or not below the number of images.
+    pub fn in_pixels(images: &Images, k: usize, threads: usize) -> Self {
+        let all: Vec<u32> = (0..images.len as u32).collect();
+        let data = tsimcne_eval::Data::U8 {
+            dim: images.shape.len(),
+            values: &images.pixels,
+        };
+        let idx = tsimcne_eval::knn::k_nearest(data, &all, &all, k, threads);
+        Self {
+            k,
+            idx: std::sync::Arc::new(idx),
+        }
+    }
+
+    /// The exact `k` nearest rows of `values` (`dim` floats a row,
+    /// Euclidean, the row itself left out; ties by index).
+    pub fn in_features(values: &[f32], dim: usize, k: usize, threads: usize) -> Self {
+        let n = values.len() / dim;
+        let all: Vec<u32> = (0..n as u32).collect();
+        let data = tsimcne_eval::Data::F32 { dim, values };
+        let idx = tsimcne_eval::knn::k_nearest(data, &all, &all, k, threads);
+        Self {
+            k,
+            idx: std::sync::Arc::new(idx),
+        }
+    }
+
+    /// Both lists of every image, `a`'s then `b`'s (a neighbour in both is
+    /// listed twice, so drawn twice as often).
+    pub fn union(a: &Neighbours, b: &Neighbours) -> Self {
+        let n = a.idx.len() / a.k;
+        assert_eq!(n, b.idx.len() / b.k, "neighbour lists of different sizes");
+        let mut idx = Vec::with_capacity(n * (a.k + b.k));
+        for i in 0..n {
+            idx.extend_from_slice(&a.idx[i * a.k..(i + 1) * a.k]);
+            idx.extend_from_slice(&b.idx[i * b.k..(i + 1) * b.k]);
+        }
+        Self {
+            k: a.k + b.k,
+            idx: std::sync::Arc::new(idx),
+        }
+    }
+
+    /// The partner of image `i` in `epoch`.
+    pub fn partner(&self, i: usize, seed: u64, epoch: usize) -> usize {
+        let mut rng = SplitMix64::keyed(&[seed, PARTNER_KEY, epoch as u64, i as u64]);
+        self.idx[i * self.k + rng.below(self.k)] as usize
+    }
+}
+
 /// Everything the loop needs; the stage resolves it from its config.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -78,7 +148,61 @@ pub struct Settings {
     pub trainable: Option<Vec<String>>,
     /// Stored in the checkpoint; a checkpoint with another is not resumed.
     pub fingerprint: String,
+    /// Where the second views come from; the default is the recipe's (both
+    /// views of the same image).
+    pub positives: Positives,
 }
+
+/// Where each image's second view comes from (opt-in, not the recipe):
+/// one of its listed neighbours, drawn per epoch by [`Neighbours::partner`]
+/// from the union of the fixed list and the feature-space list in use.
+/// With neither, the second view is of the image itself (the recipe).
+#[derive(Clone, Debug, Default)]
+pub struct Positives {
+    /// A fixed list, e.g. the pixel-space neighbours.
+    pub fixed: Option<Neighbours>,
+    /// Neighbours in the backbone features of the model being trained.
+    pub features: Option<FeatureNeighbours>,
+}
+
+/// The `k` nearest images in the backbone features (eval mode, no
+/// augmentation) of the model being trained, recomputed as it learns.
+#[derive(Clone, Debug)]
+pub struct FeatureNeighbours {
+    pub k: usize,
+    /// Recompute at the start of every `refresh`-th epoch; 0: never again.
+    pub refresh: usize,
+    /// Compute them before the first epoch (the model is trained already,
+    /// as in the 2-D stages); otherwise the first list is made at epoch
+    /// `refresh`, and until then only the fixed list (or the image itself)
+    /// gives partners.
+    pub at_start: bool,
+    /// The input preparation of the embedding pass (normalisation only).
+    pub plain: AugmentConfig,
+}
+
+impl FeatureNeighbours {
+    /// Whether epoch `epoch` (0-based) starts by recomputing the list.
+    fn due(&self, epoch: usize) -> bool {
+        (self.at_start && epoch == 0)
+            || (self.refresh > 0 && epoch > 0 && epoch.is_multiple_of(self.refresh))
+    }
+
+    /// Whether a list is in use in epoch `epoch`.
+    fn active(&self, epoch: usize) -> bool {
+        self.at_start || (self.refresh > 0 && epoch >= self.refresh)
+    }
+
+    /// The list of `model`'s current features.
+    pub fn compute(&self, model: &Model, images: &Images, threads: usize) -> Result<Neighbours> {
+        let (f, _) = embed_all(model, images, &self.plain, 256)?;
+        let dim = f.len() / images.len.max(1);
+        Ok(Neighbours::in_features(&f, dim, self.k, threads))
+    }
+}
+
+/// Checkpoint key of the feature-space neighbour list in use.
+const FEATURE_NEIGHBOURS_KEY: &str = "positives.features";
 
 /// One row of `log.csv`.
 #[derive(Clone, Debug, PartialEq)]
@@ -164,8 +288,16 @@ fn save_checkpoint(
     sgd: &Sgd,
     epochs_done: usize,
     fingerprint: &str,
+    features: Option<&Neighbours>,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = model.state()?;
+    if let Some(nb) = features {
+        let n = nb.idx.len() / nb.k;
+        tensors.push((
+            FEATURE_NEIGHBOURS_KEY.to_string(),
+            Tensor::from_slice(&nb.idx[..], (n, nb.k), &Device::Cpu)?,
+        ));
+    }
     for (name, buf) in sgd.buffers() {
         tensors.push((
             format!("{MOMENTUM_PREFIX}{name}"),
@@ -201,13 +333,14 @@ fn parse_state(json: &str) -> (Option<usize>, Option<String>) {
     }
 }
 
-/// Restores a checkpoint into `model` and `sgd`; returns the epochs done.
+/// Restores a checkpoint into `model` and `sgd`; returns the epochs done
+/// and the feature-space neighbour list in use, if it holds one.
 fn load_checkpoint(
     path: &Path,
     model: &mut Model,
     sgd: &mut Sgd,
     fingerprint: &str,
-) -> Result<usize> {
+) -> Result<(usize, Option<Neighbours>)> {
     let bad = |detail: String| TrainError::Checkpoint {
         path: path.into(),
         detail,
@@ -231,7 +364,27 @@ fn load_checkpoint(
         .ok_or_else(|| bad("checkpoint has no epoch".into()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(format!("unreadable checkpoint: {e}")))?;
-    model.assign(path, &st, MOMENTUM_PREFIX)?;
+    model.assign(path, &st, &[MOMENTUM_PREFIX, FEATURE_NEIGHBOURS_KEY])?;
+    let features = match st.tensor(FEATURE_NEIGHBOURS_KEY) {
+        Err(_) => None,
+        Ok(view) => {
+            let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)?;
+            let (_, k) = t
+                .dims2()
+                .map_err(|_| bad(format!("{FEATURE_NEIGHBOURS_KEY} is not a matrix")))?;
+            let idx = t
+                .flatten_all()?
+                .to_vec1::<u32>()
+                .map_err(|_| bad(format!("{FEATURE_NEIGHBOURS_KEY} is not u32")))?;
+            if k == 0 {
+                return Err(bad(format!("{FEATURE_NEIGHBOURS_KEY} is empty")));
+            }
+            Some(Neighbours {
+                k,
+                idx: std::sync::Arc::new(idx),
+            })
+        }
+    };
     let mut buffers = BTreeMap::new();
     for name in st.names() {
         if let Some(param) = name.strip_prefix(MOMENTUM_PREFIX) {
@@ -242,7 +395,7 @@ fn load_checkpoint(
         }
     }
     sgd.set_buffers(buffers)?;
-    Ok(done)
+    Ok((done, features))
 }
 
 /// Trains `model` on `images` per `s`, checkpointing into `dir`. Resumes
@@ -284,11 +437,19 @@ pub fn train(
     );
     let output_only = prefixes.as_deref() == Some(&[out_layer.as_str()][..]);
     let ckpt: PathBuf = dir.join(CHECKPOINT_FILE);
-    let start = if ckpt.exists() {
+    let (start, mut feature_list) = if ckpt.exists() {
         load_checkpoint(&ckpt, model, &mut sgd, &s.fingerprint)?
     } else {
-        0
+        (0, None)
     };
+    if let Some(nb) = &feature_list
+        && (nb.idx.len() != n * nb.k || nb.idx.iter().any(|&j| j as usize >= n))
+    {
+        return Err(TrainError::Checkpoint {
+            path: ckpt.clone(),
+            detail: format!("{FEATURE_NEIGHBOURS_KEY} does not fit the {n} images"),
+        });
+    }
     let mut logs = read_log(&dir.join(LOG_FILE), start);
     obs.start((s.epochs * steps) as u64, (start * steps) as u64);
     let shape = images.shape;
@@ -296,6 +457,19 @@ pub fn train(
     let dims = (2 * s.batch_size, shape.channels, shape.height, shape.width);
     for (epoch, &lr) in lrs.iter().enumerate().skip(start) {
         let t0 = Instant::now();
+        if let Some(f) = &s.positives.features {
+            // Due now, or in use but lost (a checkpoint written before it).
+            if f.due(epoch) || (f.active(epoch) && feature_list.is_none()) {
+                feature_list = Some(f.compute(model, images, s.threads)?);
+            }
+        }
+        let partners: Option<Neighbours> = match (&s.positives.fixed, &feature_list) {
+            (None, None) => None,
+            (Some(a), None) => Some(a.clone()),
+            (None, Some(b)) => Some(b.clone()),
+            (Some(a), Some(b)) => Some(Neighbours::union(a, b)),
+        };
+        let partners = &partners;
         let order = epoch_order(n, s.seed, epoch);
         let mut loss_sum = 0.0;
         // Augment the next batch on worker threads while this one trains.
@@ -307,9 +481,17 @@ pub fn train(
                     let idx = &order[step * s.batch_size..(step + 1) * s.batch_size];
                     let imgs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
                     let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+                    let second: Vec<&[u8]> = match partners {
+                        None => imgs.clone(),
+                        Some(nb) => idx
+                            .iter()
+                            .map(|&i| images.image(nb.partner(i, s.seed, epoch)))
+                            .collect(),
+                    };
                     let mut buf = vec![0f32; 2 * s.batch_size * view_len];
-                    two_views(
+                    two_views_of(
                         &imgs,
+                        &second,
                         &ids,
                         shape,
                         &s.augment,
@@ -366,7 +548,14 @@ pub fn train(
             // The log first: it may run ahead of the checkpoint (a resume
             // keeps only the rows up to the checkpoint's epoch), never behind.
             write_bytes_atomic(&dir.join(LOG_FILE), csv(&logs).as_bytes())?;
-            save_checkpoint(&ckpt, model, &sgd, epoch + 1, &s.fingerprint)?;
+            save_checkpoint(
+                &ckpt,
+                model,
+                &sgd,
+                epoch + 1,
+                &s.fingerprint,
+                feature_list.as_ref(),
+            )?;
         }
     }
     obs.finish();
@@ -426,4 +615,90 @@ pub fn embed_all(
         start = end;
     }
     Ok((feats, outs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Images on a line (image `i` is `i·10` everywhere): the pixel
+    /// neighbours are the adjacent images, and the partners are drawn from
+    /// them only, the same for the same (seed, epoch, image), each one in turn.
+    #[test]
+    fn pixel_neighbours_and_partners() {
+        let shape = Shape {
+            height: 2,
+            width: 2,
+            channels: 1,
+        };
+        let n = 12;
+        let images = Images {
+            shape,
+            pixels: (0..n).flat_map(|i| [(i * 10) as u8; 4]).collect(),
+            len: n,
+        };
+        let nb = Neighbours::in_pixels(&images, 2, 2);
+        assert_eq!(nb, Neighbours::in_pixels(&images, 2, 1));
+        assert_eq!(&nb.idx[..2], &[1, 2]);
+        assert_eq!(&nb.idx[5 * 2..6 * 2], &[4, 6]);
+        assert_eq!(&nb.idx[(n - 1) * 2..], &[10, 9]);
+        let mut seen = [false; 2];
+        for epoch in 0..20 {
+            let p = nb.partner(5, 3, epoch);
+            assert_eq!(p, nb.partner(5, 3, epoch));
+            assert!(p == 4 || p == 6, "{p}");
+            seen[usize::from(p == 6)] = true;
+        }
+        assert_eq!(seen, [true, true]);
+    }
+    /// Rows on a line: the feature neighbours are the adjacent rows, the same
+    /// on any thread count.
+    #[test]
+    fn feature_neighbours_are_the_nearest_rows() {
+        let values: Vec<f32> = (0..8).flat_map(|i| [i as f32, 2.0 * i as f32]).collect();
+        let nb = Neighbours::in_features(&values, 2, 2, 2);
+        assert_eq!(nb, Neighbours::in_features(&values, 2, 2, 1));
+        assert_eq!(&nb.idx[..2], &[1, 2]);
+        assert_eq!(&nb.idx[3 * 2..4 * 2], &[2, 4]);
+        assert_eq!(&nb.idx[7 * 2..], &[6, 5]);
+    }
+
+    /// The union lists `a`'s then `b`'s neighbours per image.
+    #[test]
+    fn union_lists_both() {
+        let a = Neighbours {
+            k: 1,
+            idx: std::sync::Arc::new(vec![1, 0, 0]),
+        };
+        let b = Neighbours {
+            k: 2,
+            idx: std::sync::Arc::new(vec![2, 1, 2, 0, 1, 0]),
+        };
+        let u = Neighbours::union(&a, &b);
+        assert_eq!(u.k, 3);
+        assert_eq!(*u.idx, vec![1, 2, 1, 0, 2, 0, 0, 1, 0]);
+    }
+
+    /// When the feature list is (re)computed and when it is in use.
+    #[test]
+    fn feature_list_schedule() {
+        let f = |refresh, at_start| FeatureNeighbours {
+            k: 5,
+            refresh,
+            at_start,
+            plain: AugmentConfig::default(),
+        };
+        let every3 = f(3, false);
+        let due: Vec<usize> = (0..10).filter(|&e| every3.due(e)).collect();
+        assert_eq!(due, [3, 6, 9]);
+        assert!(!every3.active(2) && every3.active(3) && every3.active(9));
+        let once = f(0, true);
+        let due: Vec<usize> = (0..10).filter(|&e| once.due(e)).collect();
+        assert_eq!(due, [0]);
+        assert!((0..10).all(|e| once.active(e)));
+        let both = f(4, true);
+        let due: Vec<usize> = (0..10).filter(|&e| both.due(e)).collect();
+        assert_eq!(due, [0, 4, 8]);
+        assert!(!f(0, false).active(5) && !f(0, false).due(0));
+    }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tsimcne_cli::{default_threads, run_main, set_compute_threads};
+use tsimcne_model::DeviceSpec;
 
 /// Embed images with a trained model: the map is parametric, so any model
 /// directory (pretrain, project or finetune) places images it never saw.
@@ -27,13 +28,17 @@ struct Args {
     /// Compute threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Where to run the network: cpu, cuda (the first GPU) or cuda:N; a GPU
+    /// needs the CUDA build (scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     set_compute_threads(args.threads.unwrap_or_else(default_threads).max(1));
     run_main(|| {
-        let n = tsimcne_train::stage::embed(&args.model, &args.images, &args.out)?;
+        let n = tsimcne_train::stage::embed(&args.model, &args.images, &args.out, args.device)?;
         eprintln!("wrote {}: {n} images", args.out.display());
         Ok(())
     })

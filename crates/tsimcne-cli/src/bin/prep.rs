@@ -73,14 +73,16 @@ struct Args {
     /// Seed of the --limit subset.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Folder: resize every image to SIZE (N or HxW, e.g. 32 or 28x32).
+    /// Resize every image to SIZE (N or HxW, e.g. 32 or 28x32); whole-factor
+    /// downscales average each block (e.g. 28 to 14: 2x2 blocks), others
+    /// resample bilinearly. Any source (needed by folders of mixed sizes).
     #[arg(long, value_parser = parse_size)]
     size: Option<(u32, u32)>,
     /// Folder: channels to store, 1 (grey) or 3 (RGB). Default: 1 when every
     /// image is greyscale, else 3.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3))]
     channels: Option<u32>,
-    /// Folder: how --size treats a different aspect ratio.
+    /// How --size treats a different aspect ratio.
     #[arg(long, value_enum, default_value_t = FitArg::Crop)]
     fit: FitArg,
     /// Worker threads for decoding images [default: all cores].

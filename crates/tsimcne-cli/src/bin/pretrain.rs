@@ -5,9 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
-use tsimcne_cli::two_d::{DeviceArg, LossArg};
-use tsimcne_cli::{KernelsArg, TrainBar, default_threads, run_main, set_compute_threads};
+use tsimcne_cli::two_d::{AugmentArgs, LossArg};
+use tsimcne_cli::{
+    KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads,
+};
 use tsimcne_format::model_config::Normalize;
+use tsimcne_model::DeviceSpec;
 use tsimcne_train::stage::{PretrainConfig, pretrain};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -60,17 +63,21 @@ struct Args {
     /// Threads for training and augmentation [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
-    /// The backbone's CPU implementation.
-    #[arg(long, value_enum, default_value_t = KernelsArg::Fast)]
-    kernels: KernelsArg,
+    /// Where to train: cpu, cuda (the first GPU) or cuda:N; a GPU needs the
+    /// CUDA build (scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// The backbone's implementation [default: fast on the CPU, candle on a GPU].
+    #[arg(long, value_enum)]
+    kernels: Option<KernelsArg>,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
     /// Start over, discarding a checkpoint made with other settings.
     #[arg(long)]
     restart: bool,
+    #[command(flatten)]
+    augment: AugmentArgs,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +91,8 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     if args.epochs == 0 || args.out_dim == 0 || args.checkpoint_every == 0 {
         bail!("--epochs, --out-dim and --checkpoint-every must be positive");
     }
+    let kernels = kernels_for(args.kernels, args.device)?;
+    let augment = args.augment.settings()?;
     let normalize = match args.normalize {
         NormalizeArg::None => None,
         NormalizeArg::Cifar10 => Some(Normalize {
@@ -110,7 +119,9 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         checkpoint_every: args.checkpoint_every,
         restart: args.restart,
         normalize,
-        kernels: args.kernels.into(),
+        device: args.device,
+        kernels,
+        augment,
     };
     let summary = pretrain(&cfg, &TrainBar::new(cfg.batch_size))?;
     let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);

@@ -1,0 +1,118 @@
+//! The CPU against a CUDA GPU (built only with `--features cuda`; runs
+//! with `TSIMCNE_TEST_CUDA=1` on a machine with an NVIDIA GPU, and is
+//! skipped with a note otherwise). From the same weights and batch, two
+//! training steps of the tiny preset give the same loss, gradients, weights,
+//! momentum buffers, BatchNorm statistics and eval outputs within float
+//! rounding: on the CPU our fast kernels and the fused SGD loop, on the GPU
+//! candle's kernels and SGD's tensor path.
+
+use candle_core::{DType, Device, Tensor};
+use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model, preset};
+use tsimcne_train::{Sgd, SgdConfig, Similarity, info_nce};
+
+/// The first CUDA device, or `None` (with a note) unless asked for.
+fn cuda() -> Option<Device> {
+    if std::env::var_os("TSIMCNE_TEST_CUDA").is_none() {
+        eprintln!("note: CPU/CUDA comparison skipped; set TSIMCNE_TEST_CUDA=1 on a GPU machine");
+        return None;
+    }
+    Some(
+        DeviceSpec::Cuda(0)
+            .open()
+            .expect("TSIMCNE_TEST_CUDA=1, but no CUDA device"),
+    )
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Asserts max |a − b| ≤ tol · max(1, max |b|): `a` from the GPU, `b` the CPU.
+fn close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let (a, b) = (values(a), values(b));
+    let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff <= tol * scale,
+        "{what}: CUDA and CPU differ by up to {diff:e} (scale {scale:e}, tolerance {tol:e})"
+    );
+}
+
+fn batch(n: usize, c: usize, s: usize) -> Vec<f32> {
+    let mut rng = tsimcne_rng::SplitMix64::keyed(&[11]);
+    (0..n * c * s * s)
+        .map(|_| rng.uniform(0.0, 1.0) as f32)
+        .collect()
+}
+
+#[test]
+fn training_steps_agree_between_cpu_and_cuda() {
+    let Some(gpu) = cuda() else { return };
+    let arch = preset("tiny", 3, 8).unwrap();
+    let dims = (32, 3, 16, 16); // 16 images, two views each
+    let pixels = batch(32, 3, 16);
+    let mut cpu_model = Model::new(&arch, 5, &Device::Cpu).unwrap();
+    let mut gpu_model = Model::new(&arch, 5, &gpu).unwrap();
+    assert_eq!(cpu_model.kernels(), Kernels::Fast);
+    assert_eq!(gpu_model.kernels(), Kernels::Candle);
+    assert!(gpu_model.set_kernels(Kernels::Fast).is_err());
+    let x_cpu = Tensor::from_vec(pixels.clone(), dims, &Device::Cpu).unwrap();
+    let x_gpu = Tensor::from_vec(pixels, dims, &gpu).unwrap();
+    let mut cpu_sgd = Sgd::new(cpu_model.trainable(None), SgdConfig::default());
+    let mut gpu_sgd = Sgd::new(gpu_model.trainable(None), SgdConfig::default());
+    for step in 0..2 {
+        let loss = |z: &Tensor| info_nce(z, Similarity::Cauchy);
+        let (l_cpu, g_cpu) = cpu_model
+            .loss_and_grads(&x_cpu, Backprop::Full, loss)
+            .unwrap();
+        let (l_gpu, g_gpu) = gpu_model
+            .loss_and_grads(&x_gpu, Backprop::Full, loss)
+            .unwrap();
+        close(&format!("loss, step {step}"), &l_gpu, &l_cpu, 1e-5);
+        for ((name, v_cpu), (_, v_gpu)) in cpu_sgd.params().iter().zip(gpu_sgd.params()) {
+            let (a, b) = (g_gpu.get(v_gpu).unwrap(), g_cpu.get(v_cpu).unwrap());
+            close(&format!("gradient of {name}, step {step}"), a, b, 1e-4);
+        }
+        cpu_sgd.step(&g_cpu, 0.05).unwrap();
+        gpu_sgd.step(&g_gpu, 0.05).unwrap();
+    }
+    // Weights, running statistics and the counter; the state is on the CPU.
+    let cpu_state = cpu_model.state().unwrap();
+    let gpu_state = gpu_model.state().unwrap();
+    for ((name, a), (_, b)) in gpu_state.iter().zip(&cpu_state) {
+        assert!(a.device().is_cpu(), "{name} is saved from the CPU");
+        close(name, a, b, 1e-4);
+    }
+    for ((name, a), (_, b)) in gpu_sgd.buffers().iter().zip(cpu_sgd.buffers()) {
+        close(&format!("momentum of {name}"), a, b, 1e-4);
+    }
+    let (f_cpu, z_cpu) = cpu_model.infer(&x_cpu).unwrap();
+    let (f_gpu, z_gpu) = gpu_model.infer(&x_gpu).unwrap();
+    close("eval features", &f_gpu, &f_cpu, 1e-4);
+    close("eval outputs", &z_gpu, &z_cpu, 1e-4);
+    // The project stage's pass: only the output layer gets a gradient.
+    let (l_cpu, _) = cpu_model
+        .loss_and_grads(&x_cpu, Backprop::OutputOnly, |z| {
+            info_nce(z, Similarity::Cauchy)
+        })
+        .unwrap();
+    let (l_gpu, _) = gpu_model
+        .loss_and_grads(&x_gpu, Backprop::OutputOnly, |z| {
+            info_nce(z, Similarity::Cauchy)
+        })
+        .unwrap();
+    close("output-only loss", &l_gpu, &l_cpu, 1e-5);
+    // Saved from the GPU, loaded on the CPU: the same bytes as the GPU's state.
+    let bytes = gpu_model.to_safetensors().unwrap();
+    let back = Model::load_bytes(std::path::Path::new("mem"), &bytes, &arch, &Device::Cpu).unwrap();
+    assert_eq!(back.to_safetensors().unwrap(), bytes);
+}

@@ -1,0 +1,123 @@
+//! `--device` on the CPU: every stage that takes it records the device in
+//! `config.json`; in a build without the `cuda` feature, `--device cuda`
+//! is one `error:` line and exit code 1 before any work, in every stage;
+//! an unknown name is a usage error; `--kernels fast` on a GPU is refused.
+//! (The GPU itself is tested by tests/cuda.rs, in the CUDA build.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use tsimcne_format::model_config::ModelConfig;
+
+const PREP: &str = env!("CARGO_BIN_EXE_prep");
+const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
+
+/// 64 images and a tiny pretrained model (one epoch, on the CPU).
+fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
+    let images = dir.join("images.parquet");
+    let data = repo_root().join("data/fashion-mnist");
+    let r = run(
+        PREP,
+        &[
+            "fashion-mnist",
+            "--input",
+            s(&data),
+            "--limit",
+            "64",
+            "--out",
+            s(&images),
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    let pre = dir.join("pretrain");
+    let r = run(PRETRAIN, &pretrain_args(&images, &pre, "cpu"));
+    assert!(r.ok(), "{}", r.stderr);
+    (images, pre)
+}
+
+fn pretrain_args<'a>(images: &'a Path, out: &'a Path, device: &'a str) -> Vec<&'a str> {
+    vec![
+        "--images",
+        s(images),
+        "--out",
+        s(out),
+        "--backbone",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--threads",
+        "2",
+        "--device",
+        device,
+    ]
+}
+
+#[test]
+fn the_device_is_recorded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, pre) = inputs(dir.path());
+    let cfg = ModelConfig::load(&pre.join("config.json")).unwrap();
+    assert_eq!(cfg.training.device.as_deref(), Some("cpu"));
+
+    // An unknown name: clap's usage error, exit 2.
+    let out = dir.path().join("bad");
+    let r = run(PRETRAIN, &pretrain_args(&images, &out, "gpu"));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("unknown device"), "{}", r.stderr);
+
+    // Our kernels on a GPU, in any build.
+    let mut a = pretrain_args(&images, &out, "cuda");
+    a.extend(["--kernels", "fast"]);
+    run(PRETRAIN, &a).assert_user_error("--kernels fast", &["CPU only", "cuda:0"]);
+    assert!(!out.exists());
+}
+
+/// Without the `cuda` feature, a GPU is refused in one line naming the
+/// device and the way to a CUDA build, before anything is written.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_in_a_cpu_build_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, pre) = inputs(dir.path());
+    let out = dir.path().join("out");
+    let phrases = ["no CUDA support", "scripts/build-cuda.sh"];
+    run(PRETRAIN, &pretrain_args(&images, &out, "cuda")).assert_user_error("cuda:0", &phrases);
+    let project = env!("CARGO_BIN_EXE_project");
+    let finetune = env!("CARGO_BIN_EXE_finetune");
+    for (bin, device) in [(project, "cuda"), (finetune, "cuda:1")] {
+        let r = run(
+            bin,
+            &[
+                "--images",
+                s(&images),
+                "--from",
+                s(&pre),
+                "--out",
+                s(&out),
+                "--device",
+                device,
+            ],
+        );
+        r.assert_user_error(if device == "cuda" { "cuda:0" } else { device }, &phrases);
+    }
+    let emb = dir.path().join("embedding.parquet");
+    run(
+        env!("CARGO_BIN_EXE_embed"),
+        &[
+            "--model",
+            s(&pre),
+            "--images",
+            s(&images),
+            "--out",
+            s(&emb),
+            "--device",
+            "cuda",
+        ],
+    )
+    .assert_user_error("cuda:0", &phrases);
+    assert!(!out.exists() && !emb.exists(), "nothing is written");
+}
