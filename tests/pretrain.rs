@@ -249,6 +249,8 @@ fn augmentation_settings_are_recorded_and_refused_when_changed() {
             "100",
             &["--knn-positives", "100 images"][..],
         ),
+        ("--knn-space", "both", &["need --knn-positives"][..]),
+        ("--knn-refresh", "2", &["need --knn-positives"][..]),
     ] {
         let mut bad = args(&imgs, &bad_out, "1");
         bad.extend([flag, value]);
@@ -258,6 +260,11 @@ fn augmentation_settings_are_recorded_and_refused_when_changed() {
             assert!(r.stderr.contains(w), "{flag}: {}", r.stderr);
         }
     }
+    // Feature neighbours of a random network mean nothing: pretraining
+    // needs a refresh period for them.
+    let mut bad = args(&imgs, &bad_out, "1");
+    bad.extend(["--knn-positives", "5", "--knn-space", "features"]);
+    run(PRETRAIN, &bad).assert_user_error("", &["--knn-refresh N > 0"]);
 }
 
 #[test]

@@ -83,6 +83,9 @@ impl AugmentArgs {
         };
         s.check()
             .map_err(|e| anyhow::anyhow!("--crop-min/--jitter-p: {e}"))?;
+        if s.knn_positives == 0 && (!s.knn_space.is_pixels() || s.knn_refresh > 0) {
+            anyhow::bail!("--knn-space and --knn-refresh need --knn-positives K > 0");
+        }
         Ok(s)
     }
 }

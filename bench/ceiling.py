@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""What a 2-D map could reach from a pretraining: the budget study's ceilings.
+
+    bench/ceiling.py IMAGES.parquet FEATURES.parquet [--k 15] [--threads 2]
+        [--infonce-epochs 0] [--infonce-batch 256]
+
+IMAGES is an image table (prep), FEATURES the `features.parquet` a
+`pretrain` run wrote for the same table. Prints one line per space or map,
+each with its kNN@15 accuracy under the hold-out protocol of `evaluate`
+(5 stratified hold-outs of 2,000 points, scikit-learn's KNeighborsClassifier;
+labels from the image table):
+
+- the spaces themselves: pixels (scaled to [0, 1]), the backbone features,
+  the 128-D head outputs;
+- t-SNE (openTSNE: 250 iterations with exaggeration 12, then 500; PCA
+  initialisation) of the uniform k-nearest-neighbour graphs that
+  `--knn-positives K` draws positives from: pixel neighbours, backbone
+  feature neighbours, and their union (`--knn-space both`). A graph's
+  t-SNE is about the best a 2-D map can do when its attraction comes from
+  that graph;
+- with `--infonce-epochs N` (needs torch): free 2-D points (no network,
+  PCA initialisation, Adam, lr 0.3) trained for N epochs with the loss of
+  the 2-D stages (InfoNCE with the Cauchy kernel over the batch's 2B views),
+  positives drawn per epoch from the union graph: what the loss itself
+  reaches without a network in the way.
+
+Needs: pip install openTSNE scikit-learn pyarrow numpy (and torch for
+--infonce-epochs).
+"""
+import argparse
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from sklearn.decomposition import PCA
+from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+
+def knn_accuracy(x, y, k=15):
+    accs = []
+    for tr, te in StratifiedShuffleSplit(5, test_size=2000, random_state=0).split(x, y):
+        accs.append(KNeighborsClassifier(k).fit(x[tr], y[tr]).score(x[te], y[te]))
+    return float(np.mean(accs))
+
+
+def neighbours(x, k):
+    return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+
+
+def tsne_of_graph(graph, init, threads, seed):
+    from openTSNE import TSNEEmbedding, affinity, initialization
+
+    class Fixed(affinity.Affinities):
+        def __init__(self, p):
+            self.P = p
+
+    n = graph.shape[0]
+    rows = np.repeat(np.arange(n), graph.shape[1])
+    p = sp.csr_matrix((np.ones(len(rows)), (rows, graph.ravel())), shape=(n, n))
+    p = p + p.T
+    p = p / p.sum()
+    e = TSNEEmbedding(initialization.pca(init, random_state=seed), Fixed(p), n_jobs=threads,
+                      random_state=seed)
+    e = e.optimize(250, exaggeration=12, momentum=0.5).optimize(500, momentum=0.8)
+    return np.asarray(e)
+
+
+def infonce_points(graph, init, epochs, batch, seed, threads):
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    g = torch.tensor(graph)
+    start = PCA(2, random_state=seed).fit_transform(init)
+    emb = torch.nn.Parameter(torch.tensor(start / start[:, 0].std(), dtype=torch.float32))
+    opt = torch.optim.Adam([emb], lr=0.3)
+    n = g.shape[0]
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        for s in range(n // batch):
+            i = perm[s * batch:(s + 1) * batch]
+            j = g[i, torch.randint(0, g.shape[1], (len(i),))]
+            z = torch.cat([emb[i], emb[j]])
+            m = len(i)
+            logits = -torch.log1p(torch.cdist(z, z) ** 2)
+            logits.fill_diagonal_(-float("inf"))
+            target = torch.cat([torch.arange(m, 2 * m), torch.arange(0, m)])
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return emb.detach().numpy()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("images")
+    ap.add_argument("features")
+    ap.add_argument("--k", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--infonce-epochs", type=int, default=0)
+    ap.add_argument("--infonce-batch", type=int, default=256)
+    a = ap.parse_args()
+
+    t = pq.read_table(a.images)
+    ids = t.column("id").to_numpy()
+    labels = t.column("label").to_numpy()
+    pixels = np.stack([np.frombuffer(b, dtype=np.uint8) for b in t.column("image").to_pylist()])
+    pixels = pixels.astype(np.float32) / 255.0
+    f = pq.read_table(a.features)
+    order = np.argsort(f.column("id").to_numpy())
+    pos = np.searchsorted(f.column("id").to_numpy()[order], ids)
+    rows = order[pos]
+    backbone = np.stack(f.column("backbone").to_pylist()).astype(np.float32)[rows]
+    head = np.stack(f.column("head").to_pylist()).astype(np.float32)[rows]
+
+    def line(name, x, t0):
+        print(f"{name}\tknn@15 {knn_accuracy(x, labels):.4f}\t{time.perf_counter() - t0:.0f} s",
+              flush=True)
+
+    for name, x in [("pixels", pixels), ("backbone", backbone), ("head", head)]:
+        line(name, x, time.perf_counter())
+    graphs = {"pixels": neighbours(pixels, a.k), "features": neighbours(backbone, a.k)}
+    graphs["both"] = np.hstack([graphs["pixels"], graphs["features"]])
+    for name, g in graphs.items():
+        t0 = time.perf_counter()
+        init = pixels if name == "pixels" else backbone
+        line(f"t-SNE of the {name} graph (k {a.k})", tsne_of_graph(g, init, a.threads, a.seed), t0)
+    if a.infonce_epochs > 0:
+        t0 = time.perf_counter()
+        e = infonce_points(graphs["both"], backbone, a.infonce_epochs, a.infonce_batch, a.seed,
+                           a.threads)
+        line(f"free 2-D points, InfoNCE on the both graph, {a.infonce_epochs} epochs, "
+             f"batch {a.infonce_batch}", e, t0)
+
+
+if __name__ == "__main__":
+    main()
