@@ -146,7 +146,7 @@ DEF_EVAL_FLAGS :=
 # The demo's CPU preset (kept under its old names), from the budget study
 # (README, "A short budget"; bench/study-results.tsv), for about 20 minutes
 # on 2 cores. The images are halved to 14x14 (2x2 means, DEMO_SIZE): a
-# pretraining epoch costs about a third, so the budget buys 40 + 5 + 60
+# pretraining epoch costs about a third, so the budget buys 40 + 5 + 90
 # epochs, and the 2-D map gains more from the extra fine-tuning than it
 # loses to the resolution. No warm-up: the reference's per-epoch warm-up
 # runs its first epoch at lr 0, which a short budget cannot spare. Opt-in,
@@ -162,7 +162,7 @@ DEMO_BACKBONE        ?= small
 DEMO_BATCH           ?= 256
 DEMO_PRETRAIN_EPOCHS ?= 40
 DEMO_PROJECT_EPOCHS  ?= 5
-DEMO_FINETUNE_EPOCHS ?= 60
+DEMO_FINETUNE_EPOCHS ?= 90
 DEMO_FINETUNE_LR     ?= 0.03
 DEMO_AUGMENT         ?= --knn-positives 15
 DEMO_2D_AUGMENT      ?= --knn-space both --crop-min 1 --jitter-p 0
