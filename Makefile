@@ -17,7 +17,8 @@ CARGO   ?= cargo
 PROFILE ?= release
 # DEVICE=cuda (or cuda:N) runs the CUDA build, which scripts/build-cuda.sh
 # makes in target/cuda (release profile).
-BIN     ?= target/$(if $(CUDA),cuda/release,$(if $(filter dev,$(PROFILE)),debug,$(PROFILE)))
+# The CPU build follows CARGO_TARGET_DIR when it is set.
+BIN     ?= $(if $(CUDA),target/cuda/release,$(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE)))
 RUNS    ?= runs
 THREADS ?=
 DEVICE  ?= cpu
@@ -49,7 +50,7 @@ help:
 
 build:
 ifneq ($(CUDA),)
-	scripts/build-cuda.sh
+	CARGO_TARGET_DIR=target/cuda scripts/build-cuda.sh
 else
 	$(CARGO) build --profile $(PROFILE) --workspace --bins
 endif
