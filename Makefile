@@ -149,8 +149,9 @@ DEF_EVAL_FLAGS :=
 # on 2 cores (15.5 measured). The images are halved to 14x14 (2x2 means,
 # DEMO_SIZE): a pretraining epoch costs about a third, so the budget buys
 # 40 + 5 + 90 epochs, and the 2-D map gains more from the extra
-# fine-tuning than it loses to the resolution. No warm-up: the reference's per-epoch warm-up
-# runs its first epoch at lr 0, which a short budget cannot spare. Opt-in,
+# fine-tuning than it loses to the resolution. No warm-up: the reference's
+# per-epoch warm-up runs its first epoch at lr 0, which a short budget
+# cannot spare. Opt-in,
 # not t-SimCNE: each image's second view comes from one of its 15 nearest
 # images in pixel space (DEMO_AUGMENT, all stages), and in the 2-D stages
 # also from its 15 nearest in the pretrained backbone's features, with only
