@@ -18,7 +18,6 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use tsimcne_format::model_config::ModelConfig;
 
-const PREP: &str = env!("CARGO_BIN_EXE_prep");
 const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
 const PROJECT: &str = env!("CARGO_BIN_EXE_project");
 const FINETUNE: &str = env!("CARGO_BIN_EXE_finetune");
@@ -101,19 +100,7 @@ fn stages_on_cuda_agree_with_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let images = d.join("images.parquet");
-    let data = repo_root().join("data/fashion-mnist");
-    ok(
-        PREP,
-        &[
-            "fashion-mnist",
-            "--input",
-            s(&data),
-            "--limit",
-            "128",
-            "--out",
-            s(&images),
-        ],
-    );
+    embedded_subset(&images, 128);
     let common = ["--batch-size", "64", "--threads", "2", "--seed", "7"];
     let stage_dir = |stage: &str, dev: &str| -> PathBuf { d.join(format!("{stage}-{dev}")) };
     for dev in ["cpu", "cuda"] {

@@ -11,26 +11,12 @@ use std::path::{Path, PathBuf};
 use common::*;
 use tsimcne_format::model_config::ModelConfig;
 
-const PREP: &str = env!("CARGO_BIN_EXE_prep");
 const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
 
 /// 64 images and a tiny pretrained model (one epoch, on the CPU).
 fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
     let images = dir.join("images.parquet");
-    let data = repo_root().join("data/fashion-mnist");
-    let r = run(
-        PREP,
-        &[
-            "fashion-mnist",
-            "--input",
-            s(&data),
-            "--limit",
-            "64",
-            "--out",
-            s(&images),
-        ],
-    );
-    assert!(r.ok(), "{}", r.stderr);
+    embedded_subset(&images, 64);
     let pre = dir.join("pretrain");
     let r = run(PRETRAIN, &pretrain_args(&images, &pre, "cpu"));
     assert!(r.ok(), "{}", r.stderr);

@@ -17,20 +17,7 @@ const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
 /// A 200-image slice of the embedded Fashion-MNIST test set.
 fn images(dir: &Path, n: usize) -> PathBuf {
     let out = dir.join("images.parquet");
-    let data = repo_root().join("data/fashion-mnist");
-    let r = run(
-        PREP,
-        &[
-            "fashion-mnist",
-            "--input",
-            s(&data),
-            "--limit",
-            &n.to_string(),
-            "--out",
-            s(&out),
-        ],
-    );
-    assert!(r.ok(), "{}", r.stderr);
+    embedded_subset(&out, n);
     out
 }
 

@@ -80,20 +80,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn images(dir: &Path, n: usize, name: &str) -> PathBuf {
     let out = dir.join(name);
-    let data = repo_root().join("data/fashion-mnist");
-    let r = run(
-        PREP,
-        &[
-            "fashion-mnist",
-            "--input",
-            s(&data),
-            "--limit",
-            &n.to_string(),
-            "--out",
-            s(&out),
-        ],
-    );
-    assert!(r.ok(), "{}", r.stderr);
+    embedded_subset(&out, n);
     out
 }
 

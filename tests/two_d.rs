@@ -37,19 +37,7 @@ fn ok_owned(bin: &str, args: &[String]) {
 /// prep (96 images) and pretrain (tiny, 1 epoch) in `dir`.
 fn pretrained(dir: &Path) -> (PathBuf, PathBuf) {
     let images = dir.join("images.parquet");
-    let data = repo_root().join("data/fashion-mnist");
-    ok(
-        PREP,
-        &[
-            "fashion-mnist",
-            "--input",
-            s(&data),
-            "--limit",
-            "96",
-            "--out",
-            s(&images),
-        ],
-    );
+    embedded_subset(&images, 96);
     let pre = dir.join("pretrain");
     let mut a = vec![
         "--images",

@@ -73,6 +73,26 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A stratified `n`-image subset of the embedded Fashion-MNIST test set,
+/// written by `prep` to `out`.
+pub fn embedded_subset(out: &Path, n: usize) {
+    let data = repo_root().join("data/fashion-mnist");
+    let n = n.to_string();
+    let r = run(
+        env!("CARGO_BIN_EXE_prep"),
+        &[
+            "fashion-mnist",
+            "--input",
+            s(&data),
+            "--limit",
+            &n,
+            "--out",
+            s(out),
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+}
+
 /// One tar member: a name (written raw, so `../x` is possible) and its bytes.
 pub struct Member<'a> {
     pub name: &'a str,

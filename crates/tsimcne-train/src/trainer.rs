@@ -455,21 +455,25 @@ pub fn train(
     let shape = images.shape;
     let view_len = shape.len();
     let dims = (2 * s.batch_size, shape.channels, shape.height, shape.width);
+    // The lists partners are drawn from; rebuilt only when the feature list
+    // changes (the lists are shared, so a copy is a reference count).
+    let mut partners: Option<Option<Neighbours>> = None;
     for (epoch, &lr) in lrs.iter().enumerate().skip(start) {
         let t0 = Instant::now();
         if let Some(f) = &s.positives.features {
             // Due now, or in use but lost (a checkpoint written before it).
             if f.due(epoch) || (f.active(epoch) && feature_list.is_none()) {
                 feature_list = Some(f.compute(model, images, s.threads)?);
+                partners = None;
             }
         }
-        let partners: Option<Neighbours> = match (&s.positives.fixed, &feature_list) {
-            (None, None) => None,
-            (Some(a), None) => Some(a.clone()),
-            (None, Some(b)) => Some(b.clone()),
-            (Some(a), Some(b)) => Some(Neighbours::union(a, b)),
-        };
-        let partners = &partners;
+        let partners =
+            &*partners.get_or_insert_with(|| match (&s.positives.fixed, &feature_list) {
+                (None, None) => None,
+                (Some(a), None) => Some(a.clone()),
+                (None, Some(b)) => Some(b.clone()),
+                (Some(a), Some(b)) => Some(Neighbours::union(a, b)),
+            });
         let order = epoch_order(n, s.seed, epoch);
         let mut loss_sum = 0.0;
         // Augment the next batch on worker threads while this one trains.
