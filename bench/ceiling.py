@@ -2,7 +2,7 @@
 """What a 2-D map could reach from a pretraining: the budget study's ceilings.
 
     bench/ceiling.py IMAGES.parquet FEATURES.parquet [--k 15] [--threads 2]
-        [--infonce-epochs 0] [--infonce-batch 256]
+        [--infonce-epochs 0] [--infonce-batch 256] [--infonce-graph joint]
 
 IMAGES is an image table (prep), FEATURES the `features.parquet` a
 `pretrain` run wrote for the same table. Prints one line per space or map,
@@ -15,14 +15,21 @@ labels from the image table):
 - t-SNE (openTSNE: 250 iterations with exaggeration 12, then 500; PCA
   initialisation) of the uniform k-nearest-neighbour graphs that
   `--knn-positives K` draws positives from: pixel neighbours, backbone
-  feature neighbours, and their union (`--knn-space both`). A graph's
+  feature neighbours, their union (`--knn-space both`), and the joint
+  neighbours (`--knn-space joint`: by the mean of the pixel and feature
+  cosine similarities, each space centred). A graph's
   t-SNE is about the best a 2-D map can do when its attraction comes from
   that graph;
 - with `--infonce-epochs N` (needs torch): free 2-D points (no network,
-  PCA initialisation, Adam, lr 0.3) trained for N epochs with the loss of
-  the 2-D stages (InfoNCE with the Cauchy kernel over the batch's 2B views),
-  positives drawn per epoch from the union graph: what the loss itself
-  reaches without a network in the way.
+  PCA initialisation, Adam, lr 0.3 annealed to 0 by a per-epoch cosine, as
+  the stages' schedule) trained for N epochs with the loss of the 2-D
+  stages (InfoNCE with the Cauchy kernel over the batch's 2B views),
+  positives drawn per epoch from the `--infonce-graph` graph: what the loss
+  itself reaches without a network in the way.
+
+The hold-out draws are scikit-learn's (random_state 0), not `evaluate`'s:
+compare lines of one run, not with `evaluate`'s numbers (on one map the
+mean of 5 draws moves by about ±0.008 between draw seeds).
 
 Needs: pip install openTSNE scikit-learn pyarrow numpy (and torch for
 --infonce-epochs).
@@ -76,6 +83,7 @@ def infonce_points(graph, init, epochs, batch, seed, threads):
     start = PCA(2, random_state=seed).fit_transform(init)
     emb = torch.nn.Parameter(torch.tensor(start / start[:, 0].std(), dtype=torch.float32))
     opt = torch.optim.Adam([emb], lr=0.3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     n = g.shape[0]
     for _ in range(epochs):
         perm = torch.randperm(n)
@@ -91,7 +99,14 @@ def infonce_points(graph, init, epochs, batch, seed, threads):
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sched.step()
     return emb.detach().numpy()
+
+
+def unit_centred(x):
+    x = x - x.mean(0)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1)
 
 
 def main():
@@ -103,6 +118,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--infonce-epochs", type=int, default=0)
     ap.add_argument("--infonce-batch", type=int, default=256)
+    ap.add_argument("--infonce-graph", default="joint",
+                    choices=["pixels", "features", "both", "joint"])
     a = ap.parse_args()
 
     t = pq.read_table(a.images)
@@ -125,15 +142,16 @@ def main():
         line(name, x, time.perf_counter())
     graphs = {"pixels": neighbours(pixels, a.k), "features": neighbours(backbone, a.k)}
     graphs["both"] = np.hstack([graphs["pixels"], graphs["features"]])
+    graphs["joint"] = neighbours(np.hstack([unit_centred(pixels), unit_centred(backbone)]), a.k)
     for name, g in graphs.items():
         t0 = time.perf_counter()
         init = pixels if name == "pixels" else backbone
         line(f"t-SNE of the {name} graph (k {a.k})", tsne_of_graph(g, init, a.threads, a.seed), t0)
     if a.infonce_epochs > 0:
         t0 = time.perf_counter()
-        e = infonce_points(graphs["both"], backbone, a.infonce_epochs, a.infonce_batch, a.seed,
+        e = infonce_points(graphs[a.infonce_graph], backbone, a.infonce_epochs, a.infonce_batch, a.seed,
                            a.threads)
-        line(f"free 2-D points, InfoNCE on the both graph, {a.infonce_epochs} epochs, "
+        line(f"free 2-D points, InfoNCE on the {a.infonce_graph} graph, {a.infonce_epochs} epochs, "
              f"batch {a.infonce_batch}", e, t0)
 
 

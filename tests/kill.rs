@@ -383,14 +383,14 @@ fn kill_and_rerun_gives_byte_identical_files_in_every_stage() {
         a
     };
     let mut from = pre.clone();
-    // project with the recipe's positives, finetune with feature neighbours
-    // of its starting model.
+    // project with the recipe's positives, finetune with joint pixel and
+    // feature neighbours (`--knn-space joint`) of its starting model.
     for (name, bin) in [("project", PROJECT), ("finetune", FINETUNE)] {
         let (clean, killed) = (d.join(name), d.join(format!("{name}-killed")));
         let two_d = |from: &Path, out: &Path| {
             let mut a = two_d(from, out);
             if name == "finetune" {
-                a.extend(owned(&["--knn-positives", "3", "--knn-space", "features"]));
+                a.extend(owned(&["--knn-positives", "3", "--knn-space", "joint"]));
             }
             a
         };

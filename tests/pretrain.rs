@@ -223,10 +223,18 @@ fn augmentation_settings_are_recorded_and_refused_when_changed() {
     // The recipe's values are not recorded.
     let plain = dir.path().join("q");
     let mut b = args(&imgs, &plain, "1");
-    b.extend(["--crop-min", "0.2", "--knn-positives", "0"]);
+    b.extend([
+        "--crop-min",
+        "0.2",
+        "--knn-positives",
+        "0",
+        "--weight-decay",
+        "0.001",
+    ]);
     assert!(run(PRETRAIN, &b).ok());
     let text = std::fs::read_to_string(plain.join("config.json")).unwrap();
     assert!(!text.contains("augment"), "{text}");
+    assert!(text.contains("\"weight_decay\": 0.001"), "{text}");
     let bad_out = dir.path().join("bad");
     for (flag, value, words) in [
         ("--crop-min", "0", &["crop scale"][..]),
@@ -238,6 +246,7 @@ fn augmentation_settings_are_recorded_and_refused_when_changed() {
         ),
         ("--knn-space", "both", &["need --knn-positives"][..]),
         ("--knn-refresh", "2", &["need --knn-positives"][..]),
+        ("--weight-decay", "inf", &["weight decay", "inf"][..]),
     ] {
         let mut bad = args(&imgs, &bad_out, "1");
         bad.extend([flag, value]);
@@ -251,6 +260,9 @@ fn augmentation_settings_are_recorded_and_refused_when_changed() {
     // needs a refresh period for them.
     let mut bad = args(&imgs, &bad_out, "1");
     bad.extend(["--knn-positives", "5", "--knn-space", "features"]);
+    run(PRETRAIN, &bad).assert_user_error("", &["--knn-refresh N > 0"]);
+    let mut bad = args(&imgs, &bad_out, "1");
+    bad.extend(["--knn-positives", "5", "--knn-space", "joint"]);
     run(PRETRAIN, &bad).assert_user_error("", &["--knn-refresh N > 0"]);
 }
 

@@ -51,7 +51,9 @@ pub struct AugmentArgs {
     #[arg(long, default_value_t = AugmentSettings::RECIPE.knn_positives, value_name = "K")]
     pub knn_positives: usize,
     /// Where the --knn-positives neighbours are found: pixels, features (the
-    /// backbone features of the --from model; 2-D stages) or both.
+    /// backbone features of the --from model; 2-D stages), both (either
+    /// list) or joint (one list, by the mean of the pixel and the feature
+    /// cosine similarities, each space centred on its mean).
     #[arg(long, value_enum, default_value_t = KnnSpaceArg::Pixels)]
     pub knn_space: KnnSpaceArg,
     /// Recompute the feature-space neighbours from the model being trained
@@ -65,6 +67,7 @@ pub enum KnnSpaceArg {
     Pixels,
     Features,
     Both,
+    Joint,
 }
 
 impl AugmentArgs {
@@ -78,6 +81,7 @@ impl AugmentArgs {
                 KnnSpaceArg::Pixels => KnnSpace::Pixels,
                 KnnSpaceArg::Features => KnnSpace::Features,
                 KnnSpaceArg::Both => KnnSpace::Both,
+                KnnSpaceArg::Joint => KnnSpace::Joint,
             },
             knn_refresh: self.knn_refresh,
         };
@@ -113,6 +117,9 @@ pub struct TwoDArgs {
     /// Warm-up epochs (linear from 0).
     #[arg(long)]
     warmup: Option<usize>,
+    /// SGD's L2 weight decay.
+    #[arg(long, default_value_t = tsimcne_train::sgd::SgdConfig::default().weight_decay)]
+    weight_decay: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Dimension of the map: 2, or 3 for a 3-D map (project only; finetune keeps its input's).
@@ -211,6 +218,7 @@ pub fn main(stage: TwoDStage) -> ExitCode {
             batch_size: a.batch_size,
             lr: a.lr,
             warmup: a.warmup.unwrap_or(0),
+            weight_decay: a.weight_decay,
             seed: a.seed,
             out_dim: a.out_dim,
             loss: a.loss.into(),

@@ -112,6 +112,9 @@ pub enum KnnSpace {
     Features,
     /// Both lists, each image's partner drawn from the 2K candidates.
     Both,
+    /// One list: the K nearest by the mean of the two cosine similarities
+    /// (pixels and backbone features, each centred on the table's mean).
+    Joint,
 }
 
 impl KnnSpace {

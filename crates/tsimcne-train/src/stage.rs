@@ -56,6 +56,8 @@ pub struct PretrainConfig {
     /// `None`: 0.03·batch/256.
     pub lr: Option<f64>,
     pub warmup: usize,
+    /// SGD's L2 weight decay (the recipe: 5e-4).
+    pub weight_decay: f64,
     pub seed: u64,
     pub backbone: String,
     pub out_dim: usize,
@@ -123,10 +125,10 @@ fn positives(
         )));
     }
     let pixels = matches!(augment.knn_space, KnnSpace::Pixels | KnnSpace::Both);
-    let features = matches!(augment.knn_space, KnnSpace::Features | KnnSpace::Both);
+    let features = augment.knn_space != KnnSpace::Pixels;
     if features && !trained && augment.knn_refresh == 0 {
         return Err(TrainError::Invalid(
-            "--knn-space features or both in pretrain needs --knn-refresh N > 0 \
+            "--knn-space features, both or joint in pretrain needs --knn-refresh N > 0 \
              (the network's features are random at the start)"
                 .into(),
         ));
@@ -137,6 +139,7 @@ fn positives(
             k,
             refresh: augment.knn_refresh,
             at_start: trained,
+            joint: augment.knn_space == KnnSpace::Joint,
             plain: augment_config(normalize),
         }),
     })
@@ -197,6 +200,7 @@ struct Flags {
     checkpoint_every: usize,
     device: DeviceSpec,
     augment: AugmentSettings,
+    weight_decay: f64,
 }
 
 impl Flags {
@@ -214,7 +218,10 @@ impl Flags {
         stage: &str,
         fingerprint_extra: &str,
     ) -> (TrainingConfig, Settings) {
-        let sgd = SgdConfig::default();
+        let sgd = SgdConfig {
+            weight_decay: self.weight_decay,
+            ..SgdConfig::default()
+        };
         let training = TrainingConfig {
             backbone: backbone.to_string(),
             epochs: self.epochs,
@@ -254,6 +261,17 @@ impl Flags {
     }
 }
 
+/// A one-line error unless the weight decay is finite and not negative.
+fn check_weight_decay(wd: f64) -> Result<()> {
+    if wd.is_finite() && wd >= 0.0 {
+        Ok(())
+    } else {
+        Err(TrainError::Invalid(format!(
+            "the weight decay must be a finite number ≥ 0, got {wd}"
+        )))
+    }
+}
+
 /// `pretrain`: contrastive training with the 128-D head; writes
 /// `model.safetensors`, `config.json`, `log.csv` and `features.parquet`.
 pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary> {
@@ -277,6 +295,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         )));
     }
     cfg.augment.check().map_err(TrainError::Invalid)?;
+    check_weight_decay(cfg.weight_decay)?;
     let lr = cfg.lr.unwrap_or_else(|| crate::base_lr(cfg.batch_size));
     let flags = Flags {
         epochs: cfg.epochs,
@@ -289,6 +308,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         checkpoint_every: cfg.checkpoint_every,
         device: cfg.device,
         augment: cfg.augment,
+        weight_decay: cfg.weight_decay,
     };
     let (training, mut settings) = flags.plan(
         &cfg.backbone,
@@ -402,6 +422,8 @@ pub struct TwoDConfig {
     /// `None`: the stage's recipe value.
     pub lr: Option<f64>,
     pub warmup: usize,
+    /// SGD's L2 weight decay (the recipe: 5e-4).
+    pub weight_decay: f64,
     pub seed: u64,
     /// Project only: the map's dimension (finetune keeps its input's).
     pub out_dim: usize,
@@ -709,6 +731,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         )));
     }
     cfg.augment.check().map_err(TrainError::Invalid)?;
+    check_weight_decay(cfg.weight_decay)?;
     let set = tsimcne_format::read_image_table(&cfg.images)?;
     check_images(&cfg.images, &set, &prev.input)?;
     let model = match cfg.stage {
@@ -736,6 +759,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         checkpoint_every: cfg.checkpoint_every,
         device: cfg.device,
         augment: cfg.augment,
+        weight_decay: cfg.weight_decay,
     };
     let trainable = match cfg.stage {
         TwoDStage::Project => Some(vec![format!(

@@ -177,6 +177,9 @@ pub struct FeatureNeighbours {
     /// `refresh`, and until then only the fixed list (or the image itself)
     /// gives partners.
     pub at_start: bool,
+    /// Neighbours in the joint space (`--knn-space joint`): by the mean of
+    /// the pixel and the feature cosine similarities, see [`joint_rows`].
+    pub joint: bool,
     /// The input preparation of the embedding pass (normalisation only).
     pub plain: AugmentConfig,
 }
@@ -197,8 +200,58 @@ impl FeatureNeighbours {
     pub fn compute(&self, model: &Model, images: &Images, threads: usize) -> Result<Neighbours> {
         let (f, _) = embed_all(model, images, &self.plain, 256)?;
         let dim = f.len() / images.len.max(1);
+        if self.joint {
+            let (rows, dim) = joint_rows(&images.pixels, images.shape.len(), &f, dim);
+            return Ok(Neighbours::in_features(&rows, dim, self.k, threads));
+        }
         Ok(Neighbours::in_features(&f, dim, self.k, threads))
     }
+}
+
+/// Rows whose Euclidean neighbours are the neighbours by the mean of the
+/// two cosine similarities: each row is `[p̂, f̂]`, where `p̂` is the image's
+/// pixels minus the table's mean pixels, scaled to unit length, and `f̂` the
+/// same for its features. Since `‖[p̂, f̂] − [p̂', f̂']‖² = 4 − 2(cos_p + cos_f)`,
+/// both spaces count equally whatever their scales. A row that equals the
+/// mean stays zero. Returns the rows and their length.
+///
+/// Means are summed in f64 in row order, so the result does not depend on
+/// threads.
+pub fn joint_rows(pixels: &[u8], pdim: usize, features: &[f32], fdim: usize) -> (Vec<f32>, usize) {
+    let n = features.len() / fdim.max(1);
+    assert_eq!(
+        pixels.len(),
+        n * pdim,
+        "pixel and feature rows differ in number"
+    );
+    let dim = pdim + fdim;
+    let mut out = vec![0f32; n * dim];
+    let mut put = |values: &dyn Fn(usize, usize) -> f64, d: usize, offset: usize| {
+        let mut mean = vec![0f64; d];
+        for i in 0..n {
+            for (j, m) in mean.iter_mut().enumerate() {
+                *m += values(i, j);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+        let mut row = vec![0f64; d];
+        for i in 0..n {
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = values(i, j) - mean[j];
+            }
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+            for (o, r) in out[i * dim + offset..i * dim + offset + d]
+                .iter_mut()
+                .zip(&row)
+            {
+                *o = (r * scale) as f32;
+            }
+        }
+    };
+    put(&|i, j| f64::from(pixels[i * pdim + j]), pdim, 0);
+    put(&|i, j| f64::from(features[i * fdim + j]), fdim, pdim);
+    (out, dim)
 }
 
 /// Checkpoint key of the feature-space neighbour list in use.
@@ -683,10 +736,58 @@ mod tests {
         assert_eq!(*u.idx, vec![1, 2, 1, 0, 2, 0, 0, 1, 0]);
     }
 
+    /// `--knn-space joint`: the Euclidean neighbours of the joint rows are
+    /// the neighbours by the mean of the two centred cosine similarities,
+    /// computed here directly in f64; a row equal to the mean stays zero.
+    #[test]
+    fn joint_rows_rank_by_mean_cosine() {
+        let (n, pdim, fdim) = (40, 6, 3);
+        let mut rng = SplitMix64::keyed(&[7]);
+        let pixels: Vec<u8> = (0..n * pdim).map(|_| rng.below(256) as u8).collect();
+        // Features on another scale, so an unscaled concatenation would
+        // rank by them alone.
+        let features: Vec<f32> = (0..n * fdim)
+            .map(|_| rng.below(1000) as f32 * 50.0)
+            .collect();
+        let (rows, dim) = joint_rows(&pixels, pdim, &features, fdim);
+        assert_eq!((rows.len(), dim), (n * (pdim + fdim), pdim + fdim));
+        let centred = |v: Vec<f64>, d: usize| -> Vec<Vec<f64>> {
+            let mean: Vec<f64> = (0..d)
+                .map(|j| (0..n).map(|i| v[i * d + j]).sum::<f64>() / n as f64)
+                .collect();
+            (0..n)
+                .map(|i| (0..d).map(|j| v[i * d + j] - mean[j]).collect())
+                .collect()
+        };
+        let p = centred(pixels.iter().map(|&v| f64::from(v)).collect(), pdim);
+        let f = centred(features.iter().map(|&v| f64::from(v)).collect(), fdim);
+        let cos = |a: &[f64], b: &[f64]| {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+            dot / (na * nb)
+        };
+        let k = 5;
+        let nb = Neighbours::in_features(&rows, dim, k, 2);
+        for i in 0..n {
+            let mut by_sim: Vec<(f64, usize)> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| (-(cos(&p[i], &p[j]) + cos(&f[i], &f[j])) / 2.0, j))
+                .collect();
+            by_sim.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let want: Vec<u32> = by_sim[..k].iter().map(|&(_, j)| j as u32).collect();
+            assert_eq!(&nb.idx[i * k..(i + 1) * k], &want[..], "image {i}");
+        }
+        // Three equal images all equal the mean: their rows are zero.
+        let (rows, _) = joint_rows(&[5; 6], 2, &[1.0; 3], 1);
+        assert!(rows.iter().all(|&v| v == 0.0));
+    }
+
     /// When the feature list is (re)computed and when it is in use.
     #[test]
     fn feature_list_schedule() {
         let f = |refresh, at_start| FeatureNeighbours {
+            joint: false,
             k: 5,
             refresh,
             at_start,

@@ -48,6 +48,9 @@ struct Args {
     /// Warm-up epochs (linear from 0).
     #[arg(long, default_value_t = 10)]
     warmup: usize,
+    /// SGD's L2 weight decay.
+    #[arg(long, default_value_t = tsimcne_train::sgd::SgdConfig::default().weight_decay)]
+    weight_decay: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Network preset: resnet18 (the paper's), small (CPU), tiny (tests).
@@ -111,6 +114,7 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         lr: args.lr,
         warmup: args.warmup,
+        weight_decay: args.weight_decay,
         seed: args.seed,
         backbone: args.backbone,
         out_dim: args.out_dim,
