@@ -358,6 +358,16 @@ pub(crate) mod tests {
         c.training = b;
         c.save(&p).unwrap();
         assert_eq!(ModelConfig::load(&p).unwrap(), c);
+        // Every space's wire name.
+        for (space, name) in [
+            (KnnSpace::Pixels, "\"pixels\""),
+            (KnnSpace::Features, "\"features\""),
+            (KnnSpace::Both, "\"both\""),
+            (KnnSpace::Joint, "\"joint\""),
+        ] {
+            assert_eq!(serde_json::to_string(&space).unwrap(), name);
+            assert_eq!(serde_json::from_str::<KnnSpace>(name).unwrap(), space);
+        }
         assert!(weak.check().is_ok());
         for bad in [
             (0.0, 0.5),
