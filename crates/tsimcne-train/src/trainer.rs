@@ -226,32 +226,40 @@ pub fn joint_rows(pixels: &[u8], pdim: usize, features: &[f32], fdim: usize) -> 
     );
     let dim = pdim + fdim;
     let mut out = vec![0f32; n * dim];
-    let mut put = |values: &dyn Fn(usize, usize) -> f64, d: usize, offset: usize| {
-        let mut mean = vec![0f64; d];
-        for i in 0..n {
-            for (j, m) in mean.iter_mut().enumerate() {
-                *m += values(i, j);
-            }
-        }
-        mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
-        let mut row = vec![0f64; d];
-        for i in 0..n {
-            for (j, r) in row.iter_mut().enumerate() {
-                *r = values(i, j) - mean[j];
-            }
-            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-            for (o, r) in out[i * dim + offset..i * dim + offset + d]
-                .iter_mut()
-                .zip(&row)
-            {
-                *o = (r * scale) as f32;
-            }
-        }
-    };
-    put(&|i, j| f64::from(pixels[i * pdim + j]), pdim, 0);
-    put(&|i, j| f64::from(features[i * fdim + j]), fdim, pdim);
+    put_centred_unit(pixels, pdim, &mut out, dim, 0);
+    put_centred_unit(features, fdim, &mut out, dim, pdim);
     (out, dim)
+}
+
+/// Writes each `d`-long row of `values`, minus the column means and scaled
+/// to unit length (zero when it equals the mean), into columns
+/// `offset..offset + d` of the `dim`-long rows of `out`.
+fn put_centred_unit<T: Copy + Into<f64>>(
+    values: &[T],
+    d: usize,
+    out: &mut [f32],
+    dim: usize,
+    offset: usize,
+) {
+    let n = values.len() / d.max(1);
+    let mut mean = vec![0f64; d];
+    for row in values.chunks_exact(d) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v.into();
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+    let mut centred = vec![0f64; d];
+    for (row, o) in values.chunks_exact(d).zip(out.chunks_exact_mut(dim)) {
+        for ((c, &v), m) in centred.iter_mut().zip(row).zip(&mean) {
+            *c = v.into() - m;
+        }
+        let norm = centred.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        for (o, c) in o[offset..offset + d].iter_mut().zip(&centred) {
+            *o = (c * scale) as f32;
+        }
+    }
 }
 
 /// Checkpoint key of the feature-space neighbour list in use.
