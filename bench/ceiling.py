@@ -3,6 +3,7 @@
 
     bench/ceiling.py IMAGES.parquet FEATURES.parquet [--k 15] [--threads 2]
         [--infonce-epochs 0] [--infonce-batch 256] [--infonce-graph joint]
+        [--map EMBEDDING.parquet ...]
 
 IMAGES is an image table (prep), FEATURES the `features.parquet` a
 `pretrain` run wrote for the same table. Prints one line per space or map,
@@ -25,7 +26,15 @@ labels from the image table):
   the stages' schedule) trained for N epochs with the loss of the 2-D
   stages (InfoNCE with the Cauchy kernel over the batch's 2B views),
   positives drawn per epoch from the `--infonce-graph` graph: what the loss
-  itself reaches without a network in the way.
+  itself reaches without a network in the way;
+- with `--map EMBEDDING` (repeatable; needs torch), an embedding table a
+  stage wrote (e.g. `finetune/embedding.parquet`): its kNN@15 under the
+  same draws, its spread (the standard deviation of each axis), and its
+  mean loss under the `--infonce-graph` positives, the loss the 2-D stages
+  minimise, measured on the map as it is and scaled by 0.5 and 2 (20
+  passes of seeded batches). The free points get the same loss line, so a
+  network's map and the free points can be compared by the loss as well as
+  by kNN.
 
 The hold-out draws are scikit-learn's (random_state 0), not `evaluate`'s:
 compare lines of one run, not with `evaluate`'s numbers (on one map the
@@ -103,6 +112,33 @@ def infonce_points(graph, init, epochs, batch, seed, threads):
     return emb.detach().numpy()
 
 
+def infonce_loss(emb, graph, batch, seed, threads, passes=20):
+    """The mean loss of the 2-D stages for the fixed points `emb` over
+    `passes` passes of seeded batches, positives drawn from `graph`."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    g = torch.tensor(graph)
+    e = torch.tensor(emb, dtype=torch.float32)
+    n = g.shape[0]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for _ in range(passes):
+            perm = torch.randperm(n)
+            for s in range(n // batch):
+                i = perm[s * batch:(s + 1) * batch]
+                j = g[i, torch.randint(0, g.shape[1], (len(i),))]
+                z = torch.cat([e[i], e[j]])
+                m = len(i)
+                logits = -torch.log1p(torch.cdist(z, z) ** 2)
+                logits.fill_diagonal_(-float("inf"))
+                target = torch.cat([torch.arange(m, 2 * m), torch.arange(0, m)])
+                total += torch.nn.functional.cross_entropy(logits, target).item()
+                count += 1
+    return total / count
+
+
 def unit_centred(x):
     x = x - x.mean(0)
     n = np.linalg.norm(x, axis=1, keepdims=True)
@@ -120,6 +156,8 @@ def main():
     ap.add_argument("--infonce-batch", type=int, default=256)
     ap.add_argument("--infonce-graph", default="joint",
                     choices=["pixels", "features", "both", "joint"])
+    ap.add_argument("--map", action="append", default=[], metavar="EMBEDDING",
+                    help="an embedding table to score by kNN and by the loss (repeatable)")
     a = ap.parse_args()
 
     t = pq.read_table(a.images)
@@ -153,6 +191,26 @@ def main():
                            a.threads)
         line(f"free 2-D points, InfoNCE on the {a.infonce_graph} graph, {a.infonce_epochs} epochs, "
              f"batch {a.infonce_batch}", e, t0)
+        maps = [("free 2-D points", e)]
+    else:
+        maps = []
+    for path in a.map:
+        m = pq.read_table(path)
+        morder = np.argsort(m.column("id").to_numpy())
+        mrows = morder[np.searchsorted(m.column("id").to_numpy()[morder], ids)]
+        if not (m.column("id").to_numpy()[mrows] == ids).all():
+            raise SystemExit(f"{path}: its ids are not those of {a.images}")
+        x = np.c_[m.column("x").to_numpy(), m.column("y").to_numpy()].astype(np.float32)[mrows]
+        line(f"map {path}", x, time.perf_counter())
+        maps.append((path, x))
+    for name, x in maps:
+        t0 = time.perf_counter()
+        losses = "  ".join(
+            f"x{s:g} {infonce_loss(x * s, graphs[a.infonce_graph], a.infonce_batch, a.seed, a.threads):.4f}"
+            for s in (0.5, 1, 2))
+        spread = " ".join(f"{v:.1f}" for v in x.std(0))
+        print(f"loss of {name} on the {a.infonce_graph} graph\t{losses}\tstd {spread}\t"
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

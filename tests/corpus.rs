@@ -281,6 +281,7 @@ fn micro_config() -> ModelConfig {
             from: None,
             init: None,
             augment: None,
+            map_scale: None,
             threads: 1,
             checkpoint_every: 1,
             device: None,

@@ -384,13 +384,21 @@ fn kill_and_rerun_gives_byte_identical_files_in_every_stage() {
     };
     let mut from = pre.clone();
     // project with the recipe's positives, finetune with joint pixel and
-    // feature neighbours (`--knn-space joint`) of its starting model.
+    // feature neighbours (`--knn-space joint`) of its starting model and
+    // the loss at a fixed map spread (`--map-scale`).
     for (name, bin) in [("project", PROJECT), ("finetune", FINETUNE)] {
         let (clean, killed) = (d.join(name), d.join(format!("{name}-killed")));
         let two_d = |from: &Path, out: &Path| {
             let mut a = two_d(from, out);
             if name == "finetune" {
-                a.extend(owned(&["--knn-positives", "3", "--knn-space", "joint"]));
+                a.extend(owned(&[
+                    "--knn-positives",
+                    "3",
+                    "--knn-space",
+                    "joint",
+                    "--map-scale",
+                    "11",
+                ]));
             }
             a
         };

@@ -193,6 +193,71 @@ fn three_dimensional_map() {
     assert_eq!(b.metadata().file_metadata().num_rows(), 96);
 }
 
+/// `--map-scale` is recorded in config.json (so it enters the resume
+/// fingerprint), trains a finite map in both 2-D stages, and a value that is
+/// not a finite positive number is a one-line error before any work.
+#[test]
+fn map_scale_is_recorded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, pre) = pretrained(dir.path());
+    let proj = dir.path().join("p");
+    let fine = dir.path().join("f");
+    let stage = |from: &Path, out: &Path, scale: &str| {
+        let mut a = vec![
+            "--images".to_string(),
+            s(&images).into(),
+            "--from".into(),
+            s(from).into(),
+            "--out".into(),
+            s(out).into(),
+            // One argument, so that clap reads "-2" as a value.
+            format!("--map-scale={scale}"),
+        ];
+        a.extend(TRAIN.iter().map(|t| t.to_string()));
+        a
+    };
+    ok_owned(PROJECT, &stage(&pre, &proj, "5"));
+    ok_owned(FINETUNE, &stage(&proj, &fine, "5"));
+    for d in [&proj, &fine] {
+        let text = std::fs::read_to_string(d.join("config.json")).unwrap();
+        assert!(text.contains("\"map_scale\": 5.0"), "{text}");
+        let f = std::fs::File::open(d.join("embedding.parquet")).unwrap();
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in r {
+            let batch = batch.unwrap();
+            for c in ["x", "y"] {
+                let col = batch.column_by_name(c).unwrap();
+                let v = col
+                    .as_any()
+                    .downcast_ref::<arrow::array::Float32Array>()
+                    .unwrap();
+                assert!(v.values().iter().all(|x| x.is_finite()), "{c}");
+            }
+        }
+    }
+    // Without the flag nothing is recorded (the recipe).
+    let plain = dir.path().join("plain");
+    let mut a = stage(&pre, &plain, "1");
+    a.truncate(6);
+    a.extend(TRAIN.iter().map(|t| t.to_string()));
+    ok_owned(PROJECT, &a);
+    let text = std::fs::read_to_string(plain.join("config.json")).unwrap();
+    assert!(!text.contains("map_scale"), "{text}");
+    for bad in ["0", "-2", "NaN", "inf"] {
+        let out = dir.path().join(format!("bad{bad}"));
+        let args = stage(&proj, &out, bad);
+        let r = run(
+            FINETUNE,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        r.assert_user_error("", &["map scale", bad]);
+        assert!(!out.join("config.json").exists());
+    }
+}
+
 /// `embed` places images with a model exported from the PyTorch reference
 /// (a bare safetensors file with the reference names, no config.json).
 #[test]

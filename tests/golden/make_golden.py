@@ -155,6 +155,19 @@ for d in (2, 16):
         out[f"loss.{kind}.d{d}.value"] = loss.detach().reshape(1)
         out[f"loss.{kind}.d{d}.grad_a"] = a.grad.clone()
         out[f"loss.{kind}.d{d}.grad_b"] = b.grad.clone()
+    if d == 2:
+        # --map-scale 11: the views centred and scaled to a root mean square
+        # coordinate of 11 before the Cauchy loss (same a, b; no new draws).
+        a.grad = None
+        b.grad = None
+        z = torch.cat([a, b])
+        zc = z - z.mean(0, keepdim=True)
+        zs = zc / torch.sqrt((zc ** 2).mean() + 1e-12) * 11.0
+        loss = info_nce(zs[:7], zs[7:], "cauchy")
+        loss.backward()
+        out["loss.cauchy_scale11.d2.value"] = loss.detach().reshape(1)
+        out["loss.cauchy_scale11.d2.grad_a"] = a.grad.clone()
+        out["loss.cauchy_scale11.d2.grad_b"] = b.grad.clone()
 
 # ---- SGD: two steps with momentum, weight decay and clipping at 4 ----
 w0 = torch.randn(4, 3).float().double()

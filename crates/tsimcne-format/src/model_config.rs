@@ -65,6 +65,11 @@ pub struct TrainingConfig {
     /// p = 0.8, both views of the same image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<AugmentSettings>,
+    /// 2-D stages only: the fixed spread (root mean square coordinate) the
+    /// loss sees each batch's output at (`--map-scale`); absent: the output
+    /// as it is (the recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_scale: Option<f64>,
     /// Not hyperparameters: they do not enter the resume fingerprint.
     pub threads: usize,
     pub checkpoint_every: usize,
@@ -293,6 +298,7 @@ pub(crate) mod tests {
                 checkpoint_every: 1,
                 init: None,
                 augment: None,
+                map_scale: None,
                 device: Some("cpu".into()),
             },
         }
@@ -330,6 +336,23 @@ pub(crate) mod tests {
         b.device = Some("cuda:0".into());
         assert_eq!(a.fingerprint(), b.fingerprint());
         b.lr = 0.5;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    /// No map scale (the recipe) is not written, so records from before
+    /// `--map-scale` read back unchanged; a scale round-trips and changes the
+    /// fingerprint.
+    #[test]
+    fn map_scale_is_written_only_when_set() {
+        let a = sample().training;
+        assert_eq!(a.map_scale, None);
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(!text.contains("map_scale"), "{text}");
+        let mut b = a.clone();
+        b.map_scale = Some(11.0);
+        let text = serde_json::to_string(&b).unwrap();
+        assert!(text.contains("\"map_scale\":11.0"), "{text}");
+        assert_eq!(serde_json::from_str::<TrainingConfig>(&text).unwrap(), b);
         assert_ne!(a.fingerprint(), b.fingerprint());
     }
 

@@ -80,6 +80,18 @@ pub fn info_nce(z: &Tensor, sim: Similarity) -> Result<Tensor> {
     (lse - pos)?.mean_all()
 }
 
+/// The views `z: [2N, D]` centred on their mean and scaled so that their
+/// root mean square coordinate is `scale` (`--map-scale`, opt-in, not the
+/// recipe): the loss then sees the map at a fixed spread, and the network
+/// cannot lower it by spreading its output ever wider. Differentiable; the
+/// map the network writes is the same up to a shift and one scale factor.
+pub fn fixed_scale(z: &Tensor, scale: f64) -> Result<Tensor> {
+    let centred = z.broadcast_sub(&z.mean_keepdim(0)?)?; // [2N, D]
+    // A tiny floor keeps identical views (spread 0) finite.
+    let rms = (centred.sqr()?.mean_all()? + 1e-12)?.sqrt()?; // []
+    centred.broadcast_div(&rms)? * scale
+}
+
 /// Helper for tests and tools: the loss of two `[N, D]` view batches.
 pub fn info_nce_pair(a: &Tensor, b: &Tensor, sim: Similarity) -> Result<Tensor> {
     info_nce(&Tensor::cat(&[a, b], 0)?, sim)

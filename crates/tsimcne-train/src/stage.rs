@@ -201,6 +201,8 @@ struct Flags {
     device: DeviceSpec,
     augment: AugmentSettings,
     weight_decay: f64,
+    /// 2-D stages: see [`TwoDConfig::map_scale`].
+    map_scale: Option<f64>,
 }
 
 impl Flags {
@@ -240,6 +242,7 @@ impl Flags {
             checkpoint_every: self.checkpoint_every,
             init: None,
             augment: self.augment.record(),
+            map_scale: self.map_scale,
             device: Some(self.device.to_string()),
         };
         let settings = Settings {
@@ -256,6 +259,7 @@ impl Flags {
             trainable,
             fingerprint: format!("{stage} {}{fingerprint_extra}", training.fingerprint()),
             positives: Positives::default(),
+            map_scale: self.map_scale,
         };
         (training, settings)
     }
@@ -269,6 +273,16 @@ fn check_weight_decay(wd: f64) -> Result<()> {
         Err(TrainError::Invalid(format!(
             "the weight decay must be a finite number ≥ 0, got {wd}"
         )))
+    }
+}
+
+/// A one-line error unless the map scale, if any, is finite and positive.
+fn check_map_scale(scale: Option<f64>) -> Result<()> {
+    match scale {
+        Some(s) if !(s.is_finite() && s > 0.0) => Err(TrainError::Invalid(format!(
+            "the map scale must be a finite number > 0, got {s}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -309,6 +323,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         device: cfg.device,
         augment: cfg.augment,
         weight_decay: cfg.weight_decay,
+        map_scale: None,
     };
     let (training, mut settings) = flags.plan(
         &cfg.backbone,
@@ -440,6 +455,11 @@ pub struct TwoDConfig {
     /// Crop scale and jitter probability of the training views, and the
     /// opt-in pixel-neighbour positives.
     pub augment: AugmentSettings,
+    /// The loss sees each batch's map centred and at this root mean square
+    /// coordinate (opt-in; `None`: the recipe, the output as it is). It
+    /// keeps the map at the spread free 2-D points reach instead of letting
+    /// the network shrink the loss by widening the gaps between clusters.
+    pub map_scale: Option<f64>,
 }
 
 /// How `project` initialises the new low-dimensional output layer.
@@ -607,6 +627,7 @@ fn exported_config(arch: tsimcne_model::ResNetArch, input: InputShape) -> ModelC
             checkpoint_every: 0,
             init: None,
             augment: None,
+            map_scale: None,
             device: None,
         },
     }
@@ -732,6 +753,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     }
     cfg.augment.check().map_err(TrainError::Invalid)?;
     check_weight_decay(cfg.weight_decay)?;
+    check_map_scale(cfg.map_scale)?;
     let set = tsimcne_format::read_image_table(&cfg.images)?;
     check_images(&cfg.images, &set, &prev.input)?;
     let model = match cfg.stage {
@@ -760,6 +782,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         device: cfg.device,
         augment: cfg.augment,
         weight_decay: cfg.weight_decay,
+        map_scale: cfg.map_scale,
     };
     let trainable = match cfg.stage {
         TwoDStage::Project => Some(vec![format!(

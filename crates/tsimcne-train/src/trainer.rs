@@ -21,7 +21,7 @@ use tsimcne_model::{Backprop, Model};
 use tsimcne_rng::SplitMix64;
 
 use crate::error::{Result, TrainError};
-use crate::loss::{Similarity, info_nce};
+use crate::loss::{Similarity, fixed_scale, info_nce};
 use crate::schedule::lr_schedule;
 use crate::sgd::{Sgd, SgdConfig};
 
@@ -151,6 +151,9 @@ pub struct Settings {
     /// Where the second views come from; the default is the recipe's (both
     /// views of the same image).
     pub positives: Positives,
+    /// The loss sees each batch's output at this fixed spread
+    /// ([`crate::loss::fixed_scale`]); `None`: as it is (the recipe).
+    pub map_scale: Option<f64>,
 }
 
 /// Where each image's second view comes from (opt-in, not the recipe):
@@ -580,8 +583,10 @@ pub fn train(
                 } else {
                     Backprop::Full
                 };
-                let (loss, grads) =
-                    model.loss_and_grads(&x, backprop, |z| info_nce(z, s.similarity))?;
+                let (loss, grads) = model.loss_and_grads(&x, backprop, |z| match s.map_scale {
+                    None => info_nce(z, s.similarity),
+                    Some(scale) => info_nce(&fixed_scale(z, scale)?, s.similarity),
+                })?;
                 let value = loss.to_scalar::<f32>()?;
                 if !value.is_finite() {
                     return Err(TrainError::Diverged {

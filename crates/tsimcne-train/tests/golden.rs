@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
 use tsimcne_model::{Model, preset};
-use tsimcne_train::{Sgd, SgdConfig, Similarity, info_nce, lr_schedule};
+use tsimcne_train::{Sgd, SgdConfig, Similarity, fixed_scale, info_nce, lr_schedule};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
@@ -205,6 +205,89 @@ fn loss_gradients_match_finite_differences() {
             );
         }
     }
+}
+
+/// `--map-scale 11`: the views centred and scaled before the Cauchy loss;
+/// value and gradients (through the scaling) against PyTorch.
+#[test]
+fn fixed_scale_loss_and_its_gradients_match_pytorch() {
+    let g = golden();
+    let key = |s: &str| g[&format!("loss.cauchy_scale11.d2.{s}")].clone();
+    let a = Var::from_tensor(&f32(&g["loss.cauchy.d2.a"])).unwrap();
+    let b = Var::from_tensor(&f32(&g["loss.cauchy.d2.b"])).unwrap();
+    let z = Tensor::cat(&[a.as_tensor(), b.as_tensor()], 0).unwrap();
+    let loss = info_nce(&fixed_scale(&z, 11.0).unwrap(), Similarity::Cauchy).unwrap();
+    close(
+        "scale 11 value",
+        &loss.reshape(1).unwrap(),
+        &key("value"),
+        1e-5,
+        1e-6,
+    );
+    let grads = loss.backward().unwrap();
+    close(
+        "scale 11 grad a",
+        grads.get(&a).unwrap(),
+        &key("grad_a"),
+        1e-4,
+        1e-6,
+    );
+    close(
+        "scale 11 grad b",
+        grads.get(&b).unwrap(),
+        &key("grad_b"),
+        1e-4,
+        1e-6,
+    );
+}
+
+/// The fixed-scale loss: central differences in f64 agree with autograd,
+/// and the loss does not change when the whole map is shifted or scaled.
+#[test]
+fn fixed_scale_loss_gradients_match_finite_differences_and_ignore_shift_and_scale() {
+    let g = golden();
+    let z0 = Tensor::cat(&[&g["loss.cauchy.d2.a"], &g["loss.cauchy.d2.b"]], 0).unwrap(); // f64
+    let loss_of = |z: &Tensor| -> f64 {
+        info_nce(&fixed_scale(z, 11.0).unwrap(), Similarity::Cauchy)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let moved = ((&z0 * 3.5).unwrap() + 40.0).unwrap();
+    let (l0, l1) = (loss_of(&z0), loss_of(&moved));
+    assert!((l0 - l1).abs() < 1e-9 * l0.abs().max(1.0), "{l0} vs {l1}");
+    let zv = Var::from_tensor(&z0).unwrap();
+    let grad = info_nce(
+        &fixed_scale(zv.as_tensor(), 11.0).unwrap(),
+        Similarity::Cauchy,
+    )
+    .unwrap()
+    .backward()
+    .unwrap();
+    let grad = vec_of(grad.get(&zv).unwrap());
+    let base = vec_of(&z0);
+    let h = 1e-6;
+    for i in 0..base.len() {
+        let (mut p, mut m) = (base.clone(), base.clone());
+        p[i] += h;
+        m[i] -= h;
+        let at = |v: Vec<f64>| loss_of(&Tensor::from_vec(v, z0.dims(), &Device::Cpu).unwrap());
+        let fd = (at(p) - at(m)) / (2.0 * h);
+        assert!(
+            (fd - grad[i]).abs() < 1e-7 + 1e-5 * fd.abs(),
+            "[{i}]: fd {fd}, autograd {}",
+            grad[i]
+        );
+    }
+    // The scaled views: mean 0, root mean square coordinate 11.
+    let s = vec_of(&fixed_scale(&z0, 11.0).unwrap());
+    let (n, d) = z0.dims2().unwrap();
+    for c in 0..d {
+        let mean: f64 = (0..n).map(|r| s[r * d + c]).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 1e-9, "column {c} mean {mean}");
+    }
+    let rms = (s.iter().map(|v| v * v).sum::<f64>() / s.len() as f64).sqrt();
+    assert!((rms - 11.0).abs() < 1e-9, "{rms}");
 }
 
 #[test]
