@@ -83,6 +83,21 @@ def tsne_of_graph(graph, init, threads, seed):
     return np.asarray(e)
 
 
+def batch_loss(emb, g, i):
+    """The 2-D stages' loss of the batch of points `i`: each one's partner
+    drawn from its row of `g`, InfoNCE with the Cauchy kernel over the 2B
+    views."""
+    import torch
+
+    j = g[i, torch.randint(0, g.shape[1], (len(i),))]
+    z = torch.cat([emb[i], emb[j]])
+    m = len(i)
+    logits = -torch.log1p(torch.cdist(z, z) ** 2)
+    logits.fill_diagonal_(-float("inf"))
+    target = torch.cat([torch.arange(m, 2 * m), torch.arange(0, m)])
+    return torch.nn.functional.cross_entropy(logits, target)
+
+
 def infonce_points(graph, init, epochs, batch, seed, threads):
     import torch
 
@@ -97,14 +112,7 @@ def infonce_points(graph, init, epochs, batch, seed, threads):
     for _ in range(epochs):
         perm = torch.randperm(n)
         for s in range(n // batch):
-            i = perm[s * batch:(s + 1) * batch]
-            j = g[i, torch.randint(0, g.shape[1], (len(i),))]
-            z = torch.cat([emb[i], emb[j]])
-            m = len(i)
-            logits = -torch.log1p(torch.cdist(z, z) ** 2)
-            logits.fill_diagonal_(-float("inf"))
-            target = torch.cat([torch.arange(m, 2 * m), torch.arange(0, m)])
-            loss = torch.nn.functional.cross_entropy(logits, target)
+            loss = batch_loss(emb, g, perm[s * batch:(s + 1) * batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -127,14 +135,7 @@ def infonce_loss(emb, graph, batch, seed, threads, passes=20):
         for _ in range(passes):
             perm = torch.randperm(n)
             for s in range(n // batch):
-                i = perm[s * batch:(s + 1) * batch]
-                j = g[i, torch.randint(0, g.shape[1], (len(i),))]
-                z = torch.cat([e[i], e[j]])
-                m = len(i)
-                logits = -torch.log1p(torch.cdist(z, z) ** 2)
-                logits.fill_diagonal_(-float("inf"))
-                target = torch.cat([torch.arange(m, 2 * m), torch.arange(0, m)])
-                total += torch.nn.functional.cross_entropy(logits, target).item()
+                total += batch_loss(e, g, perm[s * batch:(s + 1) * batch]).item()
                 count += 1
     return total / count
 
