@@ -65,7 +65,7 @@ def neighbours(x, k):
     return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
 
 
-def tsne_of_graph(graph, init, threads, seed):
+def tsne_of_graph(graph, init, threads, seed, exaggeration=1):
     from openTSNE import TSNEEmbedding, affinity, initialization
 
     class Fixed(affinity.Affinities):
@@ -79,7 +79,8 @@ def tsne_of_graph(graph, init, threads, seed):
     p = p / p.sum()
     e = TSNEEmbedding(initialization.pca(init, random_state=seed), Fixed(p), n_jobs=threads,
                       random_state=seed)
-    e = e.optimize(250, exaggeration=12, momentum=0.5).optimize(500, momentum=0.8)
+    e = e.optimize(250, exaggeration=12, momentum=0.5)
+    e = e.optimize(500, exaggeration=exaggeration, momentum=0.8)
     return np.asarray(e)
 
 
@@ -146,6 +147,31 @@ def unit_centred(x):
     return x / np.where(n > 0, n, 1)
 
 
+def load(images, features):
+    """The image table's ids, labels and pixels (scaled to [0, 1]) and the
+    pretraining's backbone features and head outputs in the same row order."""
+    t = pq.read_table(images)
+    ids = t.column("id").to_numpy()
+    labels = t.column("label").to_numpy()
+    pixels = np.stack([np.frombuffer(b, dtype=np.uint8) for b in t.column("image").to_pylist()])
+    pixels = pixels.astype(np.float32) / 255.0
+    f = pq.read_table(features)
+    order = np.argsort(f.column("id").to_numpy())
+    pos = np.searchsorted(f.column("id").to_numpy()[order], ids)
+    rows = order[pos]
+    if not (f.column("id").to_numpy()[rows] == ids).all():
+        raise SystemExit(f"{features}: its ids are not those of {images}")
+    backbone = np.stack(f.column("backbone").to_pylist()).astype(np.float32)[rows]
+    head = np.stack(f.column("head").to_pylist()).astype(np.float32)[rows]
+    return ids, labels, pixels, backbone, head
+
+
+def joint_graph(pixels, backbone, k):
+    """The `--knn-space joint` list: neighbours by the mean of the pixel and
+    feature cosine similarities, each space centred."""
+    return neighbours(np.hstack([unit_centred(pixels), unit_centred(backbone)]), k)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("images")
@@ -161,18 +187,7 @@ def main():
                     help="an embedding table to score by kNN and by the loss (repeatable)")
     a = ap.parse_args()
 
-    t = pq.read_table(a.images)
-    ids = t.column("id").to_numpy()
-    labels = t.column("label").to_numpy()
-    pixels = np.stack([np.frombuffer(b, dtype=np.uint8) for b in t.column("image").to_pylist()])
-    pixels = pixels.astype(np.float32) / 255.0
-    f = pq.read_table(a.features)
-    order = np.argsort(f.column("id").to_numpy())
-    pos = np.searchsorted(f.column("id").to_numpy()[order], ids)
-    rows = order[pos]
-    backbone = np.stack(f.column("backbone").to_pylist()).astype(np.float32)[rows]
-    head = np.stack(f.column("head").to_pylist()).astype(np.float32)[rows]
-
+    ids, labels, pixels, backbone, head = load(a.images, a.features)
     def line(name, x, t0):
         print(f"{name}\tknn@15 {knn_accuracy(x, labels):.4f}\t{time.perf_counter() - t0:.0f} s",
               flush=True)
@@ -181,7 +196,7 @@ def main():
         line(name, x, time.perf_counter())
     graphs = {"pixels": neighbours(pixels, a.k), "features": neighbours(backbone, a.k)}
     graphs["both"] = np.hstack([graphs["pixels"], graphs["features"]])
-    graphs["joint"] = neighbours(np.hstack([unit_centred(pixels), unit_centred(backbone)]), a.k)
+    graphs["joint"] = joint_graph(pixels, backbone, a.k)
     for name, g in graphs.items():
         t0 = time.perf_counter()
         init = pixels if name == "pixels" else backbone
