@@ -146,11 +146,11 @@ DEF_EVAL_FLAGS :=
 
 # The demo's CPU preset (kept under its old names), from the budget study
 # (README, "A short budget"; bench/study-results.tsv), for under 20 minutes
-# on 2 cores (18-20.5 measured). The images are halved to 14x14 (2x2 means,
+# on 2 cores (17-19.7 measured). The images are halved to 14x14 (2x2 means,
 # DEMO_SIZE): a pretraining epoch costs about a third, so the budget buys
-# 40 + 5 + 120 epochs, and the 2-D map gains more from the extra
-# fine-tuning than it loses to the resolution (90 -> 120 finetune epochs:
-# +0.007). No warm-up: the reference's
+# 40 + 5 + 110 epochs, and the 2-D map gains more from the extra
+# fine-tuning than it loses to the resolution (90 -> 110 finetune epochs:
+# +0.007; 120 gave +0.0006 more but took 20.4 min on a slow day). No warm-up: the reference's
 # per-epoch warm-up runs its first epoch at lr 0, which a short budget
 # cannot spare. Opt-in,
 # not t-SimCNE: each image's second view comes from one of its 15 nearest
@@ -170,7 +170,7 @@ DEMO_BACKBONE        ?= small
 DEMO_BATCH           ?= 256
 DEMO_PRETRAIN_EPOCHS ?= 40
 DEMO_PROJECT_EPOCHS  ?= 5
-DEMO_FINETUNE_EPOCHS ?= 120
+DEMO_FINETUNE_EPOCHS ?= 110
 DEMO_FINETUNE_LR     ?= 0.05
 DEMO_AUGMENT         ?= --knn-positives 15
 DEMO_2D_AUGMENT      ?= --knn-space joint --crop-min 1 --jitter-p 0 --map-scale 11
