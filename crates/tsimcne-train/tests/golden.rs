@@ -41,6 +41,45 @@ fn f32(t: &Tensor) -> Tensor {
     t.to_dtype(DType::F32).unwrap()
 }
 
+/// A loss of the views `[a; b]` (fixture keys `{inputs}.a`, `{inputs}.b`)
+/// in f32: its value and the gradients of `a` and `b` against PyTorch's
+/// (`{expected}.value`, `.grad_a`, `.grad_b`).
+fn check_loss_against_pytorch(
+    g: &HashMap<String, Tensor>,
+    what: &str,
+    inputs: &str,
+    expected: &str,
+    loss_of: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) {
+    let key = |s: &str| g[&format!("{expected}.{s}")].clone();
+    let a = Var::from_tensor(&f32(&g[&format!("{inputs}.a")])).unwrap();
+    let b = Var::from_tensor(&f32(&g[&format!("{inputs}.b")])).unwrap();
+    let z = Tensor::cat(&[a.as_tensor(), b.as_tensor()], 0).unwrap();
+    let loss = loss_of(&z).unwrap();
+    close(
+        &format!("{what} value"),
+        &loss.reshape(1).unwrap(),
+        &key("value"),
+        1e-5,
+        1e-6,
+    );
+    let grads = loss.backward().unwrap();
+    close(
+        &format!("{what} grad a"),
+        grads.get(&a).unwrap(),
+        &key("grad_a"),
+        1e-4,
+        1e-6,
+    );
+    close(
+        &format!("{what} grad b"),
+        grads.get(&b).unwrap(),
+        &key("grad_b"),
+        1e-4,
+        1e-6,
+    );
+}
+
 fn tiny() -> Model {
     let arch = preset("tiny", 3, 8).unwrap();
     Model::load(
@@ -142,32 +181,12 @@ fn losses_and_their_gradients_match_pytorch() {
             ("cauchy", Similarity::Cauchy),
             ("cosine", Similarity::SIMCLR),
         ] {
-            let key = |s: &str| g[&format!("loss.{kind}.d{d}.{s}")].clone();
-            let a = Var::from_tensor(&f32(&key("a"))).unwrap();
-            let b = Var::from_tensor(&f32(&key("b"))).unwrap();
-            let z = Tensor::cat(&[a.as_tensor(), b.as_tensor()], 0).unwrap();
-            let loss = info_nce(&z, sim).unwrap();
-            close(
-                &format!("{kind} d{d} value"),
-                &loss.reshape(1).unwrap(),
-                &key("value"),
-                1e-5,
-                1e-6,
-            );
-            let grads = loss.backward().unwrap();
-            close(
-                &format!("{kind} d{d} grad a"),
-                grads.get(&a).unwrap(),
-                &key("grad_a"),
-                1e-4,
-                1e-6,
-            );
-            close(
-                &format!("{kind} d{d} grad b"),
-                grads.get(&b).unwrap(),
-                &key("grad_b"),
-                1e-4,
-                1e-6,
+            check_loss_against_pytorch(
+                &g,
+                &format!("{kind} d{d}"),
+                &format!("loss.{kind}.d{d}"),
+                &format!("loss.{kind}.d{d}"),
+                |z| info_nce(z, sim),
             );
         }
     }
@@ -212,32 +231,12 @@ fn loss_gradients_match_finite_differences() {
 #[test]
 fn fixed_scale_loss_and_its_gradients_match_pytorch() {
     let g = golden();
-    let key = |s: &str| g[&format!("loss.cauchy_scale11.d2.{s}")].clone();
-    let a = Var::from_tensor(&f32(&g["loss.cauchy.d2.a"])).unwrap();
-    let b = Var::from_tensor(&f32(&g["loss.cauchy.d2.b"])).unwrap();
-    let z = Tensor::cat(&[a.as_tensor(), b.as_tensor()], 0).unwrap();
-    let loss = info_nce(&fixed_scale(&z, 11.0).unwrap(), Similarity::Cauchy).unwrap();
-    close(
-        "scale 11 value",
-        &loss.reshape(1).unwrap(),
-        &key("value"),
-        1e-5,
-        1e-6,
-    );
-    let grads = loss.backward().unwrap();
-    close(
-        "scale 11 grad a",
-        grads.get(&a).unwrap(),
-        &key("grad_a"),
-        1e-4,
-        1e-6,
-    );
-    close(
-        "scale 11 grad b",
-        grads.get(&b).unwrap(),
-        &key("grad_b"),
-        1e-4,
-        1e-6,
+    check_loss_against_pytorch(
+        &g,
+        "scale 11",
+        "loss.cauchy.d2",
+        "loss.cauchy_scale11.d2",
+        |z| info_nce(&fixed_scale(z, 11.0)?, Similarity::Cauchy),
     );
 }
 
