@@ -147,6 +147,18 @@ def unit_centred(x):
     return x / np.where(n > 0, n, 1)
 
 
+def rows_of(table, ids, error):
+    """The rows of `table` whose `id` column gives `ids` in order; exits
+    with `error` when some id is missing."""
+    tids = table.column("id").to_numpy()
+    order = np.argsort(tids)
+    pos = np.minimum(np.searchsorted(tids[order], ids), len(order) - 1)
+    rows = order[pos]
+    if not (tids[rows] == ids).all():
+        raise SystemExit(error)
+    return rows
+
+
 def load(images, features):
     """The image table's ids, labels and pixels (scaled to [0, 1]) and the
     pretraining's backbone features and head outputs in the same row order."""
@@ -156,11 +168,7 @@ def load(images, features):
     pixels = np.stack([np.frombuffer(b, dtype=np.uint8) for b in t.column("image").to_pylist()])
     pixels = pixels.astype(np.float32) / 255.0
     f = pq.read_table(features)
-    order = np.argsort(f.column("id").to_numpy())
-    pos = np.searchsorted(f.column("id").to_numpy()[order], ids)
-    rows = order[pos]
-    if not (f.column("id").to_numpy()[rows] == ids).all():
-        raise SystemExit(f"{features}: its ids are not those of {images}")
+    rows = rows_of(f, ids, f"{features}: its ids are not those of {images}")
     backbone = np.stack(f.column("backbone").to_pylist()).astype(np.float32)[rows]
     head = np.stack(f.column("head").to_pylist()).astype(np.float32)[rows]
     return ids, labels, pixels, backbone, head
@@ -188,6 +196,7 @@ def main():
     a = ap.parse_args()
 
     ids, labels, pixels, backbone, head = load(a.images, a.features)
+
     def line(name, x, t0):
         print(f"{name}\tknn@15 {knn_accuracy(x, labels):.4f}\t{time.perf_counter() - t0:.0f} s",
               flush=True)
@@ -212,10 +221,7 @@ def main():
         maps = []
     for path in a.map:
         m = pq.read_table(path)
-        morder = np.argsort(m.column("id").to_numpy())
-        mrows = morder[np.searchsorted(m.column("id").to_numpy()[morder], ids)]
-        if not (m.column("id").to_numpy()[mrows] == ids).all():
-            raise SystemExit(f"{path}: its ids are not those of {a.images}")
+        mrows = rows_of(m, ids, f"{path}: its ids are not those of {a.images}")
         x = np.c_[m.column("x").to_numpy(), m.column("y").to_numpy()].astype(np.float32)[mrows]
         line(f"map {path}", x, time.perf_counter())
         maps.append((path, x))
