@@ -14,6 +14,9 @@ hold-out draws) and the spread (standard deviation of each axis):
                  the batch's 2B views)
   negw:W         InfoNCE with each negative's logit raised by log W: the
                  batch's negatives stand for W times as many points
+  exag:A         InfoNCE with the positive's logit weighted by A (A < 1:
+                 weaker attraction, as a lower exaggeration in t-SNE; only
+                 bounded with --map-scale)
   dcl            the positive left out of the denominator (decoupled)
   bank:M         InfoNCE with M more negatives from a memory bank of all
                  points (each point's last position), self and partner
@@ -59,6 +62,8 @@ def loss_fn(kind, arg, n, store):
             shift = torch.full_like(logits, float(np.log(float(arg))))
             shift[rows, target] = 0
             return torch.nn.functional.cross_entropy(logits + shift, target)
+        if kind == "exag":
+            return (torch.logsumexp(logits, 1) - float(arg) * logits[rows, target]).mean()
         if kind == "dcl":
             pos = logits[rows, target]
             neg = logits.clone()
@@ -86,7 +91,15 @@ def loss_fn(kind, arg, n, store):
     return loss, [log_nce] if kind == "nce" else []
 
 
-def free_points(graph, weights, init, loss_kind, arg, epochs, batch, seed):
+def fixed_scale(z, scale):
+    """The stages' `--map-scale`: the views centred and scaled to RMS `scale`."""
+    if not scale:
+        return z
+    z = z - z.mean(0)
+    return z / (z.pow(2).mean() + 1e-12).sqrt() * scale
+
+
+def free_points(graph, weights, init, loss_kind, arg, epochs, batch, seed, scale=0.0):
     torch.manual_seed(seed)
     g = torch.tensor(graph)
     w = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
@@ -106,7 +119,7 @@ def free_points(graph, weights, init, loss_kind, arg, epochs, batch, seed):
             else:
                 col = torch.multinomial(w[i], 1)[:, 0]
             j = g[i, col]
-            value = loss(torch.cat([emb[i], emb[j]]), i, j)
+            value = loss(fixed_scale(torch.cat([emb[i], emb[j]]), scale), i, j)
             opt.zero_grad()
             value.backward()
             opt.step()
@@ -141,6 +154,8 @@ def main():
     ap.add_argument("--k", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--map-scale", type=float, default=0.0,
+                    help="the loss sees each batch's views at this RMS spread, as the stages' --map-scale")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     _, labels, pixels, backbone, _ = load(a.images, a.features)
@@ -153,9 +168,9 @@ def main():
         elif kind == "perplexity":
             joint = np.hstack([unit_centred(pixels), unit_centred(backbone)])
             g, w = perplexity_graph(joint, float(arg), a.threads, a.seed)
-            e = free_points(g, w, backbone, "infonce", None, a.epochs, a.batch, a.seed)
+            e = free_points(g, w, backbone, "infonce", None, a.epochs, a.batch, a.seed, a.map_scale)
         else:
-            e = free_points(graph, None, backbone, kind, arg, a.epochs, a.batch, a.seed)
+            e = free_points(graph, None, backbone, kind, arg, a.epochs, a.batch, a.seed, a.map_scale)
         spread = " ".join(f"{v:.1f}" for v in e.std(0))
         print(f"{variant}\tknn@15 {knn_accuracy(e, labels):.4f}\tstd {spread}\t"
               f"{time.perf_counter() - t0:.0f} s", flush=True)
