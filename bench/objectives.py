@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Which 2-D objective could beat in-batch InfoNCE on the demo's positives?
 
-    bench/objectives.py IMAGES.parquet FEATURES.parquet [--epochs 90]
-        [--batch 256] [--threads 2] [VARIANT ...]
+    bench/objectives.py IMAGES.parquet FEATURES.parquet [VARIANT ...]
+        [--epochs 90] [--batch 256] [--threads 2] [--map-scale S]
+
+(the variants before the options: argparse takes no positionals after them)
 
 Free 2-D points (no network) on the `--knn-space joint` list (k = 15) of a
 pretraining, as in `bench/ceiling.py --infonce-epochs`: PCA start, Adam at
