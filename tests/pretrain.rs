@@ -183,6 +183,38 @@ fn changed_settings_are_refused_unless_restart() {
     assert!(run(PRETRAIN, &more).ok());
 }
 
+/// A second run on an output directory that a live run is writing is a
+/// one-line error that leaves the first run alone (a `--restart` would
+/// otherwise delete its checkpoint); once the first run dies, even by
+/// kill -9, the directory is free again.
+#[test]
+fn a_second_run_on_a_busy_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), 160);
+    let out = dir.path().join("busy");
+    let mut first = Command::new(PRETRAIN)
+        .args(args(&imgs, &out, "200"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !out.join("log.csv").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no epoch in 2 min");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = args(&imgs, &out, "200");
+    second.push("--restart");
+    let r = run(PRETRAIN, &second);
+    r.assert_user_error(s(&out), &["another run is writing this directory"]);
+    assert!(first.try_wait().unwrap().is_none(), "the first run goes on");
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut short = args(&imgs, &out, "2");
+    short.push("--restart");
+    let r = run(PRETRAIN, &short);
+    assert!(r.ok(), "{}", r.stderr);
+}
+
 /// Augmentation settings other than the recipe's (and pixel-neighbour
 /// positives) are recorded in config.json, and a checkpoint made with other
 /// ones is refused; bad values are one-line errors before any work.

@@ -124,6 +124,39 @@ pub fn remove_stale_temps(dir: &Path, name: Option<&str>) -> usize {
     removed
 }
 
+/// An exclusive lock on an output directory, held by the one run that
+/// writes it; released when dropped, and by the OS when the process dies
+/// (kill -9 included), so a lock never outlives its run.
+#[derive(Debug)]
+pub struct DirLock {
+    /// The open directory holding the `flock`; `None` where the file system
+    /// cannot lock.
+    _dir: Option<File>,
+}
+
+/// Locks `dir` (which must exist) for one writer: an advisory `flock` on the
+/// directory itself, so nothing is added to the directory. A second run on
+/// the same directory gets an error naming it, instead of racing the first
+/// for its checkpoint and outputs. Where directories cannot be opened or
+/// locked (Windows, some network file systems), the run goes on unlocked,
+/// as before.
+///
+/// **Invariant:** while one process holds a directory's lock, no other
+/// process writes a checkpoint or output into that directory.
+pub fn lock_dir(dir: &Path) -> Result<DirLock> {
+    let Ok(file) = File::open(dir) else {
+        return Ok(DirLock { _dir: None });
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _dir: Some(file) }),
+        Err(fs::TryLockError::WouldBlock) => Err(FormatError::invalid(
+            dir,
+            "another run is writing this directory; wait for it to end or choose another output directory",
+        )),
+        Err(fs::TryLockError::Error(_)) => Ok(DirLock { _dir: None }),
+    }
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -278,5 +311,25 @@ mod tests {
             err.contains("blocker") && err.contains("cannot write"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_locked_directory_refuses_a_second_writer_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_dir(dir.path()).unwrap();
+        // flock belongs to the open file, so a second open in the same
+        // process conflicts as another process's would.
+        let err = lock_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&*dir.path().to_string_lossy()) && err.contains("another run"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the lock adds no file"
+        );
+        drop(first);
+        let _again = lock_dir(dir.path()).unwrap();
     }
 }

@@ -145,17 +145,19 @@ fn positives(
     })
 }
 
-/// Makes the output directory ready: created, writable (a read-only or
-/// unwritable directory fails now, not after the first epoch), cleared of
-/// the temporaries of killed runs, and with `restart`, of the checkpoint and
-/// log of earlier settings.
-fn prepare_dir(dir: &Path, restart: bool) -> Result<()> {
+/// Makes the output directory ready: created, locked against a second run
+/// (the returned guard holds the lock until the stage's outputs are
+/// written), writable (a read-only or unwritable directory fails now, not
+/// after the first epoch), cleared of the temporaries of killed runs, and
+/// with `restart`, of the checkpoint and log of earlier settings.
+fn prepare_dir(dir: &Path, restart: bool) -> Result<atomic::DirLock> {
     std::fs::create_dir_all(dir).map_err(|e| {
         TrainError::Format(tsimcne_format::FormatError::Io {
             path: dir.into(),
             source: e,
         })
     })?;
+    let lock = atomic::lock_dir(dir)?;
     atomic::check_writable_dir(dir)?;
     atomic::remove_stale_temps(dir, None);
     if restart {
@@ -163,7 +165,7 @@ fn prepare_dir(dir: &Path, restart: bool) -> Result<()> {
             atomic::remove_durably(&dir.join(f))?;
         }
     }
-    Ok(())
+    Ok(lock)
 }
 
 /// Writes a finished stage's outputs. `config.json` marks a finished
@@ -346,7 +348,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         normalize: cfg.normalize.clone(),
         training: training.clone(),
     };
-    prepare_dir(&cfg.out, cfg.restart)?;
+    let _lock = prepare_dir(&cfg.out, cfg.restart)?;
     let mut model = Model::new(&arch, cfg.seed, &device)?;
     model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
     let images = Images::from_set(set);
@@ -811,7 +813,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         normalize: prev.normalize.clone(),
         training: training.clone(),
     };
-    prepare_dir(&cfg.out, cfg.restart)?;
+    let _lock = prepare_dir(&cfg.out, cfg.restart)?;
     let mut model = model;
     model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
     let images = Images::from_set(set.clone());
