@@ -316,16 +316,17 @@ ifeq ($(DEVICE)$(filter pipeline-dir,$(MAKECMDGOALS))$(wildcard $(D)/finetune/co
   N_TRAIN := $(or $(LIMIT),$(N_IMAGES))
   N_THREADS := $(or $(THREADS),$(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2))
   SPEED := $(shell awk 'BEGIN { printf "%.0f", $(or $(CPU_SPEED_$(BACKBONE)),$(CPU_SPEED_resnet18)) * $(or $(SPEED_SCALE),1) }')
-  ESTIMATE := $(shell awk 'function t(s) { if (s < 120) return sprintf("%.0f seconds", s); \
-	if (s < 7200) return sprintf("%.0f minutes", s / 60); if (s < 172800) return sprintf("%.1f hours", s / 3600); \
-	return sprintf("%.0f days", s / 86400) } \
-	BEGIN { s = $(N_TRAIN) * ($(PRETRAIN_EPOCHS) + $(FINETUNE_EPOCHS) + $(PROJECT_EPOCHS) / 3) / ($(SPEED) * $(N_THREADS) / 2); \
-	f = t(s / $(CPU_SPEED_SPREAD)); l = t(s); sub(/ [a-z]+$$/, "", f); \
-	if (index(l, " ") && substr(l, index(l, " ")) == substr(t(s / $(CPU_SPEED_SPREAD)), index(t(s / $(CPU_SPEED_SPREAD)), " "))) print f "-" l; \
-	else print t(s / $(CPU_SPEED_SPREAD)) " to " l }')
+  SPEED_HI := $(shell awk 'BEGIN { printf "%.0f", $(SPEED) * $(CPU_SPEED_SPREAD) }')
+  # "16-28 minutes", or "50 minutes to 1.4 hours" where the units differ.
+  ESTIMATE := $(shell awk 'function u(s) { return s < 120 ? 1 : s < 7200 ? 60 : s < 172800 ? 3600 : 86400 } \
+	function name(s) { return u(s) == 1 ? "seconds" : u(s) == 60 ? "minutes" : u(s) == 3600 ? "hours" : "days" } \
+	function v(s) { return sprintf(u(s) == 3600 ? "%.1f" : "%.0f", s / u(s)) } \
+	BEGIN { work = $(N_TRAIN) * ($(PRETRAIN_EPOCHS) + $(FINETUNE_EPOCHS) + $(PROJECT_EPOCHS) / 3) * 2 / $(N_THREADS); \
+	lo = work / $(SPEED_HI); hi = work / $(SPEED); \
+	if (name(lo) == name(hi)) print v(lo) "-" v(hi) " " name(hi); else print v(lo) " " name(lo) " to " v(hi) " " name(hi) }')
   $(info $(DATASET): DEVICE=cpu: $(PRETRAIN_EPOCHS)+$(PROJECT_EPOCHS)+$(FINETUNE_EPOCHS) epochs of $(N_TRAIN) images, \
 	$(BACKBONE), $(N_THREADS) threads: expect about $(ESTIMATE) of training from scratch \
-	(at $(SPEED) to $(shell awk 'BEGIN { printf "%.0f", $(SPEED) * $(CPU_SPEED_SPREAD) }') images/s per 2 threads, as measured on different days). $(if $(filter resnet18,$(BACKBONE)),This run is meant for a GPU: DEVICE=cuda.))
+	(at $(SPEED) to $(SPEED_HI) images/s per 2 threads, as measured on different days). $(if $(filter resnet18,$(BACKBONE)),This run is meant for a GPU: DEVICE=cuda.))
 endif
 
 REUSE ?= 1
