@@ -22,6 +22,8 @@ BIN     ?= $(if $(CUDA),target/cuda/release,$(or $(CARGO_TARGET_DIR),target)/$(i
 RUNS    ?= runs
 THREADS ?=
 DEVICE  ?= cpu
+# CONV_MATH=tf32: a GPU's convolutions on TF32 tensor cores (--conv-math).
+CONV_MATH ?=
 CUDA    := $(filter cuda%,$(DEVICE))
 DVC       ?= dvc
 SNAKEMAKE ?= snakemake
@@ -190,7 +192,7 @@ CPU_SPEED_tiny     ?= 150
 CPU_SPEED_SPREAD ?= 1.7
 
 # Hyperparameters that name a run (runs/<dataset>/<run>); the evaluation
-# settings, DEVICE, THREADS and CHECKPOINT_EVERY do not.
+# settings, DEVICE, CONV_MATH, THREADS and CHECKPOINT_EVERY do not.
 RUN_VARS := DATA LIMIT LIMIT_SEED PREP_FLAGS BACKBONE BATCH SEED LOSS NORMALIZE AUGMENT \
 	OUT_DIM PRETRAIN_EPOCHS PRETRAIN_WARMUP PRETRAIN_LR PRETRAIN_FLAGS \
 	MAP_DIM PROJECT_EPOCHS PROJECT_WARMUP PROJECT_LR PROJECT_FLAGS \
@@ -281,7 +283,8 @@ RUN_DIR  ?= $(RUNS)/$(DATASET)/$(RUN_NAME)
 D := $(RUN_DIR)
 
 # What each stage is run with. The stamps hold everything but the paths and
-# DEVICE, THREADS and CHECKPOINT_EVERY (which do not change a result).
+# DEVICE, CONV_MATH, THREADS and CHECKPOINT_EVERY (which do not change a
+# result beyond float or TF32 rounding).
 TRAIN_COMMON  = $(strip --batch-size $(BATCH) --seed $(SEED) --loss $(LOSS) $(AUGMENT))
 PREP_ARGS     = $(strip $(PREP_SOURCE) $(if $(DATA),--input $(DATA)) \
 	$(if $(LIMIT),--limit $(LIMIT) --seed $(LIMIT_SEED)) $(PREP_FLAGS))
@@ -296,7 +299,8 @@ EVAL_ARGS     = $(strip --k $(K) --repeats $(REPEATS) $(if $(TEST_SIZE),--test-s
 	$(if $(SAMPLE),--sample $(SAMPLE)) \
 	$(foreach r,$(REFERENCES),--reference $(if $(filter head backbone,$(r)),$(D)/pretrain/features.parquet:$(r),$(r))) \
 	$(EVAL_FLAGS))
-RUNTIME_ARGS  = $(strip --device $(DEVICE) $(if $(THREADS),--threads $(THREADS)) \
+RUNTIME_ARGS  = $(strip --device $(DEVICE) $(if $(CONV_MATH),--conv-math $(CONV_MATH)) \
+	$(if $(THREADS),--threads $(THREADS)) \
 	$(if $(CHECKPOINT_EVERY),--checkpoint-every $(CHECKPOINT_EVERY)))
 
 # Write <run>/.<stage>.params when its content differs (at parse time, so

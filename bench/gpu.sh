@@ -1,52 +1,62 @@
 #!/usr/bin/env bash
-# Training on a GPU: our CUDA build beside PyTorch on the same GPU, in one
-# run, with the ratios. For a machine with an NVIDIA GPU and python3 with
-# torch and torchvision (numpy for the image archive).
+# The whole GPU check in one run (about 6 minutes on an H200): our CUDA
+# build's tests against the CPU, its training step and epoch beside
+# PyTorch's on the same GPU, and the demo pipeline. For a machine with an
+# NVIDIA GPU and python3 with torch and torchvision (numpy for the archive).
 #
-# Usage: bench/gpu.sh [ROUNDS]     (ROUNDS: fresh processes per case, default 1; the best is kept)
+# Usage: bench/gpu.sh            (CASES picks the parts, in this order)
 #
-# resnet18 on 32x32x3 images at batch 512 and 1024 (1,024 and 2,048 views):
-#   step   the t-SimCNE training step alone, on one batch already on the GPU:
-#          forward, Cauchy InfoNCE, backward, SGD (clip, weight decay,
-#          momentum), the loss read back every step (the NaN check). Ours:
-#          examples/bench_train.rs, PyTorch: bench/train_torch.py, both
-#          `step resnet18 VIEWS --device cuda`. Shown per epoch of IMAGES
-#          images: step seconds x floor(IMAGES / batch).
-#   epoch  whole pretraining epochs on IMAGES (60,000) random images,
-#          the CPU augmentation of two views per image included. Ours:
-#          `pretrain --device cuda` (its log.csv seconds), PyTorch:
-#          `train_torch.py epoch` (torchvision transforms in a DataLoader of
-#          THREADS worker processes). The best epoch after the first.
-# plus the peak GPU memory of each process (nvidia-smi, sampled every 0.2 s;
-# it includes the CUDA context).
+#   tests  every GPU test executable in BIN/tests (scripts/build-cuda.sh tests)
+#          with TSIMCNE_TEST_CUDA=1: each kernel of our GPU backbone against
+#          the CPU path, training steps of each GPU path against the CPU, the
+#          stages on the GPU against the CPU.
+#   step   resnet18 on 32x32x3 images at batch 512 and 1024 (1,024 and 2,048
+#          views): the training step alone on one batch already on the GPU
+#          (forward, Cauchy InfoNCE, backward, SGD, the loss read back every
+#          step). Ours: examples/bench_train.rs with candle's kernels (the
+#          old path), ours in f32 and ours with TF32 convolutions; PyTorch:
+#          bench/train_torch.py in f32 eager with cudnn.benchmark, bf16 +
+#          channels_last, and torch.compile of that. Shown per epoch of
+#          IMAGES images: step seconds x floor(IMAGES / batch).
+#   epoch  whole pretraining epochs on IMAGES random images, the CPU
+#          augmentation of two views per image included. Ours: `pretrain
+#          --device cuda` (its log.csv seconds), PyTorch: `train_torch.py
+#          epoch` (torchvision transforms in a DataLoader of THREADS worker
+#          processes). The best epoch after the first.
+#   demo   `make demo DEVICE=cuda` (the 10k Fashion-MNIST demo) with its
+#          wall time and kNN accuracy.
+# Each case runs under its own time cap (CAP seconds, default 150), so one
+# slow case cannot eat the others; the peak GPU memory of each process
+# comes from nvidia-smi, sampled every 0.2 s (it includes the CUDA context).
 #
-# Environment: BIN (our CUDA binaries; default target/cuda/release, built by
-# scripts/build-cuda.sh when missing), DEVICE (cuda), THREADS (augmentation
-# threads and DataLoader workers; default all cores), EPOCHS (3), IMAGES
-# (60000), BATCHES ("512 1024"), CASES ("step epoch"), PRESET (resnet18;
-# `small` for a quick try of the script), PYTHON (python3), BENCH_DIR
-# (target/bench).
+# Environment: BIN (our CUDA binaries; default target/cuda/release, from
+# scripts/build-cuda.sh or unpacked from scripts/pack-cuda.sh's tar),
+# DEVICE (cuda), THREADS (default all cores), EPOCHS (3), IMAGES (60000),
+# BATCHES ("512 1024"), CASES ("tests step epoch demo"), PRESET (resnet18),
+# PYTHON (python3), BENCH_DIR (target/bench), CAP (150), COMPILE_BATCHES
+# (the batches that time torch.compile, which compiles for a minute; BATCHES).
 #
-# The CUDA libraries come from target/cuda/cuda-env.sh when the build made
-# one, else from PyTorch's wheels (site-packages/nvidia/cu13/lib).
-set -euo pipefail
+# The CUDA and cuDNN libraries come from target/cuda/cuda-env.sh when the
+# build made one, else from PyTorch's wheels (site-packages/nvidia/{cu13,cudnn}/lib).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-1}
 bin=${BIN:-target/cuda/release}
 device=${DEVICE:-cuda}
 threads=${THREADS:-$(nproc)}
 epochs=${EPOCHS:-3}
 images=${IMAGES:-60000}
 batches=${BATCHES:-512 1024}
-cases=${CASES:-step epoch}
+cases=${CASES:-tests step epoch demo}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
+cap=${CAP:-150}
+compile_batches=${COMPILE_BATCHES:-$batches}
 work=${BENCH_DIR:-target/bench}/gpu
 rm -rf "$work" && mkdir -p "$work"
 
 if [ ! -x "$bin/pretrain" ] || [ ! -x "$bin/examples/bench_train" ]; then
-  echo "gpu.sh: no CUDA build in $bin; building it (scripts/build-cuda.sh)" >&2
-  scripts/build-cuda.sh
+  echo "gpu.sh: no CUDA build in $bin: run scripts/build-cuda.sh (and scripts/pack-cuda.sh to carry it)" >&2
+  exit 1
 fi
 if [ -f "$bin/../cuda-env.sh" ] && [ -z "${TSIMCNE_USE_TORCH_LIBS:-}" ]; then
   # shellcheck disable=SC1091
@@ -62,30 +72,46 @@ if ldd "$bin/pretrain" | grep -q "not found"; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-# Runs "$@" (stdout appended to FILE) while sampling the GPU's memory in use;
-# appends `peak_gpu_used_mib N` to FILE.
+# Runs "$@" under the time cap (stdout appended to FILE) while sampling the
+# GPU's memory in use; appends `peak_gpu_used_mib N` to FILE.
 sampled() { # FILE CMD...
-  local file=$1; shift
-  local log=$work/smi.$$ pid=
+  local file=$1 log=$work/smi.$$ pid= rc=0
+  shift
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$log" 2>/dev/null &
     pid=$!
   fi
-  "$@" >>"$file" || echo "gpu.sh: failed ($?): $*" >&2
+  timeout "$cap" "$@" >>"$file" 2>>"$file.err" || rc=$?
+  [ $rc -eq 0 ] || echo "gpu.sh: failed or over ${cap}s (exit $rc): $*" >&2
   if [ -n "$pid" ]; then
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     echo "peak_gpu_used_mib $(sort -n "$log" | tail -1)" >>"$file"
   fi
+  return 0
 }
 
-steps_per_epoch() { echo $((images / $1)); }
+status=0
+if [[ " $cases " == *" tests "* ]]; then
+  for t in "$bin"/tests/*; do
+    [ -x "$t" ] || continue
+    echo "== test $(basename "$t")"
+    if ! TSIMCNE_TEST_CUDA=1 timeout "$cap" "$t" --test-threads 1 >"$work/test-$(basename "$t").log" 2>&1; then
+      status=1
+      tail -40 "$work/test-$(basename "$t").log"
+    fi
+    grep -E "^test |test result" "$work/test-$(basename "$t").log"
+  done
+fi
 
 if [[ " $cases " == *" step "* ]]; then
   for b in $batches; do
-    for _ in $(seq "$rounds"); do
-      sampled "$work/step_$b.ours" "$bin/examples/bench_train" step "$preset" $((2 * b)) --device "$device"
-      THREADS=$threads sampled "$work/step_$b.torch" "$python" bench/train_torch.py step "$preset" $((2 * b)) --device "$device"
+    for k in candle fast fast-tf32; do
+      sampled "$work/step_$b.ours-$k" "$bin/examples/bench_train" step "$preset" $((2 * b)) "$k" --device "$device"
+    done
+    for f in eager bf16 compile; do
+      [ "$f" = compile ] && [[ " $compile_batches " != *" $b "* ]] && continue
+      THREADS=$threads sampled "$work/step_$b.torch-$f" "$python" bench/train_torch.py step "$preset" $((2 * b)) --device "$device" --form "$f"
     done
   done
 fi
@@ -95,48 +121,73 @@ if [[ " $cases " == *" epoch "* ]]; then
   "$python" bench/make_cifar_like.py "$archive" $((images / 6)) >/dev/null
   "$bin/prep" cifar10 --input "$archive" --no-verify --out "$work/images.parquet" 2>/dev/null
   for b in $batches; do
-    for _ in $(seq "$rounds"); do
-      out=$work/pretrain_$b
-      sampled "$work/epoch_$b.ours" "$bin/pretrain" --images "$work/images.parquet" --out "$out" \
-        --backbone "$preset" --epochs "$epochs" --batch-size "$b" --device "$device" \
-        --threads "$threads" --checkpoint-every "$epochs" --restart
-      # The best epoch after the first, as train_torch.py reports it.
-      [ -f "$out/log.csv" ] && awk -F, -v k="epoch_${preset}_$b" 'NR > 2 && (best == "" || $4 < best) { best = $4 }
-        END { if (best != "") print k, best }' "$out/log.csv" >>"$work/epoch_$b.ours"
-      THREADS=$threads WORKERS=$threads sampled "$work/epoch_$b.torch" \
-        "$python" bench/train_torch.py epoch "$preset" "$b" "$images" "$epochs" --device "$device"
-    done
+    out=$work/pretrain_$b
+    sampled "$work/epoch_$b.ours-fast" "$bin/pretrain" --images "$work/images.parquet" --out "$out" \
+      --backbone "$preset" --epochs "$epochs" --batch-size "$b" --device "$device" \
+      --threads "$threads" --checkpoint-every "$epochs" --restart
+    # The best epoch after the first, as train_torch.py reports it.
+    [ -f "$out/log.csv" ] && awk -F, -v k="epoch_${preset}_$b" 'NR > 2 && (best == "" || $4 < best) { best = $4 }
+      END { if (best != "") print k, best }' "$out/log.csv" >>"$work/epoch_$b.ours-fast"
+    THREADS=$threads WORKERS=$threads sampled "$work/epoch_$b.torch-eager" \
+      "$python" bench/train_torch.py epoch "$preset" "$b" "$images" "$epochs" --device "$device"
   done
+fi
+
+if [[ " $cases " == *" demo "* ]]; then
+  start=$(date +%s.%N)
+  if timeout "$((2 * cap))" make --no-print-directory demo DEVICE="$device" NO_BUILD=1 BIN="$bin" \
+    RUNS="$work/runs" >"$work/demo.log" 2>&1; then
+    echo "demo: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s wall"
+    grep -E "kNN|preservation" "$work/demo.log"
+    for s in pretrain project finetune; do
+      [ -f "$work/runs/demo/$s/log.csv" ] &&
+        awk -F, -v s=$s 'NR > 1 { t += $4; n++ } END { printf "demo %s: %d epochs, %.1f s\n", s, n, t }' "$work/runs/demo/$s/log.csv"
+    done
+  else
+    status=1
+    echo "demo: failed or over $((2 * cap)) s" >&2
+    tail -20 "$work/demo.log"
+  fi
 fi
 
 "$python" - "$work" "$images" "$preset" <<'PY'
 import collections, pathlib, sys
 work, images, preset = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-def best(path):
-    vals = collections.defaultdict(list)
-    if path.exists():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                try:
-                    vals[parts[0]].append(float(parts[1]))
-                except ValueError:
-                    pass
-    return {k: (max(v) if k.startswith("peak") else min(v)) for k, v in vals.items()}
-print(f"{f'case ({preset}, 32x32x3)':34}{'ours s/epoch':>14}{'torch s/epoch':>15}{'ratio':>8}{'ours GPU MiB':>14}{'torch GPU MiB':>15}")
-for f in sorted(work.glob("*.ours"), key=lambda p: (p.stem.split("_")[0] != "step", int(p.stem.split("_")[1]))):
-    kind, batch = f.stem.split("_")
-    batch = int(batch)
-    o, t = best(f), best(f.with_suffix(".torch"))
-    key = f"step_{preset}_{2 * batch}" if kind == "step" else f"epoch_{preset}_{batch}"
-    scale = images // batch if kind == "step" else 1
-    if key not in o:
-        print(f"{kind} batch {batch}: no result from ours (see {f})")
+rows = []
+for f in sorted(work.glob("*_*.*")):
+    if f.suffix == ".err" or f.name.endswith(".err") or f.suffix == ".log":
         continue
-    ours = o[key] * scale
-    torch = t.get(key, float("nan")) * scale
-    label = f"{'step only' if kind == 'step' else 'whole epoch'}, batch {batch}"
-    mem = lambda d: f"{d['peak_gpu_used_mib']:.0f}" if "peak_gpu_used_mib" in d else "-"
-    print(f"{label:34}{ours:14.2f}{torch:15.2f}{ours / torch:8.2f}{mem(o):>14}{mem(t):>15}")
-print(f"(step only: one step's median x {images} // batch steps; whole epoch: {images} images with augmentation, best epoch after the first)")
+    kind, rest = f.name.split("_", 1)
+    if kind not in ("step", "epoch"):
+        continue
+    batch, form = rest.split(".", 1)
+    vals = collections.defaultdict(list)
+    for line in f.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                vals[parts[0]].append(float(parts[1]))
+            except ValueError:
+                pass
+    batch = int(batch)
+    secs = [v[0] for k, v in vals.items() if k.startswith(kind + "_")]
+    mem = vals.get("peak_gpu_used_mib", [float("nan")])[0]
+    if not secs:
+        rows.append((kind, batch, form, None, None, mem))
+        continue
+    s = secs[0]
+    per_epoch = s * (images // batch) if kind == "step" else s
+    rows.append((kind, batch, form, s, per_epoch, mem))
+rows.sort(key=lambda r: (r[0] != "step", r[1], r[2]))
+print(f"{f'({preset}, 32x32x3, {images} images)':36}{'form':>18}{'seconds':>10}{'s/epoch':>10}{'vs torch':>10}{'GPU MiB':>10}")
+for kind, batch, form, s, e, mem in rows:
+    label = f"{'step' if kind == 'step' else 'whole epoch'}, batch {batch}"
+    ref = next((r[4] for r in rows if r[0] == kind and r[1] == batch and r[2] == "torch-eager" and r[4]), None)
+    if s is None:
+        print(f"{label:36}{form:>18}{'failed':>10}")
+        continue
+    ratio = f"{e / ref:.2f}" if ref else "-"
+    print(f"{label:36}{form:>18}{s:10.4f}{e:10.2f}{ratio:>10}{mem:10.0f}")
+print(f"(step: one step's median; s/epoch = step x {images} // batch. whole epoch: augmentation included, best epoch after the first)")
 PY
+exit $status

@@ -18,6 +18,11 @@ over the timed repetitions after one warm-up) and `peak_rss_mib N`.
 
 Any mode takes `--device cpu|cuda|cuda:N` (default cpu), as bench_train
 does; on a GPU every timed repetition ends with torch.cuda.synchronize().
+`step` and `fwd` also take `--form eager|bf16|compile` (default eager, f32):
+on a GPU eager runs with `cudnn.benchmark` (and PyTorch's default TF32
+convolutions), bf16 adds bf16 autocast and channels_last, compile is
+`torch.compile` of the bf16 form. The key gets the form as a suffix
+(`step_resnet18_1024_bf16`) unless it is eager.
 Threads: torch.set_num_threads(THREADS), THREADS from the environment
 (default 2); `epoch` runs its DataLoader on WORKERS processes (default
 THREADS). Requires torch (pip install torch; torchvision for `epoch`).
@@ -113,17 +118,30 @@ def timed(reps, f):
     return sorted(ts)[len(ts) // 2]
 
 
-def model_run(mode, preset, views):
+def model_run(mode, preset, views, form="eager"):
     widths, blocks = PRESETS[preset]
     net = Net(widths, blocks).to(DEVICE)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = (torch.rand(views, 3, 32, 32) * 2 - 1).to(DEVICE)
     reps = 3 if preset == "resnet18" else 7
+    if DEVICE.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        reps = 10
+    if form in ("bf16", "compile"):
+        net = net.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    forward = torch.compile(net) if form == "compile" else net
+
+    def run(x, **kw):
+        if form in ("bf16", "compile"):
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+                return cauchy_info_nce(forward(x, **kw).float())
+        return cauchy_info_nce(forward(x, **kw))
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = cauchy_info_nce(net(x))
+        loss = run(x)
         loss.backward()
         torch.nn.utils.clip_grad_value_(net.parameters(), 4.0)
         opt.step()
@@ -131,10 +149,14 @@ def model_run(mode, preset, views):
 
     def fwd():
         opt.zero_grad(set_to_none=True)
-        cauchy_info_nce(net(x, output_only=True)).backward()
+        run(x, output_only=True).backward()
 
+    if form == "compile":
+        for _ in range(3):  # compilation and autotuning, untimed
+            (step if mode == "step" else fwd)()
     secs = timed(reps, step if mode == "step" else fwd)
-    print(f"{mode}_{preset}_{views} {secs:.4f}")
+    suffix = "" if form == "eager" else f"_{form}"
+    print(f"{mode}_{preset}_{views}{suffix} {secs:.4f}")
 
 
 def conv_ops(n, cin, cout, k, stride, hw, reps=5):
@@ -256,10 +278,20 @@ def main():
         DEVICE = torch.device(a[i + 1])
         del a[i : i + 2]
         if DEVICE.type == "cuda":
+            # torch 2.11's synchronize() wants an index: `cuda` is `cuda:0`.
+            if DEVICE.index is None:
+                DEVICE = torch.device("cuda", 0)
             torch.cuda.set_device(DEVICE)
+    form = "eager"
+    if "--form" in a:
+        i = a.index("--form")
+        form = a[i + 1]
+        del a[i : i + 2]
+        if form not in ("eager", "bf16", "compile"):
+            sys.exit(f"--form is eager, bf16 or compile, not {form}")
     mode = a[0] if a else ""
     if mode in ("step", "fwd"):
-        model_run(mode, a[1] if len(a) > 1 else "small", int(a[2]) if len(a) > 2 else 128)
+        model_run(mode, a[1] if len(a) > 1 else "small", int(a[2]) if len(a) > 2 else 128, form)
     elif mode == "ops":
         ops()
     elif mode == "layers":

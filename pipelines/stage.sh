@@ -7,7 +7,8 @@
 # Resume or start over. A stage binary resumes from DIR/checkpoint.safetensors
 # and refuses a checkpoint made with other settings unless given --restart
 # (which discards it). This script keys a run by what determines its result:
-# the arguments without --out, --threads, --checkpoint-every and --device,
+# the arguments without --out, --threads, --checkpoint-every, --device and
+# --conv-math (like the stage's own fingerprint),
 # plus the checksums of the --images table and of the --from model. It records the key
 # in DIR/.stage-key when it starts and passes --restart when the key differs
 # from the recorded one, so an interrupted run resumes and a changed run
@@ -49,11 +50,11 @@ for a in "$@"; do
     fi
     case $a in
     --out | --images | --from) next=${a#--} ;;
-    --threads | --checkpoint-every | --device) next=drop ;;
+    --threads | --checkpoint-every | --device | --conv-math) next=drop ;;
     --out=*) out=${a#*=} ;;
     --images=*) images=${a#*=} ;;
     --from=*) from=${a#*=} ;;
-    --threads=* | --checkpoint-every=* | --device=*) ;;
+    --threads=* | --checkpoint-every=* | --device=* | --conv-math=*) ;;
     --restart) forced=1 ;;
     *) args="$args $a" ;;
     esac

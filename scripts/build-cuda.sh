@@ -6,19 +6,22 @@
 #
 #   scripts/build-cuda.sh               build target/cuda/release/{pretrain,project,finetune,embed,...}
 #                                       and target/cuda/release/examples/bench_train
+#   scripts/build-cuda.sh tests         build the GPU tests (release profile) and copy them to
+#                                       target/cuda/release/tests/PACKAGE-TEST, for scripts/pack-cuda.sh
 #   scripts/build-cuda.sh COMMAND...    run COMMAND in the same build environment, e.g.
 #       scripts/build-cuda.sh cargo test --release -p tsimcne-cli --features cuda --test cuda --no-run
 #
 # Environment (all optional):
 #   CUDA_COMPUTE_CAP  GPU architecture of candle's kernels: 90 (H100, H200; the default),
 #                     80 (A100), 89 (L4, RTX 40xx), 120 (RTX 50xx), ...
-#   CUDA_FEATURES     cargo feature of tsimcne-cli: cuda (default) or cudnn (cuDNN convolutions)
+#   CUDA_FEATURES     cargo feature of tsimcne-cli: cuda (default; our GPU backbone on cuDNN
+#                     beside candle's CUDA ops) or cudnn (also candle's own cuDNN convolutions)
 #   CUDA_VENV         the virtual environment [target/cuda-venv]
 #   CARGO_TARGET_DIR  [target/cuda], apart from the CPU build in target/
 #   PYTHON            the interpreter that makes the environment [python3]
 #
-# What it does: pip-installs CUDA 13.0 (nvcc, cudart, cuBLAS, cuRAND, NVRTC;
-# cuDNN 9 for CUDA_FEATURES=cudnn) into CUDA_VENV; adds the unversioned
+# What it does: pip-installs CUDA 13.0 (nvcc, cudart, cuBLAS, cuRAND, NVRTC)
+# and cuDNN 9 into CUDA_VENV; adds the unversioned
 # library names the linker wants and a link-time stub of the driver library
 # (libcuda.so, whose functions all return CUDA_ERROR_STUB_LIBRARY; the real
 # one comes with the NVIDIA driver); puts nvcc on PATH, sets CUDA_ROOT
@@ -59,9 +62,8 @@ venv=${CUDA_VENV:-$repo/target/cuda-venv}
 packages=(
   nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
   nvidia-cuda-cccl==13.0.85 nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvrtc==13.0.88
-  nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35
+  nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.21.1.3
 )
-[ "$features" = cudnn ] && packages+=(nvidia-cudnn-cu13==9.21.1.3)
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "build-cuda: making $venv"
@@ -86,10 +88,8 @@ for lib in "${libs[@]}"; do
   [ -e "$root/lib/$lib" ] || die "$root/lib/$lib is missing"
   ln -sfn "$lib" "$root/lib/${lib%%.so.*}.so"
 done
-if [ "$features" = cudnn ]; then
-  [ -e "$nvidia/cudnn/lib/libcudnn.so.9" ] || die "$nvidia/cudnn/lib/libcudnn.so.9 is missing"
-  ln -sfn "$nvidia/cudnn/lib/libcudnn.so.9" "$root/lib/libcudnn.so"
-fi
+[ -e "$nvidia/cudnn/lib/libcudnn.so.9" ] || die "$nvidia/cudnn/lib/libcudnn.so.9 is missing"
+ln -sfn "$nvidia/cudnn/lib/libcudnn.so.9" "$root/lib/libcudnn.so"
 
 # The driver library is part of the driver, not of the wheels: link against
 # a stub with every function of cuda.h (each returns 34,
@@ -113,8 +113,7 @@ unset CUDA_HOME CUDA_PATH CUDA_TOOLKIT_ROOT_DIR CUDNN_LIB NVCC
 
 # Where the binaries look for the CUDA libraries (after LD_LIBRARY_PATH);
 # the driver's libcuda.so.1 is on the system's library path.
-runtime_path=$root/lib
-[ "$features" = cudnn ] && runtime_path+=:$nvidia/cudnn/lib
+runtime_path=$root/lib:$nvidia/cudnn/lib
 case $runtime_path in *[[:space:]]*) die "the path $runtime_path has white space, which RUSTFLAGS cannot carry" ;; esac
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C link-arg=-Wl,--enable-new-dtags,-rpath,$runtime_path"
 mkdir -p "$CARGO_TARGET_DIR"
@@ -124,6 +123,26 @@ export LD_LIBRARY_PATH=$runtime_path\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 EOF
 
 echo "build-cuda: nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, features $features, into $CARGO_TARGET_DIR"
+if [ "${1:-}" = tests ]; then
+  # The GPU tests: each package's CUDA test against the CPU.
+  mkdir -p "$CARGO_TARGET_DIR/release/tests"
+  for spec in tsimcne-model:cuda_fast tsimcne-train:cuda tsimcne-cli:cuda; do
+    cargo test --release --no-run --message-format=json -p "${spec%%:*}" --test "${spec#*:}" \
+      --features "$features"
+  done |
+    "$python" -c '
+import json, shutil, sys
+dest = sys.argv[1]
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        pkg = m["package_id"].split("#")[0].rstrip("/").split("/")[-1].split("@")[0]
+        name = pkg + "-" + m["target"]["name"]
+        shutil.copy2(m["executable"], dest + "/" + name)
+        print("build-cuda: test", dest + "/" + name)
+' "$CARGO_TARGET_DIR/release/tests"
+  exit
+fi
 if [ $# -gt 0 ]; then
   exec "$@"
 fi

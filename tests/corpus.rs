@@ -285,6 +285,7 @@ fn micro_config() -> ModelConfig {
             threads: 1,
             checkpoint_every: 1,
             device: None,
+            conv_math: None,
         },
     }
 }

@@ -12,7 +12,9 @@ use tsimcne_train::stage::{LossKind, OutputInit, TwoDConfig, TwoDStage, train_2d
 use tsimcne_format::model_config::{AugmentSettings, KnnSpace};
 use tsimcne_model::DeviceSpec;
 
-use crate::{KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads};
+use crate::{
+    ConvMathArg, KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads,
+};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LossArg {
@@ -141,9 +143,13 @@ pub struct TwoDArgs {
     /// CUDA build (scripts/build-cuda.sh).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// The backbone's implementation [default: fast on the CPU, candle on a GPU].
+    /// The backbone's implementation [default: fast; candle where fast does not run].
     #[arg(long, value_enum)]
     kernels: Option<KernelsArg>,
+    /// On a GPU with our kernels: the convolutions' arithmetic, exact f32 or
+    /// TF32 tensor cores (faster; recorded in config.json).
+    #[arg(long, value_enum, default_value = "exact")]
+    conv_math: ConvMathArg,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
@@ -238,6 +244,7 @@ pub fn main(stage: TwoDStage) -> ExitCode {
             },
             device: a.device,
             kernels,
+            conv_math: a.conv_math.into(),
             augment,
             map_scale: a.map_scale,
         };

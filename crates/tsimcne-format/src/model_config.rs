@@ -77,6 +77,10 @@ pub struct TrainingConfig {
     /// `--device` existed, which all trained on the CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// `tf32` when a GPU's convolutions ran on TF32 tensor cores
+    /// (`--conv-math tf32`); absent: exact f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_math: Option<String>,
 }
 
 /// The augmentation settings a stage can change (the rest are the recipe's).
@@ -171,15 +175,17 @@ impl Default for AugmentSettings {
 
 impl TrainingConfig {
     /// Everything that changes the result, as canonical JSON; a checkpoint
-    /// made with another fingerprint is not resumed. The device is left out
-    /// (like the kernels): a run may resume on another device, and then
-    /// agrees with an uninterrupted one up to float rounding, not bit for bit.
+    /// made with another fingerprint is not resumed. The device and the
+    /// convolution arithmetic are left out (like the kernels): a run may
+    /// resume on another device, and then agrees with an uninterrupted one up
+    /// to float (or TF32) rounding, not bit for bit.
     pub fn fingerprint(&self) -> String {
         let mut v = serde_json::to_value(self).expect("config serialises");
         if let Some(o) = v.as_object_mut() {
             o.remove("threads");
             o.remove("checkpoint_every");
             o.remove("device");
+            o.remove("conv_math");
         }
         v.to_string()
     }
@@ -300,6 +306,7 @@ pub(crate) mod tests {
                 augment: None,
                 map_scale: None,
                 device: Some("cpu".into()),
+                conv_math: None,
             },
         }
     }

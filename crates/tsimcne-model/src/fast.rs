@@ -21,21 +21,21 @@ use tsimcne_ops::{BnStats, ConvGeom};
 use crate::error::{ModelError, Result};
 
 /// PyTorch's BatchNorm2d defaults, as in `resnet::bn_config`.
-const EPS: f64 = 1e-5;
-const MOMENTUM: f64 = 0.1;
+pub(crate) const EPS: f64 = 1e-5;
+pub(crate) const MOMENTUM: f64 = 0.1;
 
 #[derive(Debug, Clone)]
-struct ConvSpec {
+pub(crate) struct ConvSpec {
     /// The weight's checkpoint name.
-    weight: String,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
+    pub(crate) weight: String,
+    pub(crate) cin: usize,
+    pub(crate) cout: usize,
+    pub(crate) k: usize,
+    pub(crate) stride: usize,
 }
 
 impl ConvSpec {
-    fn geom(&self, n: usize, h: usize, w: usize) -> ConvGeom {
+    pub(crate) fn geom(&self, n: usize, h: usize, w: usize) -> ConvGeom {
         ConvGeom {
             n,
             h,
@@ -50,12 +50,12 @@ impl ConvSpec {
 }
 
 #[derive(Debug, Clone)]
-struct Block {
-    conv1: ConvSpec,
-    bn1: String,
-    conv2: ConvSpec,
-    bn2: String,
-    shortcut: Option<(ConvSpec, String)>,
+pub(crate) struct Block {
+    pub(crate) conv1: ConvSpec,
+    pub(crate) bn1: String,
+    pub(crate) conv2: ConvSpec,
+    pub(crate) bn2: String,
+    pub(crate) shortcut: Option<(ConvSpec, String)>,
 }
 
 /// A convolution's input shape and patch-major weight, kept for backward.
@@ -148,10 +148,10 @@ impl Pool {
 /// The backbone's layer plan, by checkpoint name.
 #[derive(Debug)]
 pub struct FastBackbone {
-    stem: ConvSpec,
-    stem_bn: String,
-    blocks: Vec<Block>,
-    feature_dim: usize,
+    pub(crate) stem: ConvSpec,
+    pub(crate) stem_bn: String,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) feature_dim: usize,
     pool: Pool,
 }
 

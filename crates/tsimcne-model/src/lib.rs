@@ -5,10 +5,14 @@
 //! - [`resnet`]: the modules (`ModuleT`: train and eval mode);
 //! - [`fast`]: the same backbone on our CPU kernels, with its own backward
 //!   pass (the default on the CPU, see [`Kernels`]);
+//! - `cuda` (feature `cuda`): the same backbone on a GPU, cuDNN
+//!   convolutions and our batch-norm kernels, with its own backward pass;
 //! - [`Model`]: a network with its variables, safetensors load and save under
 //!   the reference PyTorch names;
 //! - [`DeviceSpec`]: `cpu`, `cuda` or `cuda:N` (CUDA with the `cuda` feature).
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod device;
 mod error;
 pub mod fast;
@@ -19,6 +23,6 @@ pub mod resnet;
 
 pub use device::{CUDA_BUILT, DeviceSpec};
 pub use error::{ModelError, Result};
-pub use model::{Backprop, Kernels, Model, infer_arch};
+pub use model::{Backprop, ConvMath, Kernels, Model, infer_arch};
 pub use preset::{PRESETS, check_input, preset};
 pub use tsimcne_format::model_keys::ResNetArch;

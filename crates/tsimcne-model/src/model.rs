@@ -11,6 +11,8 @@ use tsimcne_format::model_keys::{
     BACKBONE, Dtype, HEAD, HEAD_OUT, ResNetArch, TensorSpec, tensor_specs,
 };
 
+#[cfg(feature = "cuda")]
+use crate::cuda::CudaBackbone;
 use crate::error::{ModelError, Result};
 use crate::fast::{FastBackbone, Pass};
 use crate::init::initial_values;
@@ -28,7 +30,16 @@ pub struct Model {
     pub num_batches_tracked: i64,
     device: Device,
     fast: FastBackbone,
+    #[cfg(feature = "cuda")]
+    gpu: CudaBackbone,
     kernels: Kernels,
+}
+
+/// A recorded training pass of either fast backbone.
+enum FastTape {
+    Cpu(crate::fast::Tape),
+    #[cfg(feature = "cuda")]
+    Gpu(crate::cuda::Tape),
 }
 
 /// Which implementation runs the backbone in [`Model::infer`] and
@@ -37,20 +48,42 @@ pub struct Model {
 pub enum Kernels {
     /// candle's ops and autograd ([`crate::resnet`]): any device; the reference.
     Candle,
-    /// Our CPU kernels ([`crate::fast`]): channels-last im2col + gemm
-    /// convolutions, fused BatchNorm, hand-written backward. CPU only.
+    /// Our kernels with a hand-written backward pass. On the CPU
+    /// ([`crate::fast`]): channels-last im2col + gemm convolutions, fused
+    /// BatchNorm. On a CUDA GPU (`crate::cuda`, feature `cuda`): cuDNN
+    /// convolutions with per-shape plans, fused BatchNorm kernels.
     Fast,
 }
 
 impl Kernels {
-    /// The fast kernels on the CPU, candle's elsewhere.
+    /// Ours where they run (the CPU; a CUDA GPU in the `cuda` build),
+    /// candle's elsewhere.
     pub fn default_for(device: &Device) -> Self {
-        if device.is_cpu() {
+        if Self::fast_runs_on(device) {
             Kernels::Fast
         } else {
             Kernels::Candle
         }
     }
+
+    /// Whether [`Kernels::Fast`] runs on `device`.
+    pub fn fast_runs_on(device: &Device) -> bool {
+        device.is_cpu() || (crate::device::CUDA_BUILT && device.is_cuda())
+    }
+}
+
+/// The arithmetic of the convolutions on a GPU ([`Kernels::Fast`] in the
+/// `cuda` build); the CPU always computes exact f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ConvMath {
+    /// Plain f32 multiply-adds (no tensor cores): the CPU path's values
+    /// within float rounding.
+    #[default]
+    Exact,
+    /// TF32 tensor cores (products of inputs rounded to 10 mantissa bits,
+    /// f32 sums), PyTorch's default for cuDNN convolutions
+    /// (`torch.backends.cudnn.allow_tf32`).
+    Tf32,
 }
 
 /// Which gradients [`Model::loss_and_grads`] computes.
@@ -110,6 +143,8 @@ impl Model {
             num_batches_tracked: nbt,
             device: device.clone(),
             fast: FastBackbone::new(arch),
+            #[cfg(feature = "cuda")]
+            gpu: CudaBackbone::new(arch, ConvMath::default()),
             kernels: Kernels::default_for(device),
         };
         let expected = tensor_specs(arch)
@@ -171,16 +206,62 @@ impl Model {
         self.kernels
     }
 
-    /// Chooses the backbone implementation; the fast kernels need the CPU.
+    /// Chooses the backbone implementation; the fast kernels need the CPU
+    /// or, in a build with the `cuda` feature, a CUDA GPU.
     pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
-        if kernels == Kernels::Fast && !self.device.is_cpu() {
-            return Err(ModelError::Invalid(
-                "the fast kernels run on the CPU only; on a GPU the backbone runs on candle's kernels"
-                    .into(),
-            ));
+        if kernels == Kernels::Fast && !Kernels::fast_runs_on(&self.device) {
+            return Err(ModelError::Invalid(format!(
+                "our kernels run on the CPU{}; on {:?} the backbone runs on candle's kernels",
+                if crate::device::CUDA_BUILT {
+                    " and CUDA GPUs"
+                } else {
+                    ""
+                },
+                self.device.location()
+            )));
         }
         self.kernels = kernels;
         Ok(())
+    }
+
+    /// The arithmetic of the GPU backbone's convolutions (exact f32 by
+    /// default); the CPU ignores it.
+    pub fn set_conv_math(&mut self, math: ConvMath) {
+        #[cfg(feature = "cuda")]
+        if self.gpu.math() != math {
+            self.gpu = CudaBackbone::new(&self.arch, math);
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = math;
+    }
+
+    /// The fast backbone of the model's device.
+    fn fast_forward(
+        &self,
+        vars: &HashMap<String, Var>,
+        x: &Tensor,
+        pass: Pass,
+    ) -> Result<(Tensor, Option<FastTape>)> {
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() {
+            let (f, t) = self.gpu.forward(vars, x, pass)?;
+            return Ok((f, t.map(FastTape::Gpu)));
+        }
+        let (f, t) = self.fast.forward(vars, x, pass)?;
+        Ok((f, t.map(FastTape::Cpu)))
+    }
+
+    fn fast_backward(
+        &self,
+        vars: &HashMap<String, Var>,
+        tape: FastTape,
+        d_feat: &Tensor,
+    ) -> Result<Vec<(String, Tensor)>> {
+        match tape {
+            FastTape::Cpu(t) => self.fast.backward(vars, t, d_feat),
+            #[cfg(feature = "cuda")]
+            FastTape::Gpu(t) => self.gpu.backward(vars, t, d_feat),
+        }
     }
 
     /// Eval-mode backbone features and head outputs, `([batch, feature],
@@ -188,7 +269,7 @@ impl Model {
     pub fn infer(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let f = match self.kernels {
             Kernels::Candle => self.net.backbone.forward_t(x, false)?,
-            Kernels::Fast => self.fast.forward(&self.vars(), x, Pass::Eval)?.0,
+            Kernels::Fast => self.fast_forward(&self.vars(), x, Pass::Eval)?.0,
         };
         let z = self.net.head.forward(&f)?;
         Ok((f.detach(), z.detach()))
@@ -218,7 +299,7 @@ impl Model {
             }
             (Kernels::Fast, Backprop::OutputOnly) => {
                 let vars = self.vars();
-                let (f, _) = self.fast.forward(&vars, x, Pass::Train)?;
+                let (f, _) = self.fast_forward(&vars, x, Pass::Train)?;
                 // [batch, feature] → [batch, hidden], no gradient → [batch, out_dim]
                 let h = self.net.head.hidden(&f)?.detach();
                 let l = loss(&self.net.head.output(&h)?)?;
@@ -227,7 +308,7 @@ impl Model {
             }
             (Kernels::Fast, Backprop::Full) => {
                 let vars = self.vars();
-                let (f, tape) = self.fast.forward(&vars, x, Pass::TrainRecord)?;
+                let (f, tape) = self.fast_forward(&vars, x, Pass::TrainRecord)?;
                 let tape = tape.ok_or_else(|| ModelError::Invalid("no tape recorded".into()))?;
                 // The head and the loss on candle's autograd, from a leaf at the features.
                 let f = Var::from_tensor(&f)?;
@@ -236,7 +317,7 @@ impl Model {
                 let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
                     ModelError::Invalid("the loss does not depend on the features".into())
                 })?;
-                for (name, g) in self.fast.backward(&vars, tape, &d_feat)? {
+                for (name, g) in self.fast_backward(&vars, tape, &d_feat)? {
                     grads.insert(vars[&name].as_tensor(), g);
                 }
                 Ok((l, grads))

@@ -3,14 +3,16 @@
 //! ratios). One configuration per process, so the peak RSS is its own.
 //!
 //! ```text
-//! bench_train step  PRESET VIEWS [fast|candle]   full step: forward + backward + SGD
-//! bench_train fwd   PRESET VIEWS [fast|candle]   forward only (training mode)
+//! bench_train step  PRESET VIEWS [fast|candle|fast-tf32]   full step: forward + backward + SGD
+//! bench_train fwd   PRESET VIEWS [fast|candle|fast-tf32]   forward only (training mode)
 //! bench_train ops   [fast|candle]                per-op timings at 128 images
 //! ```
 //!
 //! Any mode takes `--device cpu|cuda|cuda:N` (default cpu; CUDA in a build
-//! with the `cuda` feature, see `bench/gpu.sh`); on a GPU the kernels are
-//! candle's and every timed repetition ends with a device synchronisation.
+//! with the `cuda` feature, see `bench/gpu.sh`); on a GPU the default kernels
+//! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact f32)
+//! and `fast-tf32` the same with TF32 convolutions; every timed repetition
+//! ends with a device synchronisation.
 //!
 //! Prints `key seconds` lines (the median over the timed repetitions) and
 //! `peak_rss_mib N`. Threads: `RAYON_NUM_THREADS` (set it to 2 to compare
@@ -58,13 +60,18 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
 }
 
-/// `fast` or `candle`; none: the device's default (fast on the CPU).
+/// `fast`, `fast-tf32` or `candle`; none: the device's default (fast on the CPU).
 fn kernels(arg: Option<&String>, dev: &Device) -> Kernels {
     match arg.map(String::as_str) {
         Some("candle") => Kernels::Candle,
-        Some("fast") => Kernels::Fast,
+        Some("fast" | "fast-tf32") => Kernels::Fast,
         _ => Kernels::default_for(dev),
     }
+}
+
+/// `fast-tf32`: TF32 convolutions in the GPU backbone.
+fn tf32(arg: Option<&String>) -> bool {
+    arg.is_some_and(|a| a == "fast-tf32")
 }
 
 fn sync(dev: &Device) {
@@ -75,12 +82,15 @@ fn model_run(
     what: &str,
     preset: &str,
     views: usize,
-    k: Kernels,
+    (k, tf32): (Kernels, bool),
     dev: &Device,
 ) -> candle_core::Result<()> {
     let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
     let mut model = Model::new(&arch, 0, dev).map_err(candle_core::Error::wrap)?;
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
+    if tf32 {
+        model.set_conv_math(tsimcne_model::ConvMath::Tf32);
+    }
     let x = Tensor::from_vec(random(views * 3 * 32 * 32, 1), (views, 3, 32, 32), dev)?;
     let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
     let reps = if preset == "resnet18" { 3 } else { 7 };
@@ -296,12 +306,13 @@ fn main() -> candle_core::Result<()> {
         Some(m @ ("step" | "fwd")) => {
             let preset = args.get(1).map_or("small", String::as_str);
             let views = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128);
-            model_run(m, preset, views, kernels(args.get(3), &dev), &dev)?;
+            let k = (kernels(args.get(3), &dev), tf32(args.get(3)));
+            model_run(m, preset, views, k, &dev)?;
         }
         Some("ops") => {
             let k = kernels(args.get(1), &dev);
             if k == Kernels::Fast && !dev.is_cpu() {
-                eprintln!("the fast kernels run on the CPU only");
+                eprintln!("ops times the CPU's fast kernels; on a GPU use step or fwd");
                 std::process::exit(2);
             }
             ops(k, &dev)?
@@ -316,7 +327,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd PRESET VIEWS [fast|candle] | ops [fast|candle] \
+                "usage: bench_train step|fwd PRESET VIEWS [fast|candle|fast-tf32] | ops [fast|candle] \
                  | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

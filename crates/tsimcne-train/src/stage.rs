@@ -11,7 +11,7 @@ use tsimcne_format::model_config::{
     ModelConfig, Normalize, TrainingConfig,
 };
 use tsimcne_format::vectors::{KIND_FEATURES, VectorColumn, write_vectors};
-use tsimcne_model::{DeviceSpec, Kernels, Model, check_input, preset};
+use tsimcne_model::{ConvMath, DeviceSpec, Kernels, Model, check_input, preset};
 
 use crate::error::{Result, TrainError};
 use crate::loss::Similarity;
@@ -70,8 +70,10 @@ pub struct PretrainConfig {
     /// Where to train.
     pub device: DeviceSpec,
     /// The backbone's implementation; `None`: [`Kernels::default_for`] the
-    /// device (our fast kernels on the CPU, candle's on a GPU).
+    /// device (ours where they run).
     pub kernels: Option<Kernels>,
+    /// The arithmetic of a GPU's convolutions (the CPU's is exact f32).
+    pub conv_math: ConvMath,
     /// Crop scale and jitter probability of the training views, and the
     /// opt-in pixel-neighbour positives.
     pub augment: AugmentSettings,
@@ -201,6 +203,7 @@ struct Flags {
     threads: usize,
     checkpoint_every: usize,
     device: DeviceSpec,
+    conv_math: ConvMath,
     augment: AugmentSettings,
     weight_decay: f64,
     /// 2-D stages: see [`TwoDConfig::map_scale`].
@@ -246,6 +249,8 @@ impl Flags {
             augment: self.augment.record(),
             map_scale: self.map_scale,
             device: Some(self.device.to_string()),
+            conv_math: (self.conv_math == ConvMath::Tf32 && !self.device.is_cpu())
+                .then(|| "tf32".to_string()),
         };
         let settings = Settings {
             epochs: self.epochs,
@@ -323,6 +328,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         threads: cfg.threads,
         checkpoint_every: cfg.checkpoint_every,
         device: cfg.device,
+        conv_math: cfg.conv_math,
         augment: cfg.augment,
         weight_decay: cfg.weight_decay,
         map_scale: None,
@@ -351,6 +357,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
     let _lock = prepare_dir(&cfg.out, cfg.restart)?;
     let mut model = Model::new(&arch, cfg.seed, &device)?;
     model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
+    model.set_conv_math(cfg.conv_math);
     let images = Images::from_set(set);
     settings.positives = positives(&images, cfg.augment, cfg.threads, false, &cfg.normalize)?;
     let augment = settings.augment.clone();
@@ -454,6 +461,8 @@ pub struct TwoDConfig {
     pub device: DeviceSpec,
     /// The backbone's implementation; `None`: [`Kernels::default_for`] the device.
     pub kernels: Option<Kernels>,
+    /// The arithmetic of a GPU's convolutions (the CPU's is exact f32).
+    pub conv_math: ConvMath,
     /// Crop scale and jitter probability of the training views, and the
     /// opt-in pixel-neighbour positives.
     pub augment: AugmentSettings,
@@ -631,6 +640,7 @@ fn exported_config(arch: tsimcne_model::ResNetArch, input: InputShape) -> ModelC
             augment: None,
             map_scale: None,
             device: None,
+            conv_math: None,
         },
     }
 }
@@ -782,6 +792,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         threads: cfg.threads,
         checkpoint_every: cfg.checkpoint_every,
         device: cfg.device,
+        conv_math: cfg.conv_math,
         augment: cfg.augment,
         weight_decay: cfg.weight_decay,
         map_scale: cfg.map_scale,
@@ -816,6 +827,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     let _lock = prepare_dir(&cfg.out, cfg.restart)?;
     let mut model = model;
     model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
+    model.set_conv_math(cfg.conv_math);
     let images = Images::from_set(set.clone());
     settings.positives = positives(&images, cfg.augment, cfg.threads, true, &config.normalize)?;
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;

@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use tsimcne_cli::two_d::{AugmentArgs, LossArg};
 use tsimcne_cli::{
-    KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads,
+    ConvMathArg, KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads,
 };
 use tsimcne_format::model_config::Normalize;
 use tsimcne_model::DeviceSpec;
@@ -70,9 +70,13 @@ struct Args {
     /// CUDA build (scripts/build-cuda.sh).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// The backbone's implementation [default: fast on the CPU, candle on a GPU].
+    /// The backbone's implementation [default: fast; candle where fast does not run].
     #[arg(long, value_enum)]
     kernels: Option<KernelsArg>,
+    /// On a GPU with our kernels: the convolutions' arithmetic, exact f32 or
+    /// TF32 tensor cores (faster; recorded in config.json).
+    #[arg(long, value_enum, default_value = "exact")]
+    conv_math: ConvMathArg,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
@@ -125,6 +129,7 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         normalize,
         device: args.device,
         kernels,
+        conv_math: args.conv_math.into(),
         augment,
     };
     let summary = pretrain(&cfg, &TrainBar::new(cfg.batch_size))?;

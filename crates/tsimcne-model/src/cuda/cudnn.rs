@@ -1,0 +1,383 @@
+//! cuDNN for the GPU backbone: one handle on candle's stream, and per
+//! convolution shape its descriptors and chosen algorithms ([`ConvPlan`]).
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::cudnn::{result, sys};
+use cudarc::driver::CudaStream;
+
+use super::{ConvMath, Ptr, WORKSPACE_CAP};
+use crate::error::{ModelError, Result};
+
+fn err(what: &str, e: impl std::fmt::Debug) -> ModelError {
+    ModelError::Invalid(format!("cuDNN {what}: {e:?}"))
+}
+
+/// A cuDNN handle bound to candle's stream.
+pub(super) struct Cudnn {
+    handle: sys::cudnnHandle_t,
+    _stream: Arc<CudaStream>,
+}
+
+impl Cudnn {
+    pub(super) fn new(stream: &Arc<CudaStream>) -> Result<Self> {
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| err("context", e))?;
+        let handle = result::create_handle()
+            .map_err(|e| err("handle (is libcudnn.so.9 on the library path?)", e))?;
+        // SAFETY: a live handle and candle's live stream.
+        unsafe { result::set_stream(handle, stream.cu_stream() as *mut _) }
+            .map_err(|e| err("stream", e))?;
+        Ok(Self {
+            handle,
+            _stream: stream.clone(),
+        })
+    }
+}
+
+impl Drop for Cudnn {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, destroyed once.
+        let _ = unsafe { result::destroy_handle(self.handle) };
+    }
+}
+
+/// A convolution's shape: NCHW input `[n, cin, h, w]`, weight
+/// `[cout, cin, k, k]`, square stride and padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConvKey {
+    pub(crate) n: usize,
+    pub(crate) cin: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) cout: usize,
+    pub(crate) k: usize,
+    pub(crate) stride: usize,
+    pub(crate) pad: usize,
+    pub(crate) math: ConvMath,
+}
+
+impl ConvKey {
+    pub(crate) fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    pub(crate) fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+}
+
+struct TensorDesc(sys::cudnnTensorDescriptor_t);
+struct FilterDesc(sys::cudnnFilterDescriptor_t);
+struct ConvDesc(sys::cudnnConvolutionDescriptor_t);
+
+impl Drop for TensorDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `tensor_desc`, destroyed once.
+        let _ = unsafe { result::destroy_tensor_descriptor(self.0) };
+    }
+}
+impl Drop for FilterDesc {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        let _ = unsafe { result::destroy_filter_descriptor(self.0) };
+    }
+}
+impl Drop for ConvDesc {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        let _ = unsafe { result::destroy_convolution_descriptor(self.0) };
+    }
+}
+
+fn dim(v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| ModelError::Invalid(format!("dimension {v} too large for cuDNN")))
+}
+
+fn tensor_desc(n: usize, c: usize, h: usize, w: usize) -> Result<TensorDesc> {
+    let d = TensorDesc(result::create_tensor_descriptor().map_err(|e| err("tensor", e))?);
+    // SAFETY: a fresh descriptor.
+    unsafe {
+        result::set_tensor4d_descriptor(
+            d.0,
+            sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+            sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            [dim(n)?, dim(c)?, dim(h)?, dim(w)?],
+        )
+    }
+    .map_err(|e| err("tensor", e))?;
+    Ok(d)
+}
+
+/// A convolution's descriptors and algorithms, chosen once.
+pub(super) struct ConvPlan {
+    x: TensorDesc,
+    y: TensorDesc,
+    w: FilterDesc,
+    conv: ConvDesc,
+    fwd: sys::cudnnConvolutionFwdAlgo_t,
+    bwd_data: sys::cudnnConvolutionBwdDataAlgo_t,
+    bwd_filter: sys::cudnnConvolutionBwdFilterAlgo_t,
+    /// Workspace bytes enough for all three.
+    pub(super) workspace: usize,
+}
+
+// SAFETY: descriptors are plain host objects; the plan is used under the
+// backbone's `Mutex`.
+unsafe impl Send for ConvPlan {}
+
+const ONE: f32 = 1.0;
+const ZERO: f32 = 0.0;
+
+fn scalar(v: &f32) -> *const c_void {
+    (v as *const f32).cast()
+}
+
+impl ConvPlan {
+    pub(super) fn new(cudnn: &Cudnn, key: ConvKey) -> Result<Self> {
+        let x = tensor_desc(key.n, key.cin, key.h, key.w)?;
+        let y = tensor_desc(key.n, key.cout, key.out_h(), key.out_w())?;
+        let w = FilterDesc(result::create_filter_descriptor().map_err(|e| err("filter", e))?);
+        // SAFETY: a fresh descriptor.
+        unsafe {
+            result::set_filter4d_descriptor(
+                w.0,
+                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                [dim(key.cout)?, dim(key.cin)?, dim(key.k)?, dim(key.k)?],
+            )
+        }
+        .map_err(|e| err("filter", e))?;
+        let conv =
+            ConvDesc(result::create_convolution_descriptor().map_err(|e| err("convolution", e))?);
+        let (p, s) = (dim(key.pad)?, dim(key.stride)?);
+        let math = match key.math {
+            ConvMath::Exact => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+            ConvMath::Tf32 => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+        };
+        // SAFETY: a fresh descriptor.
+        unsafe {
+            result::set_convolution2d_descriptor(
+                conv.0,
+                p,
+                p,
+                s,
+                s,
+                1,
+                1,
+                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            )
+        }
+        .map_err(|e| err("convolution", e))?;
+        // SAFETY: as above.
+        unsafe { result::set_convolution_math_type(conv.0, math) }
+            .map_err(|e| err("convolution math", e))?;
+        let h = cudnn.handle;
+        let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
+        let det = sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC;
+
+        // The heuristics' ranking, first usable algorithm of each.
+        let mut count = 0;
+        // SAFETY: zeroed perf structs are valid (plain data); cuDNN fills `count` of them.
+        let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
+        unsafe {
+            result::get_convolution_forward_algorithm(
+                h,
+                x.0,
+                w.0,
+                conv.0,
+                y.0,
+                16,
+                &mut count,
+                perf.as_mut_ptr(),
+            )
+        }
+        .map_err(|e| err("forward algorithm", e))?;
+        let fwd = perf[..count.max(0) as usize]
+            .iter()
+            .find(|p| p.status == ok && p.memory <= WORKSPACE_CAP)
+            .ok_or_else(|| err("forward algorithm", "none usable"))?;
+        let (fwd, fwd_ws) = (fwd.algo, fwd.memory);
+
+        // SAFETY: as above.
+        let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
+        unsafe {
+            result::get_convolution_backward_data_algorithm(
+                h,
+                w.0,
+                y.0,
+                conv.0,
+                x.0,
+                16,
+                &mut count,
+                perf.as_mut_ptr(),
+            )
+        }
+        .map_err(|e| err("backward-data algorithm", e))?;
+        let usable = &perf[..count.max(0) as usize];
+        let bd = usable
+            .iter()
+            .find(|p| p.status == ok && p.determinism == det && p.memory <= WORKSPACE_CAP)
+            .or_else(|| {
+                usable
+                    .iter()
+                    .find(|p| p.status == ok && p.memory <= WORKSPACE_CAP)
+            })
+            .ok_or_else(|| err("backward-data algorithm", "none usable"))?;
+        let (bwd_data, bd_ws) = (bd.algo, bd.memory);
+
+        // SAFETY: as above.
+        let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; 16] =
+            unsafe { std::mem::zeroed() };
+        unsafe {
+            result::get_convolution_backward_filter_algorithm(
+                h,
+                x.0,
+                y.0,
+                conv.0,
+                w.0,
+                16,
+                &mut count,
+                perf.as_mut_ptr(),
+            )
+        }
+        .map_err(|e| err("backward-filter algorithm", e))?;
+        let usable = &perf[..count.max(0) as usize];
+        let bf = usable
+            .iter()
+            .find(|p| p.status == ok && p.determinism == det && p.memory <= WORKSPACE_CAP)
+            .or_else(|| {
+                usable
+                    .iter()
+                    .find(|p| p.status == ok && p.memory <= WORKSPACE_CAP)
+            })
+            .ok_or_else(|| err("backward-filter algorithm", "none usable"))?;
+        let (bwd_filter, bf_ws) = (bf.algo, bf.memory);
+
+        // The sizes the chosen algorithms ask for (the heuristics' `memory`
+        // is an estimate).
+        // SAFETY: live descriptors and handle.
+        let sizes = unsafe {
+            [
+                result::get_convolution_forward_workspace_size(h, x.0, w.0, conv.0, y.0, fwd),
+                result::get_convolution_backward_data_workspace_size(
+                    h, w.0, y.0, conv.0, x.0, bwd_data,
+                ),
+                result::get_convolution_backward_filter_workspace_size(
+                    h, x.0, y.0, conv.0, w.0, bwd_filter,
+                ),
+            ]
+        };
+        let mut workspace = fwd_ws.max(bd_ws).max(bf_ws);
+        for s in sizes {
+            workspace = workspace.max(s.map_err(|e| err("workspace size", e))?);
+        }
+        Ok(Self {
+            x,
+            y,
+            w,
+            conv,
+            fwd,
+            bwd_data,
+            bwd_filter,
+            workspace,
+        })
+    }
+
+    /// `y = conv(x, w)`.
+    pub(super) fn forward(
+        &self,
+        cudnn: &Cudnn,
+        x: Ptr,
+        w: Ptr,
+        y: Ptr,
+        (ws, ws_len): (Ptr, usize),
+    ) -> Result<()> {
+        // SAFETY: the pointers hold tensors of the descriptors' shapes (the
+        // caller's contract) and `ws` at least `ws_len` bytes.
+        unsafe {
+            result::convolution_forward(
+                cudnn.handle,
+                scalar(&ONE),
+                self.x.0,
+                x as *const c_void,
+                self.w.0,
+                w as *const c_void,
+                self.conv.0,
+                self.fwd,
+                ws as *mut c_void,
+                ws_len,
+                scalar(&ZERO),
+                self.y.0,
+                y as *mut c_void,
+            )
+        }
+        .map_err(|e| err("convolution forward", e))
+    }
+
+    /// `dx = conv_backward_data(dy, w)`, or `dx += ...` when `accumulate`.
+    pub(super) fn backward_data(
+        &self,
+        cudnn: &Cudnn,
+        dy: Ptr,
+        w: Ptr,
+        dx: Ptr,
+        (ws, ws_len): (Ptr, usize),
+        accumulate: bool,
+    ) -> Result<()> {
+        let beta = if accumulate { &ONE } else { &ZERO };
+        // SAFETY: as in `forward`.
+        unsafe {
+            result::convolution_backward_data(
+                cudnn.handle,
+                scalar(&ONE),
+                self.w.0,
+                w as *const c_void,
+                self.y.0,
+                dy as *const c_void,
+                self.conv.0,
+                self.bwd_data,
+                ws as *mut c_void,
+                ws_len,
+                scalar(beta),
+                self.x.0,
+                dx as *mut c_void,
+            )
+        }
+        .map_err(|e| err("convolution backward-data", e))
+    }
+
+    /// `dw = conv_backward_filter(x, dy)`.
+    pub(super) fn backward_filter(
+        &self,
+        cudnn: &Cudnn,
+        x: Ptr,
+        dy: Ptr,
+        dw: Ptr,
+        (ws, ws_len): (Ptr, usize),
+    ) -> Result<()> {
+        // SAFETY: as in `forward`.
+        unsafe {
+            result::convolution_backward_filter(
+                cudnn.handle,
+                scalar(&ONE),
+                self.x.0,
+                x as *const c_void,
+                self.y.0,
+                dy as *const c_void,
+                self.conv.0,
+                self.bwd_filter,
+                ws as *mut c_void,
+                ws_len,
+                scalar(&ZERO),
+                self.w.0,
+                dw as *mut c_void,
+            )
+        }
+        .map_err(|e| err("convolution backward-filter", e))
+    }
+}

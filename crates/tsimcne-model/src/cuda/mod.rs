@@ -1,0 +1,798 @@
+//! The backbone on a CUDA GPU: cuDNN convolutions (forward, backward-data
+//! and backward-filter), our own batch-norm kernels with the ReLU and the
+//! residual addition fused in (`kernels.cu`, compiled once by NVRTC), and a
+//! hand-written backward pass: the GPU twin of [`crate::fast`], same layer
+//! plan, same arithmetic (statistics summed in f64), NCHW activations.
+//!
+//! Each convolution shape gets its cuDNN descriptors and algorithms once,
+//! cached for the life of the model: the heuristics' first algorithm that
+//! is deterministic and fits [`WORKSPACE_CAP`], so the same GPU, cuDNN and
+//! seed give the same bits on every run (cuDNN's timing-based search, as
+//! PyTorch's `cudnn.benchmark`, would not). Where cuDNN offers no such
+//! algorithm for a shape (seen: TF32 backward-data of resnet18 at 2,048
+//! views), the first usable one is taken, and that shape's gradients may
+//! differ in the last bits between runs.
+//!
+//! **Invariant:** like the CPU fast path, it reads and writes the model's
+//! variables only through their checkpoint names.
+
+#![allow(unsafe_code)] // cuDNN calls and kernel launches on device pointers
+
+mod cudnn;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::op::BackpropOp;
+use candle_core::{Device, Storage, Tensor, Var};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use tsimcne_format::model_keys::ResNetArch;
+
+use self::cudnn::{ConvKey, ConvPlan, Cudnn};
+use crate::error::{ModelError, Result};
+use crate::fast::{Block, ConvSpec, EPS, FastBackbone, MOMENTUM, Pass};
+use crate::model::ConvMath;
+
+/// The most workspace bytes one convolution algorithm may use.
+pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
+
+const THREADS: u32 = 256;
+const MODULE: &str = "tsimcne_backbone";
+const SOURCE: &str = include_str!("kernels.cu");
+const KERNELS: [&str; 8] = [
+    "bn_stats",
+    "bn_eval_coef",
+    "bn_apply",
+    "bn_running",
+    "bn_bwd_sums",
+    "bn_bwd_dx",
+    "avg_pool",
+    "avg_pool_bwd",
+];
+
+fn cuda_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Invalid(format!("CUDA: {e}"))
+}
+
+/// The PTX of `kernels.cu`, compiled once per process.
+fn ptx() -> Result<&'static str> {
+    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    PTX.get_or_init(|| {
+        cudarc::nvrtc::compile_ptx(SOURCE)
+            .map(|p| p.to_src())
+            .map_err(|e| format!("compiling the backbone's kernels: {e}"))
+    })
+    .as_ref()
+    .map(String::as_str)
+    .map_err(|e| ModelError::Invalid(e.clone()))
+}
+
+/// A device buffer of f32.
+type Buf = CudaSlice<f32>;
+
+/// Batch statistics on the device: per-channel mean and biased variance.
+struct Stats {
+    mean: Buf,
+    var: Buf,
+}
+
+/// A convolution's plan key, kept for the backward pass.
+struct ConvIn {
+    key: ConvKey,
+}
+
+/// What a block's backward pass needs from its forward pass.
+struct BlockTape {
+    g1: ConvIn,
+    c1: Buf,
+    s1: Stats,
+    a1: Buf,
+    g2: ConvIn,
+    c2: Buf,
+    s2: Stats,
+    short: Option<(ConvIn, Buf, Stats)>,
+}
+
+/// The saved forward pass of a training step on the GPU.
+pub struct Tape {
+    n: usize,
+    /// The images (NCHW, contiguous), the stem's convolution output and
+    /// statistics.
+    stem_in: Tensor,
+    stem: ConvIn,
+    stem_c: Buf,
+    stem_s: Stats,
+    /// `acts[0]` is the stem's output, `acts[i + 1]` block i's.
+    acts: Vec<Buf>,
+    blocks: Vec<BlockTape>,
+    last_hw: usize,
+    last_c: usize,
+}
+
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tape")
+            .field("n", &self.n)
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The per-device state: streams, cuDNN, kernels, convolution plans.
+struct Gpu {
+    dev: CudaDevice,
+    stream: Arc<CudaStream>,
+    cudnn: Cudnn,
+    funcs: HashMap<&'static str, CudaFunction>,
+    plans: HashMap<ConvKey, ConvPlan>,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+// SAFETY: the cuDNN handle is used by one thread at a time (the `Mutex` in
+// `CudaBackbone`); cuDNN handles may move between threads.
+unsafe impl Send for Gpu {}
+
+/// The backbone's layer plan and its GPU state.
+pub struct CudaBackbone {
+    stem: ConvSpec,
+    stem_bn: String,
+    blocks: Vec<Block>,
+    feature_dim: usize,
+    math: ConvMath,
+    gpu: Mutex<Option<Gpu>>,
+}
+
+impl std::fmt::Debug for CudaBackbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackbone")
+            .field("blocks", &self.blocks.len())
+            .field("math", &self.math)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device pointer, for kernel arguments and cuDNN.
+type Ptr = u64;
+
+fn ptr(stream: &CudaStream, b: &Buf) -> Ptr {
+    let (p, _sync) = b.device_ptr(stream);
+    p
+}
+
+/// The device pointer of a contiguous F32 tensor on the GPU. The tensor
+/// must outlive every use of the pointer.
+fn tensor_ptr(stream: &CudaStream, t: &Tensor) -> Result<Ptr> {
+    let (storage, layout) = t.storage_and_layout();
+    if !layout.is_contiguous() {
+        return Err(ModelError::Invalid(
+            "the GPU backbone needs contiguous tensors".into(),
+        ));
+    }
+    match &*storage {
+        Storage::Cuda(s) => {
+            let slice = s.as_cuda_slice::<f32>()?;
+            let (p, _sync) = slice.device_ptr(stream);
+            Ok(p + 4 * layout.start_offset() as u64)
+        }
+        _ => Err(ModelError::Invalid(
+            "the GPU backbone got a tensor that is not on the GPU".into(),
+        )),
+    }
+}
+
+fn grid(total: usize) -> u32 {
+    total.div_ceil(THREADS as usize) as u32
+}
+
+/// Launches kernel `$name` over `$blocks` blocks of [`THREADS`] threads.
+macro_rules! launch {
+    ($gpu:expr, $name:expr, $blocks:expr, $($arg:expr),* $(,)?) => {{
+        let f = $gpu.func($name)?;
+        let mut b = $gpu.stream.launch_builder(f);
+        $(
+            let a = $arg;
+            b.arg(&a);
+        )*
+        let cfg = LaunchConfig {
+            grid_dim: (($blocks as u32).max(1), 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's signature in kernels.cu,
+        // and every buffer holds the elements the kernel reads or writes.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    }};
+}
+
+impl Gpu {
+    fn new(dev: &CudaDevice) -> Result<Self> {
+        let stream = dev.cuda_stream();
+        let ptx = ptx()?;
+        let mut funcs = HashMap::new();
+        for name in KERNELS {
+            funcs.insert(
+                name,
+                dev.get_or_load_custom_func(name, MODULE, ptx)?
+                    .into_cuda_function(),
+            );
+        }
+        Ok(Self {
+            dev: dev.clone(),
+            cudnn: Cudnn::new(&stream)?,
+            stream,
+            funcs,
+            plans: HashMap::new(),
+            workspace: None,
+        })
+    }
+
+    fn func(&self, name: &str) -> Result<&CudaFunction> {
+        self.funcs
+            .get(name)
+            .ok_or_else(|| ModelError::Invalid(format!("no CUDA kernel {name}")))
+    }
+
+    /// A buffer of `len` f32 whose contents every user overwrites.
+    fn buf(&self, len: usize) -> Result<Buf> {
+        // SAFETY: f32 has no invalid bit patterns; callers fill it wholly.
+        unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(cuda_err)
+    }
+
+    fn tensor(&self, b: Buf, shape: &[usize]) -> Tensor {
+        let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(b, self.dev.clone()));
+        Tensor::from_storage(storage, shape, BackpropOp::none(), false)
+    }
+
+    /// The plan of a convolution shape (built on first use).
+    fn plan(&mut self, key: ConvKey) -> Result<&ConvPlan> {
+        if !self.plans.contains_key(&key) {
+            let plan = ConvPlan::new(&self.cudnn, key)?;
+            self.plans.insert(key, plan);
+        }
+        Ok(&self.plans[&key])
+    }
+
+    /// A workspace of at least `bytes`, and its pointer (0 when none is needed).
+    fn workspace(&mut self, bytes: usize) -> Result<(Ptr, usize)> {
+        if bytes == 0 {
+            return Ok((0, 0));
+        }
+        let big_enough = self.workspace.as_ref().is_some_and(|w| w.len() >= bytes);
+        if !big_enough {
+            self.workspace = None;
+            // SAFETY: scratch space; cuDNN writes before it reads.
+            self.workspace = Some(unsafe { self.stream.alloc::<u8>(bytes) }.map_err(cuda_err)?);
+        }
+        let w = self.workspace.as_ref().expect("set above");
+        let (p, _sync) = w.device_ptr(&self.stream);
+        Ok((p, w.len()))
+    }
+
+    fn conv_forward(&mut self, key: ConvKey, x: Ptr, w: Ptr, y: &mut Buf) -> Result<()> {
+        let ws = self.plan(key)?.workspace;
+        let (wp, wl) = self.workspace(ws)?;
+        let yp = ptr(&self.stream, y);
+        self.plans[&key].forward(&self.cudnn, x, w, yp, (wp, wl))
+    }
+
+    /// `dx = conv_backward_data(dy)`, or `dx += ...` when `accumulate`.
+    fn conv_backward_data(
+        &mut self,
+        key: ConvKey,
+        dy: Ptr,
+        w: Ptr,
+        dx: &mut Buf,
+        accumulate: bool,
+    ) -> Result<()> {
+        let ws = self.plan(key)?.workspace;
+        let (wp, wl) = self.workspace(ws)?;
+        let dxp = ptr(&self.stream, dx);
+        self.plans[&key].backward_data(&self.cudnn, dy, w, dxp, (wp, wl), accumulate)
+    }
+
+    fn conv_backward_filter(&mut self, key: ConvKey, x: Ptr, dy: Ptr) -> Result<Buf> {
+        let ws = self.plan(key)?.workspace;
+        let dw = self.buf(key.cout * key.cin * key.k * key.k)?;
+        let (wp, wl) = self.workspace(ws)?;
+        let dwp = ptr(&self.stream, &dw);
+        self.plans[&key].backward_filter(&self.cudnn, x, dy, dwp, (wp, wl))?;
+        Ok(dw)
+    }
+}
+
+impl CudaBackbone {
+    pub fn new(arch: &ResNetArch, math: ConvMath) -> Self {
+        let plan = FastBackbone::new(arch);
+        Self {
+            stem: plan.stem.clone(),
+            stem_bn: plan.stem_bn.clone(),
+            blocks: plan.blocks.clone(),
+            feature_dim: plan.feature_dim,
+            math,
+            gpu: Mutex::new(None),
+        }
+    }
+
+    pub fn math(&self) -> ConvMath {
+        self.math
+    }
+
+    fn key(&self, spec: &ConvSpec, n: usize, h: usize, w: usize) -> ConvKey {
+        ConvKey {
+            n,
+            cin: spec.cin,
+            h,
+            w,
+            cout: spec.cout,
+            k: spec.k,
+            stride: spec.stride,
+            pad: spec.k / 2,
+            math: self.math,
+        }
+    }
+
+    fn with_gpu<T>(&self, device: &Device, f: impl FnOnce(&mut Gpu) -> Result<T>) -> Result<T> {
+        let Device::Cuda(dev) = device else {
+            return Err(ModelError::Invalid(
+                "the GPU backbone runs on a CUDA device only".into(),
+            ));
+        };
+        let mut guard = self
+            .gpu
+            .lock()
+            .map_err(|_| ModelError::Invalid("poisoned GPU state".into()))?;
+        if guard.as_ref().is_none_or(|g| g.dev.id() != dev.id()) {
+            *guard = Some(Gpu::new(dev)?);
+        }
+        f(guard.as_mut().expect("set above"))
+    }
+
+    /// Images `[n, c, h, w]` on the GPU to features `[n, feature]`; as
+    /// [`FastBackbone::forward`].
+    pub fn forward(
+        &self,
+        vars: &HashMap<String, Var>,
+        x: &Tensor,
+        pass: Pass,
+    ) -> Result<(Tensor, Option<Tape>)> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.stem.cin {
+            return Err(ModelError::Invalid(format!(
+                "the images have {c} channels, the model takes {}",
+                self.stem.cin
+            )));
+        }
+        let x = x.contiguous()?;
+        let device = x.device().clone();
+        self.with_gpu(&device, |gpu| self.forward_on(gpu, vars, x, n, h, w, pass))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_on(
+        &self,
+        gpu: &mut Gpu,
+        vars: &HashMap<String, Var>,
+        x: Tensor,
+        n: usize,
+        mut h: usize,
+        mut w: usize,
+        pass: Pass,
+    ) -> Result<(Tensor, Option<Tape>)> {
+        let train = pass != Pass::Eval;
+        let record = pass == Pass::TrainRecord;
+        let var = |name: &str| -> Result<&Var> {
+            vars.get(name)
+                .ok_or_else(|| ModelError::Invalid(format!("the model has no tensor {name}")))
+        };
+        let vptr = |gpu: &Gpu, name: &str| -> Result<Ptr> {
+            tensor_ptr(&gpu.stream, var(name)?.as_tensor())
+        };
+
+        // One convolution + BN (+ residual) (+ ReLU) unit: `[n, cin, h, w]`
+        // → `[n, cout, h/stride, w/stride]`.
+        let unit = |gpu: &mut Gpu,
+                    x: Ptr,
+                    spec: &ConvSpec,
+                    bn: &str,
+                    h: usize,
+                    w: usize,
+                    residual: Option<Ptr>,
+                    relu: bool|
+         -> Result<(ConvIn, Buf, Stats, Buf)> {
+            let key = self.key(spec, n, h, w);
+            let (ho, wo) = (key.out_h(), key.out_w());
+            let (cout, hw) = (spec.cout, ho * wo);
+            let len = n * cout * hw;
+            let mut conv_out = gpu.buf(len)?;
+            let wp = vptr(gpu, &spec.weight)?;
+            gpu.conv_forward(key, x, wp, &mut conv_out)?;
+            let gamma = vptr(gpu, &format!("{bn}.weight"))?;
+            let beta = vptr(gpu, &format!("{bn}.bias"))?;
+            let scale = gpu.buf(cout)?;
+            let shift = gpu.buf(cout)?;
+            let stats = Stats {
+                mean: gpu.buf(cout)?,
+                var: gpu.buf(cout)?,
+            };
+            let s = &gpu.stream;
+            let (cp, scp, shp) = (ptr(s, &conv_out), ptr(s, &scale), ptr(s, &shift));
+            if train {
+                let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
+                launch!(
+                    gpu,
+                    "bn_stats",
+                    cout,
+                    cp,
+                    n as i32,
+                    cout as i32,
+                    hw as i32,
+                    gamma,
+                    beta,
+                    EPS,
+                    mp,
+                    vp,
+                    scp,
+                    shp
+                );
+                // The running statistics, in the CPU path's f32 arithmetic.
+                let rows = (n * hw) as f64;
+                let keep = (1.0 - MOMENTUM) as f32;
+                let unbias = (MOMENTUM * rows / (rows - 1.0)) as f32;
+                let (rm_name, rv_name) =
+                    (format!("{bn}.running_mean"), format!("{bn}.running_var"));
+                let (rm, rv) = (vptr(gpu, &rm_name)?, vptr(gpu, &rv_name)?);
+                let new_m = gpu.buf(cout)?;
+                let new_v = gpu.buf(cout)?;
+                let (nmp, nvp) = (ptr(&gpu.stream, &new_m), ptr(&gpu.stream, &new_v));
+                launch!(
+                    gpu,
+                    "bn_running",
+                    grid(cout),
+                    rm,
+                    rv,
+                    mp,
+                    vp,
+                    keep,
+                    MOMENTUM as f32,
+                    unbias,
+                    cout as i32,
+                    nmp,
+                    nvp
+                );
+                var(&rm_name)?.set(&gpu.tensor(new_m, &[cout]))?;
+                var(&rv_name)?.set(&gpu.tensor(new_v, &[cout]))?;
+            } else {
+                let rm = vptr(gpu, &format!("{bn}.running_mean"))?;
+                let rv = vptr(gpu, &format!("{bn}.running_var"))?;
+                launch!(
+                    gpu,
+                    "bn_eval_coef",
+                    grid(cout),
+                    gamma,
+                    beta,
+                    rm,
+                    rv,
+                    EPS,
+                    cout as i32,
+                    scp,
+                    shp
+                );
+            }
+            let out = gpu.buf(len)?;
+            let op = ptr(&gpu.stream, &out);
+            let (rp, has_res) = match residual {
+                Some(r) => (r, 1i32),
+                None => (cp, 0i32),
+            };
+            launch!(
+                gpu,
+                "bn_apply",
+                grid(len),
+                cp,
+                scp,
+                shp,
+                rp,
+                has_res,
+                i32::from(relu),
+                cout as i32,
+                hw as i32,
+                len as i64,
+                op
+            );
+            Ok((ConvIn { key }, conv_out, stats, out))
+        };
+
+        let xp = tensor_ptr(&gpu.stream, &x)?;
+        // [n, cin, h, w] → [n, w0, h, w]
+        let (stem, stem_c, stem_s, mut act) =
+            unit(gpu, xp, &self.stem, &self.stem_bn, h, w, None, true)?;
+        let mut acts = Vec::new();
+        let mut tapes = Vec::new();
+        for b in &self.blocks {
+            let ap = ptr(&gpu.stream, &act);
+            // [n, cin, h, w] → [n, cout, h/stride, w/stride]
+            let (g1, c1, s1, a1) = unit(gpu, ap, &b.conv1, &b.bn1, h, w, None, true)?;
+            let (ho, wo) = (g1.key.out_h(), g1.key.out_w());
+            let short = match &b.shortcut {
+                Some((spec, bn)) => Some(unit(gpu, ap, spec, bn, h, w, None, false)?),
+                None => None,
+            };
+            let rp = match &short {
+                Some((_, _, _, s)) => ptr(&gpu.stream, s),
+                None => ap,
+            };
+            let a1p = ptr(&gpu.stream, &a1);
+            let (g2, c2, s2, out) = unit(gpu, a1p, &b.conv2, &b.bn2, ho, wo, Some(rp), true)?;
+            let prev = std::mem::replace(&mut act, out);
+            if record {
+                tapes.push(BlockTape {
+                    g1,
+                    c1,
+                    s1,
+                    a1,
+                    g2,
+                    c2,
+                    s2,
+                    short: short.map(|(g, c, s, _)| (g, c, s)),
+                });
+                acts.push(prev);
+            }
+            (h, w) = (ho, wo);
+        }
+        // Global average pool: [n, c, h·w] → [n, c]
+        let rows = n * self.feature_dim;
+        let feat = gpu.buf(rows)?;
+        let (ip, fp) = (ptr(&gpu.stream, &act), ptr(&gpu.stream, &feat));
+        launch!(
+            gpu,
+            "avg_pool",
+            grid(rows),
+            ip,
+            rows as i32,
+            (h * w) as i32,
+            fp
+        );
+        let feat = gpu.tensor(feat, &[n, self.feature_dim]);
+        if !record {
+            return Ok((feat, None));
+        }
+        acts.push(act);
+        let tape = Tape {
+            n,
+            stem_in: x,
+            stem,
+            stem_c,
+            stem_s,
+            acts,
+            blocks: tapes,
+            last_hw: h * w,
+            last_c: self.feature_dim,
+        };
+        Ok((feat, Some(tape)))
+    }
+
+    /// Backpropagates `d_feat` (`[n, feature]`) through the recorded pass;
+    /// returns the gradient of every backbone parameter, by checkpoint name.
+    pub fn backward(
+        &self,
+        vars: &HashMap<String, Var>,
+        tape: Tape,
+        d_feat: &Tensor,
+    ) -> Result<Vec<(String, Tensor)>> {
+        if d_feat.elem_count() != tape.n * tape.last_c {
+            return Err(ModelError::Invalid(
+                "feature gradient of the wrong shape".into(),
+            ));
+        }
+        let d_feat = d_feat.contiguous()?;
+        self.with_gpu(d_feat.device(), |gpu| {
+            self.backward_on(gpu, vars, tape, &d_feat)
+        })
+    }
+
+    fn backward_on(
+        &self,
+        gpu: &mut Gpu,
+        vars: &HashMap<String, Var>,
+        tape: Tape,
+        d_feat: &Tensor,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let vptr = |gpu: &Gpu, name: &str| -> Result<Ptr> {
+            let v = vars
+                .get(name)
+                .ok_or_else(|| ModelError::Invalid(format!("the model has no tensor {name}")))?;
+            tensor_ptr(&gpu.stream, v.as_tensor())
+        };
+        let mut grads: Vec<(String, Tensor)> = Vec::new();
+        let mut bn_grads: Vec<(String, Buf, Buf)> = Vec::new();
+
+        // BN backward of `y = relu(bn(x) + residual)` (ReLU when `y` is
+        // given): writes dx, and the masked dy into `dres` when given.
+        let bn_backward = |gpu: &mut Gpu,
+                           prefix: &str,
+                           key: &ConvKey,
+                           x: &Buf,
+                           y: Option<&Buf>,
+                           dy: &Buf,
+                           stats: &Stats,
+                           dres: Option<&Buf>|
+         -> Result<(Buf, Buf, Buf)> {
+            let (c, hw) = (key.cout, key.out_h() * key.out_w());
+            let len = key.n * c * hw;
+            let gamma = vptr(gpu, &format!("{prefix}.weight"))?;
+            let (ca, cb, cd) = (gpu.buf(c)?, gpu.buf(c)?, gpu.buf(c)?);
+            let (dgamma, dbeta) = (gpu.buf(c)?, gpu.buf(c)?);
+            let dx = gpu.buf(len)?;
+            let s = &gpu.stream;
+            let xp = ptr(s, x);
+            let (yp, has_y) = match y {
+                Some(y) => (ptr(s, y), 1i32),
+                None => (xp, 0i32),
+            };
+            let dyp = ptr(s, dy);
+            let (ap, bp, dp) = (ptr(s, &ca), ptr(s, &cb), ptr(s, &cd));
+            let (dgp, dbp) = (ptr(s, &dgamma), ptr(s, &dbeta));
+            let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
+            let dxp = ptr(s, &dx);
+            let (rp, has_dres) = match dres {
+                Some(r) => (ptr(s, r), 1i32),
+                None => (dxp, 0i32),
+            };
+            launch!(
+                gpu,
+                "bn_bwd_sums",
+                c,
+                xp,
+                yp,
+                dyp,
+                has_y,
+                key.n as i32,
+                c as i32,
+                hw as i32,
+                gamma,
+                mp,
+                vp,
+                EPS,
+                ap,
+                bp,
+                dp,
+                dgp,
+                dbp
+            );
+            launch!(
+                gpu,
+                "bn_bwd_dx",
+                grid(len),
+                xp,
+                yp,
+                dyp,
+                has_y,
+                ap,
+                bp,
+                dp,
+                c as i32,
+                hw as i32,
+                len as i64,
+                dxp,
+                rp,
+                has_dres
+            );
+            Ok((dx, dgamma, dbeta))
+        };
+
+        let Tape {
+            n,
+            stem_in,
+            stem,
+            stem_c,
+            stem_s,
+            mut acts,
+            blocks,
+            last_hw,
+            last_c,
+        } = tape;
+        // [n, c] → [n, c, h·w]
+        let total = n * last_c * last_hw;
+        let mut d = gpu.buf(total)?;
+        {
+            let (fp, dp) = (tensor_ptr(&gpu.stream, d_feat)?, ptr(&gpu.stream, &d));
+            launch!(
+                gpu,
+                "avg_pool_bwd",
+                grid(total),
+                fp,
+                last_hw as i32,
+                total as i64,
+                dp
+            );
+        }
+        let conv_grad = |gpu: &Gpu, spec: &ConvSpec, dw: Buf| -> (String, Tensor) {
+            let t = gpu.tensor(dw, &[spec.cout, spec.cin, spec.k, spec.k]);
+            (spec.weight.clone(), t)
+        };
+        for (b, t) in self.blocks.iter().zip(blocks).rev() {
+            let out = acts
+                .pop()
+                .ok_or_else(|| ModelError::Invalid("tape too short".into()))?;
+            let x = acts
+                .last()
+                .ok_or_else(|| ModelError::Invalid("tape too short".into()))?;
+            let xp = ptr(&gpu.stream, x);
+            // out = relu(bn2(c2) + shortcut): dc2 and the masked gradient g.
+            let g = gpu.buf(t.c2.len())?;
+            let (dc2, dg2, db2) = bn_backward(
+                gpu,
+                &b.bn2,
+                &t.g2.key,
+                &t.c2,
+                Some(&out),
+                &d,
+                &t.s2,
+                Some(&g),
+            )?;
+            bn_grads.push((b.bn2.clone(), dg2, db2));
+            let mut dx = match (&b.shortcut, &t.short) {
+                (Some((spec, bn)), Some((gs, cs, ss))) => {
+                    let (dcs, dgs, dbs) = bn_backward(gpu, bn, &gs.key, cs, None, &g, ss, None)?;
+                    bn_grads.push((bn.clone(), dgs, dbs));
+                    let dcsp = ptr(&gpu.stream, &dcs);
+                    let dw = gpu.conv_backward_filter(gs.key, xp, dcsp)?;
+                    grads.push(conv_grad(gpu, spec, dw));
+                    let mut dx = gpu.buf(x.len())?;
+                    let wp = vptr(gpu, &spec.weight)?;
+                    gpu.conv_backward_data(gs.key, dcsp, wp, &mut dx, false)?;
+                    dx
+                }
+                _ => g,
+            };
+            let (a1p, dc2p) = (ptr(&gpu.stream, &t.a1), ptr(&gpu.stream, &dc2));
+            let dw = gpu.conv_backward_filter(t.g2.key, a1p, dc2p)?;
+            grads.push(conv_grad(gpu, &b.conv2, dw));
+            let mut da1 = gpu.buf(t.a1.len())?;
+            let w2 = vptr(gpu, &b.conv2.weight)?;
+            gpu.conv_backward_data(t.g2.key, dc2p, w2, &mut da1, false)?;
+            let (dc1, dg1, db1) = bn_backward(
+                gpu,
+                &b.bn1,
+                &t.g1.key,
+                &t.c1,
+                Some(&t.a1),
+                &da1,
+                &t.s1,
+                None,
+            )?;
+            bn_grads.push((b.bn1.clone(), dg1, db1));
+            let dc1p = ptr(&gpu.stream, &dc1);
+            let dw = gpu.conv_backward_filter(t.g1.key, xp, dc1p)?;
+            grads.push(conv_grad(gpu, &b.conv1, dw));
+            let w1 = vptr(gpu, &b.conv1.weight)?;
+            gpu.conv_backward_data(t.g1.key, dc1p, w1, &mut dx, true)?;
+            d = dx;
+        }
+        // The stem: no gradient for the images.
+        let stem_out = acts
+            .pop()
+            .ok_or_else(|| ModelError::Invalid("tape too short".into()))?;
+        let (dc0, dg0, db0) = bn_backward(
+            gpu,
+            &self.stem_bn,
+            &stem.key,
+            &stem_c,
+            Some(&stem_out),
+            &d,
+            &stem_s,
+            None,
+        )?;
+        bn_grads.push((self.stem_bn.clone(), dg0, db0));
+        let (ip, dcp) = (tensor_ptr(&gpu.stream, &stem_in)?, ptr(&gpu.stream, &dc0));
+        let dw = gpu.conv_backward_filter(stem.key, ip, dcp)?;
+        grads.push(conv_grad(gpu, &self.stem, dw));
+        for (prefix, dgamma, dbeta) in bn_grads {
+            let c = dgamma.len();
+            grads.push((format!("{prefix}.weight"), gpu.tensor(dgamma, &[c])));
+            grads.push((format!("{prefix}.bias"), gpu.tensor(dbeta, &[c])));
+        }
+        Ok(grads)
+    }
+}
