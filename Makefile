@@ -57,9 +57,11 @@ else
 	$(CARGO) build --profile $(PROFILE) --workspace --bins
 endif
 
+# The tests build in the release profile, as the demo does: one compilation
+# serves both (and the tests of training code need optimisation anyway).
 test:
-	$(CARGO) test --workspace
-	$(MAKE) --no-print-directory pipeline-test PROFILE=dev
+	$(CARGO) test --profile $(PROFILE) --workspace
+	$(MAKE) --no-print-directory pipeline-test
 
 bench: bench-prep bench-augment bench-evaluate bench-train
 
