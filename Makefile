@@ -149,7 +149,7 @@ DEF_REFERENCES := pixels head
 DEF_EVAL_FLAGS :=
 
 # The demo's CPU preset (kept under its old names), from the budget study
-# (README, "A short budget"; bench/study-results.tsv), for under 20 minutes
+# (docs/budget-study.md; bench/study-results.tsv), for under 20 minutes
 # on 2 cores (16-17 min measured on a quiet AVX-512 machine). The images are
 # halved to 14x14 (2x2 means, DEMO_SIZE): a pretraining epoch costs about a
 # third, so the budget buys 40 + 5 + 200 epochs, and the 2-D map gains more
