@@ -1,6 +1,7 @@
 # t-SimCNE pipeline. `make help` lists the targets.
 #
-# Every stage is a binary in target/release that talks to the others only
+# Every stage is a command in target/release (a link to the one executable,
+# tsimcne, made by `make build`) that talks to the others only
 # through files. A run lives in runs/<dataset>/<run>/ (the demo in
 # runs/demo/). A stage reruns when one of its input files changes or when its
 # parameters do: each stage's parameters are kept in a stamp file,
@@ -55,6 +56,7 @@ ifneq ($(CUDA),)
 	CARGO_TARGET_DIR=target/cuda scripts/build-cuda.sh
 else
 	$(CARGO) build --profile $(PROFILE) --workspace --bins
+	$(BIN)/tsimcne --link-stages $(BIN)
 endif
 
 # The tests build in the release profile, as the demo does: one compilation

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
-cargo build --release -q -p tsimcne-cli --bin prep --bin evaluate
+cargo build --release -q -p tsimcne-cli && target/release/tsimcne --link-stages target/release 2>/dev/null
 work=${BENCH_DIR:-target/bench}
 mkdir -p "$work"
 images=$work/fm70k.parquet

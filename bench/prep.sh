@@ -4,7 +4,7 @@
 # Usage: bench/prep.sh   (or: make bench-prep). Prints the best of 3 runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p tsimcne-cli
+cargo build --release -q -p tsimcne-cli && target/release/tsimcne --link-stages target/release 2>/dev/null
 work=${BENCH_DIR:-target/bench}
 mkdir -p "$work"
 archive=$work/cifar-like-10-binary.tar.gz

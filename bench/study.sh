@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 settings=${1:-bench/study.tsv}
 threads=${2:-2}
-cargo build --release -q -p tsimcne-cli
+cargo build --release -q -p tsimcne-cli && target/release/tsimcne --link-stages target/release 2>/dev/null
 bin=${CARGO_TARGET_DIR:-target}/release
 work=${BENCH_DIR:-target/bench}/study
 mkdir -p "$work"

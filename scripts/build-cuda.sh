@@ -4,7 +4,7 @@
 # come from NVIDIA's PyPI wheels in a private virtual environment; a GPU is
 # not needed to build.
 #
-#   scripts/build-cuda.sh               build target/cuda/release/{pretrain,project,finetune,embed,...}
+#   scripts/build-cuda.sh               build target/cuda/release/tsimcne (linked as prep, pretrain, ...)
 #                                       and target/cuda/release/examples/bench_train
 #   scripts/build-cuda.sh tests         build the GPU tests (release profile) and copy them to
 #                                       target/cuda/release/tests/PACKAGE-TEST, for scripts/pack-cuda.sh
@@ -148,5 +148,6 @@ if [ $# -gt 0 ]; then
 fi
 cargo build --release -p tsimcne-cli -p tsimcne-train \
   --features "tsimcne-cli/$features,tsimcne-train/$features" --bins --example bench_train
-echo "build-cuda: built $CARGO_TARGET_DIR/release/{prep,pretrain,project,finetune,embed,evaluate} and examples/bench_train"
+"$CARGO_TARGET_DIR/release/tsimcne" --link-stages "$CARGO_TARGET_DIR/release"
+echo "build-cuda: built $CARGO_TARGET_DIR/release/tsimcne (linked as each stage) and examples/bench_train"
 echo "build-cuda: to run them: source $CARGO_TARGET_DIR/cuda-env.sh"

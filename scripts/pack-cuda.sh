@@ -5,7 +5,7 @@
 # which shares their common code (about 15 MB for all of them).
 #
 #   scripts/pack-cuda.sh [BINARY...]
-#       default: prep pretrain project finetune embed evaluate
+#       default: tsimcne (with its links named after the stages),
 #       examples/bench_train, and every test executable in tests/ (put there
 #       by `scripts/build-cuda.sh tests`)
 #       → target/cuda-pack/tsimcne-cuda.tar.xz (paths relative to target/cuda/release)
@@ -20,7 +20,7 @@ build=${CARGO_TARGET_DIR:-$repo/target/cuda}/release
 pack=$repo/target/cuda-pack
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(prep pretrain project finetune embed evaluate examples/bench_train)
+  names=(tsimcne examples/bench_train)
   if [ -d "$build/tests" ]; then
     for t in "$build"/tests/*; do
       [ -x "$t" ] && names+=("tests/$(basename "$t")")
@@ -38,6 +38,11 @@ for name in "${names[@]}"; do
   mkdir -p "$stage/$(dirname "$name")"
   strip -o "$stage/$name" "$src"
 done
+# The stages' names, as links to the executable beside them.
+if [ -f "$stage/tsimcne" ]; then
+  "$build/tsimcne" --link-stages "$stage"
+  names+=($(cd "$stage" && find . -maxdepth 1 -type l -printf '%f\n'))
+fi
 tar -C "$stage" -cf - "${names[@]}" | xz -T0 -9 -c >"$pack/.tsimcne-cuda.tar.xz.tmp"
 mv -f "$pack/.tsimcne-cuda.tar.xz.tmp" "$pack/tsimcne-cuda.tar.xz"
 echo "pack-cuda: $pack/tsimcne-cuda.tar.xz ($(($(stat -c %s "$pack/tsimcne-cuda.tar.xz") / 1024 / 1024)) MiB: ${names[*]})"

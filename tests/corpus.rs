@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryArray, Int32Array, RecordBatch, StringArray, UInt32Array};
-use arrow::datatypes::{Field, Schema};
+use arrow_array::{ArrayRef, BinaryArray, Int32Array, RecordBatch, StringArray, UInt32Array};
+use arrow_schema::{Field, Schema};
 use common::*;
 use tsimcne_format::model_config::{InputShape, MODEL_CONFIG_VERSION, ModelConfig, TrainingConfig};
 use tsimcne_format::{ImageMeta, ImageSet, Split};
@@ -26,16 +26,12 @@ fn corpus_dir() -> PathBuf {
     repo_root().join("tests/corpus")
 }
 
-fn binary(name: &str) -> &'static str {
-    match name {
-        "prep" => env!("CARGO_BIN_EXE_prep"),
-        "pretrain" => env!("CARGO_BIN_EXE_pretrain"),
-        "project" => env!("CARGO_BIN_EXE_project"),
-        "finetune" => env!("CARGO_BIN_EXE_finetune"),
-        "embed" => env!("CARGO_BIN_EXE_embed"),
-        "evaluate" => env!("CARGO_BIN_EXE_evaluate"),
-        other => panic!("manifest names an unknown binary {other:?}"),
-    }
+fn binary(name: &str) -> PathBuf {
+    assert!(
+        tsimcne_cli::stages::stage(name).is_some(),
+        "manifest names an unknown stage {name:?}"
+    );
+    stage(name)
 }
 
 /// One manifest line: `entry | command | expected text`.
@@ -193,7 +189,7 @@ fn the_good_inputs_are_accepted() {
     let good = corpus_dir().join("good");
     let out = scratch.path().join("e.parquet");
     let r = run(
-        binary("embed"),
+        "embed",
         &[
             "--model",
             s(&good.join("model")),
@@ -205,7 +201,7 @@ fn the_good_inputs_are_accepted() {
     );
     assert!(r.ok(), "{}", r.stderr);
     let r = run(
-        binary("prep"),
+        "prep",
         &[
             "mnist",
             "--input",
@@ -216,7 +212,7 @@ fn the_good_inputs_are_accepted() {
     );
     assert!(r.ok(), "{}", r.stderr);
     let r = run(
-        binary("prep"),
+        "prep",
         &[
             "cifar10",
             "--no-verify",
@@ -228,7 +224,7 @@ fn the_good_inputs_are_accepted() {
     );
     assert!(r.ok(), "{}", r.stderr);
     let r = run(
-        binary("prep"),
+        "prep",
         &[
             "folder",
             "--input",

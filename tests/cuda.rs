@@ -18,10 +18,10 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use tsimcne_format::model_config::ModelConfig;
 
-const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
-const PROJECT: &str = env!("CARGO_BIN_EXE_project");
-const FINETUNE: &str = env!("CARGO_BIN_EXE_finetune");
-const EMBED: &str = env!("CARGO_BIN_EXE_embed");
+const PRETRAIN: &str = "pretrain";
+const PROJECT: &str = "project";
+const FINETUNE: &str = "finetune";
+const EMBED: &str = "embed";
 
 fn requested() -> bool {
     let on = std::env::var_os("TSIMCNE_TEST_CUDA").is_some();

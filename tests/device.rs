@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use tsimcne_format::model_config::ModelConfig;
 
-const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
+const PRETRAIN: &str = "pretrain";
 
 /// 64 images and a tiny pretrained model (one epoch, on the CPU).
 fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
@@ -76,8 +76,8 @@ fn cuda_in_a_cpu_build_is_a_one_line_error() {
     let out = dir.path().join("out");
     let phrases = ["no CUDA support", "scripts/build-cuda.sh"];
     run(PRETRAIN, &pretrain_args(&images, &out, "cuda")).assert_user_error("cuda:0", &phrases);
-    let project = env!("CARGO_BIN_EXE_project");
-    let finetune = env!("CARGO_BIN_EXE_finetune");
+    let project = "project";
+    let finetune = "finetune";
     for (bin, device) in [(project, "cuda"), (finetune, "cuda:1")] {
         let r = run(
             bin,
@@ -96,7 +96,7 @@ fn cuda_in_a_cpu_build_is_a_one_line_error() {
     }
     let emb = dir.path().join("embedding.parquet");
     run(
-        env!("CARGO_BIN_EXE_embed"),
+        "embed",
         &[
             "--model",
             s(&pre),

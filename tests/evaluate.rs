@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use tsimcne_format::vectors::{KIND_FEATURES, VectorColumn, write_embedding, write_vectors};
 
-const PREP: &str = env!("CARGO_BIN_EXE_prep");
-const EVALUATE: &str = env!("CARGO_BIN_EXE_evaluate");
+const PREP: &str = "prep";
+const EVALUATE: &str = "evaluate";
 
 /// 400 Fashion-MNIST images with both splits (the embedded test set serves
 /// as both), and their pixels.

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
-const PROJECT: &str = env!("CARGO_BIN_EXE_project");
-const FINETUNE: &str = env!("CARGO_BIN_EXE_finetune");
+const PRETRAIN: &str = "pretrain";
+const PROJECT: &str = "project";
+const FINETUNE: &str = "finetune";
 
 /// Kills per stage (3 stages).
 const KILLS: usize = 8;
@@ -58,7 +58,7 @@ fn temporaries(dir: &Path, pid: Option<u32>) -> Vec<String> {
 }
 
 fn spawn(bin: &str, args: &[String]) -> Child {
-    Command::new(bin)
+    Command::new(stage(bin))
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -8,7 +8,7 @@ use std::path::Path;
 use common::*;
 use tsimcne_format::{ImageSet, Split, read_image_table};
 
-const PREP: &str = env!("CARGO_BIN_EXE_prep");
+const PREP: &str = "prep";
 
 fn prep(args: &[&str]) -> Run {
     run(PREP, args)

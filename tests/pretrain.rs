@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use tsimcne_format::model_config::ModelConfig;
 
-const PREP: &str = env!("CARGO_BIN_EXE_prep");
-const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
+const PREP: &str = "prep";
+const PRETRAIN: &str = "pretrain";
 
 /// A 200-image slice of the embedded Fashion-MNIST test set.
 fn images(dir: &Path, n: usize) -> PathBuf {
@@ -107,7 +107,7 @@ fn resume_after_kill_is_byte_identical() {
     // Kill -9 at several moments: before the first checkpoint, and after one
     // or more; then the same command again, until it finishes.
     for wait_for_epochs in [0usize, 1, 2] {
-        let mut child = Command::new(PRETRAIN)
+        let mut child = Command::new(stage(PRETRAIN))
             .args(args(&imgs, &killed, "4"))
             .spawn()
             .unwrap();
@@ -192,7 +192,7 @@ fn a_second_run_on_a_busy_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let imgs = images(dir.path(), 160);
     let out = dir.path().join("busy");
-    let mut first = Command::new(PRETRAIN)
+    let mut first = Command::new(stage(PRETRAIN))
         .args(args(&imgs, &out, "200"))
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -17,11 +17,11 @@ use std::process::{Command, Output};
 
 use common::*;
 
-const PREP: &str = env!("CARGO_BIN_EXE_prep");
-const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
-const PROJECT: &str = env!("CARGO_BIN_EXE_project");
-const EMBED: &str = env!("CARGO_BIN_EXE_embed");
-const EVALUATE: &str = env!("CARGO_BIN_EXE_evaluate");
+const PREP: &str = "prep";
+const PRETRAIN: &str = "pretrain";
+const PROJECT: &str = "project";
+const EMBED: &str = "embed";
+const EVALUATE: &str = "evaluate";
 
 /// Whether private user and mount namespaces can be made here.
 fn namespaces() -> bool {
@@ -113,7 +113,8 @@ fn with_read_only(dir: &Path, bin: &str, args: &[&str]) -> Option<Run> {
         let script = r#"d="$1"; shift
 mount --bind "$d" "$d" && mount -o remount,bind,ro "$d" || exit 99
 exec "$@""#;
-        let mut a = vec![s(dir), bin];
+        let path = stage(bin);
+        let mut a = vec![s(dir), s(&path)];
         a.extend(args);
         let o = in_namespace(script, &a);
         if o.status.code() != Some(99) {
@@ -273,7 +274,8 @@ fn full_disk(
     std::fs::create_dir_all(mnt).unwrap();
     std::fs::create_dir_all(keep).unwrap();
     let size = size.to_string();
-    let mut a = vec![s(mnt), s(src), s(keep), size.as_str(), bin];
+    let path = stage(bin);
+    let mut a = vec![s(mnt), s(src), s(keep), size.as_str(), s(&path)];
     a.extend(args);
     let o = in_namespace(FULL_DISK, &a);
     match o.status.code() {

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use common::*;
 
-const PREP: &str = env!("CARGO_BIN_EXE_prep");
-const PRETRAIN: &str = env!("CARGO_BIN_EXE_pretrain");
-const PROJECT: &str = env!("CARGO_BIN_EXE_project");
-const FINETUNE: &str = env!("CARGO_BIN_EXE_finetune");
-const EMBED: &str = env!("CARGO_BIN_EXE_embed");
+const PREP: &str = "prep";
+const PRETRAIN: &str = "pretrain";
+const PROJECT: &str = "project";
+const FINETUNE: &str = "finetune";
+const EMBED: &str = "embed";
 
 const TRAIN: [&str; 8] = [
     "--batch-size",
@@ -232,7 +232,7 @@ fn map_scale_is_recorded_and_checked() {
                 let col = batch.column_by_name(c).unwrap();
                 let v = col
                     .as_any()
-                    .downcast_ref::<arrow::array::Float32Array>()
+                    .downcast_ref::<arrow_array::Float32Array>()
                     .unwrap();
                 assert!(v.values().iter().all(|x| x.is_finite()), "{c}");
             }
@@ -302,7 +302,7 @@ fn embed_loads_a_pytorch_export() {
 fn kill_and_rerun(bin: &str, args: &[String], out: &Path) {
     use std::process::Command;
     use std::time::{Duration, Instant};
-    let mut child = Command::new(bin).args(args).spawn().unwrap();
+    let mut child = Command::new(stage(bin)).args(args).spawn().unwrap();
     let t0 = Instant::now();
     while !out.join("checkpoint.safetensors").exists() && t0.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(10));

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -51,8 +52,31 @@ impl Run {
     }
 }
 
-pub fn run(bin: &str, args: &[&str]) -> Run {
-    let out: Output = Command::new(bin)
+/// The path of stage `name`: a link named after it to the `tsimcne`
+/// executable, beside it, made by `tsimcne --link-stages` as `make build`
+/// makes them, so the tests call the stages the way users do.
+pub fn stage(name: &str) -> PathBuf {
+    static LINKED: OnceLock<()> = OnceLock::new();
+    let exe = Path::new(env!("CARGO_BIN_EXE_tsimcne"));
+    let dir = exe.parent().expect("the executable's folder");
+    LINKED.get_or_init(|| {
+        let out = Command::new(exe)
+            .arg("--link-stages")
+            .arg(dir)
+            .output()
+            .expect("tsimcne runs");
+        assert!(
+            out.status.success(),
+            "tsimcne --link-stages: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    dir.join(name)
+}
+
+/// Runs stage `name` (see [`stage`]) with `args`.
+pub fn run(name: &str, args: &[&str]) -> Run {
+    let out: Output = Command::new(stage(name))
         .args(args)
         .env_remove("RUST_BACKTRACE")
         .output()
@@ -79,7 +103,7 @@ pub fn embedded_subset(out: &Path, n: usize) {
     let data = repo_root().join("data/fashion-mnist");
     let n = n.to_string();
     let r = run(
-        env!("CARGO_BIN_EXE_prep"),
+        "prep",
         &[
             "fashion-mnist",
             "--input",

@@ -1,7 +1,9 @@
-//! Shared plumbing of the stage binaries: progress bars and the exit path.
-//! Each binary in `src/bin/` parses its arguments into a library config,
-//! calls the library, and maps errors to an exit code. Nothing else.
+//! The command line: each stage in `stages/` parses its arguments into a
+//! library config, calls the library, and maps errors to an exit code.
+//! Nothing else. The shared plumbing (progress bars, the exit path) is here;
+//! `src/main.rs` is the one executable, `tsimcne`, that runs every stage.
 
+pub mod stages;
 pub mod two_d;
 
 use std::process::ExitCode;

@@ -2,6 +2,7 @@
 //! each stage's recipe defaults set on the clap command (so `--help` shows
 //! them).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -202,9 +203,10 @@ fn command(stage: TwoDStage) -> Command {
         .mut_arg("warmup", |a| a.default_value(warmup))
 }
 
-/// `main` of `project` and `finetune`.
-pub fn main(stage: TwoDStage) -> ExitCode {
-    let matches = command(stage).get_matches();
+/// `main` of `project` and `finetune`: `argv` is the command line, the
+/// stage's name first.
+pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
+    let matches = command(stage).get_matches_from(argv);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),

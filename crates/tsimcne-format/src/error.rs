@@ -28,7 +28,7 @@ pub enum FormatError {
     Arrow {
         path: PathBuf,
         #[source]
-        source: arrow::error::ArrowError,
+        source: arrow_schema::ArrowError,
     },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },

@@ -10,12 +10,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
+use arrow_array::types::Int32Type;
+use arrow_array::{
     Array, ArrayRef, BinaryArray, DictionaryArray, Int32Array, RecordBatch, StringArray,
     UInt32Array,
 };
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -25,6 +25,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
+use crate::convert;
 use crate::error::{FormatError, Result};
 
 /// The newest image-table format this build reads and the one it writes.
@@ -359,12 +360,12 @@ fn batch(
     set: &ImageSet,
     schema: &SchemaRef,
     range: std::ops::Range<usize>,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let ids = UInt32Array::from_iter_values(range.clone().map(|i| i as u32));
     let splits =
         StringArray::from_iter_values(set.splits[range.clone()].iter().map(|s| s.as_str()));
     let names =
-        |labels: &[Option<i32>], names: &[String]| -> Result<ArrayRef, arrow::error::ArrowError> {
+        |labels: &[Option<i32>], names: &[String]| -> Result<ArrayRef, arrow_schema::ArrowError> {
             let keys = Int32Array::from(labels.to_vec());
             let values = StringArray::from_iter_values(names.iter());
             Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
@@ -552,44 +553,34 @@ impl ImageTableReader {
     fn convert(&mut self, batch: RecordBatch) -> Result<ImageBatch> {
         let path = &self.path;
         let bad = |m: String| FormatError::invalid(path, m);
-        let arrow_err = |source| FormatError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        };
-        let col = |name: &str, ty: &DataType| -> Result<ArrayRef> {
-            let a = batch
+        let col = |name: &str| -> Result<&ArrayRef> {
+            batch
                 .column_by_name(name)
-                .ok_or_else(|| bad(format!("column {name:?} is missing")))?;
-            cast(a, ty).map_err(arrow_err)
+                .ok_or_else(|| bad(format!("column {name:?} is missing")))
         };
+        // `check_type` admitted each column's type when the file was opened.
+        let mistyped = |name: &str| bad(format!("column {name:?} changes its type"));
         let first = self.next_id;
-        let ids = col(column::ID, &DataType::UInt32)?;
-        let ids = ids
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .expect("cast to u32");
-        if ids.null_count() > 0 {
-            return Err(bad("column \"id\" has nulls".into()));
-        }
-        for (k, &id) in ids.values().iter().enumerate() {
-            if id as usize != first + k {
+        let id_cells =
+            convert::integers(col(column::ID)?.as_ref()).ok_or_else(|| mistyped(column::ID))?;
+        let mut ids = Vec::with_capacity(id_cells.len());
+        for (k, id) in id_cells.into_iter().enumerate() {
+            let id = id.ok_or_else(|| bad("column \"id\" has nulls".into()))?;
+            if id != (first + k) as i64 {
                 return Err(bad(format!(
                     "row {}: id {id}, expected {} (ids must be 0..N in order)",
                     first + k,
                     first + k
                 )));
             }
+            ids.push(id as u32);
         }
-        let splits = col(column::SPLIT, &DataType::Utf8)?;
-        let splits = splits
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("cast to utf8");
-        let splits = splits
-            .iter()
+        let splits = convert::strings(col(column::SPLIT)?.as_ref())
+            .ok_or_else(|| mistyped(column::SPLIT))?
+            .into_iter()
             .enumerate()
             .map(|(k, s)| {
-                s.and_then(Split::parse).ok_or_else(|| {
+                s.as_deref().and_then(Split::parse).ok_or_else(|| {
                     bad(format!(
                         "row {}: split {s:?} is not \"train\" or \"test\"",
                         first + k
@@ -598,12 +589,19 @@ impl ImageTableReader {
             })
             .collect::<Result<Vec<_>>>()?;
         let labels_of = |name: &str| -> Result<Vec<Option<i32>>> {
-            let a = col(name, &DataType::Int32)?;
-            Ok(a.as_any()
-                .downcast_ref::<Int32Array>()
-                .expect("cast to i32")
-                .iter()
-                .collect())
+            let cells = convert::integers(col(name)?.as_ref()).ok_or_else(|| mistyped(name))?;
+            cells
+                .into_iter()
+                .enumerate()
+                .map(|(k, l)| {
+                    l.map(|l| {
+                        i32::try_from(l).map_err(|_| {
+                            bad(format!("row {}: {name} {l} is out of range", first + k))
+                        })
+                    })
+                    .transpose()
+                })
+                .collect()
         };
         let labels = labels_of(column::LABEL)?;
         check_labels(&labels, &self.meta.class_names, "label")
@@ -619,38 +617,33 @@ impl ImageTableReader {
         };
         let mut pixels = Vec::new();
         if self.with_images {
-            let images = col(column::IMAGE, &DataType::Binary)?;
-            let images = images
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .expect("cast to binary");
+            let images = col(column::IMAGE)?;
             let n = self.meta.image_len();
             // The bytes present, not the header's size times the rows: a
             // footer claiming huge images never sizes an allocation.
-            pixels.reserve(
-                images
-                    .value_data()
-                    .len()
-                    .min(images.len().saturating_mul(n)),
-            );
-            for (k, img) in images.iter().enumerate() {
+            let present = images.get_buffer_memory_size();
+            pixels.reserve(present.min(images.len().saturating_mul(n)));
+            let meta = &self.meta;
+            convert::for_each_bytes(images.as_ref(), |k, img| {
                 let img = img.ok_or_else(|| bad(format!("row {}: image is null", first + k)))?;
                 if img.len() != n {
                     return Err(bad(format!(
                         "row {}: image has {} bytes, expected {n} ({}x{}x{})",
                         first + k,
                         img.len(),
-                        self.meta.height,
-                        self.meta.width,
-                        self.meta.channels
+                        meta.height,
+                        meta.width,
+                        meta.channels
                     )));
                 }
                 pixels.extend_from_slice(img);
-            }
+                Ok(())
+            })
+            .ok_or_else(|| mistyped(column::IMAGE))??;
         }
         self.next_id += ids.len();
         Ok(ImageBatch {
-            ids: ids.values().to_vec(),
+            ids,
             splits,
             labels,
             coarse_labels,

@@ -2,6 +2,7 @@
 
 pub mod atomic;
 mod contain;
+mod convert;
 mod error;
 pub mod image_table;
 pub mod model_config;

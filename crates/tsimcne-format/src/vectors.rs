@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array};
+use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::atomic::write_atomic;
+use crate::convert;
 use crate::error::{FormatError, Result};
 
 /// `tsimcne.kind` of a features table.
@@ -158,7 +159,7 @@ pub fn write_embedding(
     ];
     let mut arrays: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from(ids.to_vec())),
-        Arc::new(arrow::array::Int32Array::from(labels.to_vec())),
+        Arc::new(arrow_array::Int32Array::from(labels.to_vec())),
     ];
     if dim <= COORDS.len() {
         for (k, name) in COORDS.iter().take(dim).enumerate() {
@@ -211,8 +212,8 @@ enum Source<'a> {
 }
 
 /// The row offsets (from 0) and the values of a List or LargeList array.
-fn list_parts<O: arrow::array::OffsetSizeTrait>(
-    l: &arrow::array::GenericListArray<O>,
+fn list_parts<O: arrow_array::OffsetSizeTrait>(
+    l: &arrow_array::GenericListArray<O>,
 ) -> (Vec<usize>, ArrayRef) {
     let o = l.value_offsets();
     let base = o[0].as_usize();
@@ -234,8 +235,8 @@ pub fn read_vectors(path: &Path, column: Option<&str>) -> Result<Vectors> {
 }
 
 fn read_vectors_unguarded(path: &Path, column: Option<&str>) -> Result<Vectors> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::Float32Type;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -333,12 +334,7 @@ fn read_vectors_unguarded(path: &Path, column: Option<&str>) -> Result<Vectors> 
         if a.null_count() > 0 {
             return Err(bad(format!("{what} has null values")));
         }
-        let a =
-            arrow::compute::cast(a, &DataType::Float32).map_err(|source| FormatError::Arrow {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(a.as_primitive::<Float32Type>().values().to_vec())
+        convert::floats(a.as_ref()).ok_or_else(|| bad(format!("{what} is not a float column")))
     };
 
     let mut ids: Vec<u32> = Vec::new();
@@ -353,12 +349,9 @@ fn read_vectors_unguarded(path: &Path, column: Option<&str>) -> Result<Vectors> 
         if id.null_count() > 0 {
             return Err(bad("column \"id\" has null values".into()));
         }
-        let id =
-            arrow::compute::cast(id, &DataType::Int64).map_err(|source| FormatError::Arrow {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        for &v in id.as_primitive::<arrow::datatypes::Int64Type>().values() {
+        let id = convert::integers(id.as_ref())
+            .ok_or_else(|| bad(format!("column \"id\" is {}, not integers", id.data_type())))?;
+        for v in id.into_iter().flatten() {
             let v = u32::try_from(v).map_err(|_| bad(format!("id {v} is out of range")))?;
             ids.push(v);
         }
@@ -525,10 +518,10 @@ mod tests {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(arrow::array::Int64Array::from(vec![0, 1])),
-                Arc::new(arrow::array::Float64Array::from(vec![Some(1.0), None])),
-                Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0])),
-                Arc::new(arrow::array::Float64Array::from(vec![3.0, 4.0])),
+                Arc::new(arrow_array::Int64Array::from(vec![0, 1])),
+                Arc::new(arrow_array::Float64Array::from(vec![Some(1.0), None])),
+                Arc::new(arrow_array::Float64Array::from(vec![1.0, 2.0])),
+                Arc::new(arrow_array::Float64Array::from(vec![3.0, 4.0])),
             ],
         )
         .unwrap();
@@ -549,8 +542,8 @@ mod tests {
 
     #[test]
     fn read_vectors_takes_list_columns_and_refuses_ragged_ones() {
-        use arrow::array::{Array, ListArray};
-        use arrow::datatypes::Float64Type;
+        use arrow_array::types::Float64Type;
+        use arrow_array::{Array, ListArray};
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, rows: Vec<Option<Vec<Option<f64>>>>| {
             let list = ListArray::from_iter_primitive::<Float64Type, _, _>(rows);

@@ -1,10 +1,11 @@
 //! `embed`: place the images of any image table with a trained model.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::{default_threads, run_main, set_compute_threads};
 use clap::Parser;
-use tsimcne_cli::{default_threads, run_main, set_compute_threads};
 use tsimcne_model::DeviceSpec;
 
 /// Embed images with a trained model: the map is parametric, so any model
@@ -12,7 +13,7 @@ use tsimcne_model::DeviceSpec;
 /// Writes an embedding table (id, label, x, y[, z], or an `embedding` vector
 /// column for more than 3 dimensions).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "embed", version, about, long_about)]
 struct Args {
     /// A model directory (model.safetensors and config.json), or a bare
     /// .safetensors file with the reference PyTorch names (e.g. exported
@@ -34,8 +35,9 @@ struct Args {
     device: DeviceSpec,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// The stage's `main`: `argv` is its command line, its name first.
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let args = Args::parse_from(argv);
     set_compute_threads(args.threads.unwrap_or_else(default_threads).max(1));
     run_main(|| {
         let n = tsimcne_train::stage::embed(&args.model, &args.images, &args.out, args.device)?;

@@ -1,14 +1,15 @@
 //! `pretrain`: contrastive pretraining with the 128-D output (stage 1 of 3).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
-use clap::{Parser, ValueEnum};
-use tsimcne_cli::two_d::{AugmentArgs, LossArg};
-use tsimcne_cli::{
+use crate::two_d::{AugmentArgs, LossArg};
+use crate::{
     ConvMathArg, KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads,
 };
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
 use tsimcne_format::model_config::Normalize;
 use tsimcne_model::DeviceSpec;
 use tsimcne_train::stage::{PretrainConfig, pretrain};
@@ -29,7 +30,7 @@ enum NormalizeArg {
 /// checkpointing every --checkpoint-every epochs; rerunning the same command
 /// resumes from the last checkpoint.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "pretrain", version, about, long_about)]
 struct Args {
     /// The image table (from prep).
     #[arg(long)]
@@ -87,8 +88,9 @@ struct Args {
     augment: AugmentArgs,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// The stage's `main`: `argv` is its command line, its name first.
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let args = Args::parse_from(argv);
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
     set_compute_threads(threads);
     run_main(|| run(args, threads))

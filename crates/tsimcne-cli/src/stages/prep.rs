@@ -1,12 +1,13 @@
 //! `prep`: turn a dataset into the image table (Parquet) every later stage reads.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::{Bar, default_threads, run_main};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use tsimcne_cli::{Bar, default_threads, run_main};
 use tsimcne_data::{Fit, FolderOptions, PrepConfig, Source};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -45,7 +46,7 @@ enum FitArg {
 /// mnist/fashion-mnist (directory of the IDX files, gzipped or not), folder
 /// (PNG/JPEG, one subfolder per class or a flat folder).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "prep", version, about, long_about)]
 struct Args {
     /// The dataset to read.
     #[arg(value_enum)]
@@ -99,8 +100,9 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     parsed.ok_or_else(|| format!("{s:?} is not a size like 32 or 28x32"))
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// The stage's `main`: `argv` is its command line, its name first.
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let args = Args::parse_from(argv);
     run_main(|| run(args))
 }
 

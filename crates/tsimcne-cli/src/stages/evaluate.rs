@@ -1,11 +1,12 @@
 //! `evaluate`: kNN accuracy, neighbour preservation and a picture of a map.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::{default_threads, run_main};
 use anyhow::Context;
 use clap::Parser;
-use tsimcne_cli::{default_threads, run_main};
 use tsimcne_eval::{EvalConfig, Reference};
 use tsimcne_format::atomic::write_bytes_atomic;
 
@@ -15,7 +16,7 @@ use tsimcne_format::atomic::write_bytes_atomic;
 /// high-dimensional references, and a picture of the map. Writes
 /// metrics.json, map.png and map.svg into --out.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "evaluate", version, about, long_about)]
 struct Args {
     /// The embedding: any Parquet table with `id` and coordinates (`x`, `y`,
     /// … columns or one vector column), e.g. finetune/embedding.parquet.
@@ -65,8 +66,9 @@ struct Args {
     threads: Option<usize>,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// The stage's `main`: `argv` is its command line, its name first.
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let args = Args::parse_from(argv);
     run_main(|| {
         let references = args
             .references
