@@ -49,7 +49,7 @@ help:
 	@echo "make bench           run the benchmarks (bench-prep, bench-augment, bench-evaluate)"
 	@echo "make build           build the release binaries (DEVICE=cuda: the CUDA build, scripts/build-cuda.sh)"
 	@echo "Override any hyperparameter: make cifar10 PRETRAIN_EPOCHS=500 BATCH=512 DEVICE=cuda THREADS=8"
-	@echo "(see README.md, 'Reproduction runs'); runs go to $(RUNS)/<dataset>/<run>, RUN=name picks the folder."
+	@echo "(see docs/pipelines.md); runs go to $(RUNS)/<dataset>/<run>, RUN=name picks the folder."
 
 build:
 ifneq ($(CUDA),)
@@ -150,28 +150,12 @@ DEF_EVAL_SEED  := 0
 DEF_REFERENCES := pixels head
 DEF_EVAL_FLAGS :=
 
-# The demo's CPU preset (kept under its old names), from the budget study
-# (docs/budget-study.md; bench/study-results.tsv), for under 20 minutes
-# on 2 cores (16-17 min measured on a quiet AVX-512 machine). The images are
-# halved to 14x14 (2x2 means, DEMO_SIZE): a pretraining epoch costs about a
-# third, so the budget buys 40 + 5 + 200 epochs, and the 2-D map gains more
-# from the extra fine-tuning than it loses to the resolution (110 -> 200
-# finetune epochs: +0.004). No warm-up: the reference's per-epoch warm-up
-# runs its first epoch at lr 0, which a short budget cannot spare. Opt-in,
-# not t-SimCNE: each image's second view comes from one of its nearest
-# images. Pretraining and project: 15 nearest in pixel space
-# (DEMO_AUGMENT); fine-tuning: 10 nearest (DEMO_FINETUNE_AUGMENT; 10
-# instead of 15 was +0.006 at 200 epochs). In the 2-D stages the neighbours
-# are by the mean of the pixel and the pretrained backbone's feature cosine
-# similarities (--knn-space joint: the purest neighbour list, 0.770 of
-# neighbours share the label), with only flips as augmentation, and the
-# loss sees each batch's map at a fixed spread (--map-scale 11, where free
-# 2-D points settle: the network cannot widen the gaps between clusters to
-# lower the loss) (DEMO_2D_AUGMENT). DEMO_AUGMENT= DEMO_FINETUNE_AUGMENT=
-# DEMO_2D_AUGMENT= runs the paper's positives and loss. The map starts as
-# the PCA of the 128-D output (--init pca) and is fine-tuned at 0.05 (0.03
-# is the base rate; 0.05 was +0.001 at 120 epochs), not a thousandth of it:
-# 15 epochs at 3e-4 to 3e-3 barely moved it.
+# The demo's CPU preset, for under 20 minutes on 2 cores: 14x14 images, the
+# small network, 40 + 5 + 200 epochs without warm-up, a PCA start of the map,
+# fine-tuning at 0.05, and (opt-in, not t-SimCNE) nearest images as
+# positives with a fixed map spread in the 2-D stages. Why each value:
+# docs/budget-study.md. DEMO_AUGMENT= DEMO_FINETUNE_AUGMENT= DEMO_2D_AUGMENT=
+# runs t-SimCNE's own positives and loss.
 DEMO_SIZE            ?= 14
 DEMO_BACKBONE        ?= small
 DEMO_BATCH           ?= 256
@@ -184,8 +168,9 @@ DEMO_FINETUNE_AUGMENT ?= --knn-positives 10
 DEMO_2D_AUGMENT      ?= --knn-space joint --crop-min 1 --jitter-p 0 --map-scale 11
 DEMO_LIMIT           ?=
 
-# Training speed on CPU, images per second on 2 threads (scaled linearly by
-# THREADS), for the duration printed before a CPU run.
+# Training speed on CPU, images per second on 2 threads at 28x28 (scaled
+# linearly by THREADS), for the duration printed before a CPU run
+# (pipelines/estimate.sh).
 CPU_SPEED_resnet18 ?= 14
 CPU_SPEED_small    ?= 400
 CPU_SPEED_tiny     ?= 150
@@ -240,9 +225,7 @@ else ifeq ($(DATASET),demo)
   DEF_FINETUNE_WARMUP := 0
   DEF_FINETUNE_LR     := $(DEMO_FINETUNE_LR)
   DEF_PREP_FLAGS      := $(if $(DEMO_SIZE),--size $(DEMO_SIZE))
-  # Smaller images train faster: 14x14 measured 1,370-1,500 images/s (the
-  # demo's pretrain and finetune epochs), 3.6x CPU_SPEED_small at 28x28.
-  SPEED_SCALE    := $(if $(DEMO_SIZE),$(shell awk 'BEGIN { r = 28 / $(DEMO_SIZE); print r * r * 0.9 }'),1)
+  IMAGE_SIDE     := $(DEMO_SIZE)
   DEF_PRETRAIN_FLAGS  := $(DEMO_AUGMENT)
   DEF_PROJECT_FLAGS   := --init pca $(DEMO_AUGMENT) $(DEMO_2D_AUGMENT)
   DEF_FINETUNE_FLAGS  := $(DEMO_FINETUNE_AUGMENT) $(DEMO_2D_AUGMENT)
@@ -271,17 +254,9 @@ endif
 # The run folder: RUN if given, else `paper` (or `default`) when every
 # hyperparameter has its default, else the changed ones, e.g.
 # `batch512-pretrain_epochs500`.
-empty :=
-space := $(empty) $(empty)
 differs = $(or $(subst |$(strip $(1))|,,|$(strip $(2))|),$(subst |$(strip $(2))|,,|$(strip $(1))|))
-lc = $(subst A,a,$(subst B,b,$(subst C,c,$(subst D,d,$(subst E,e,$(subst F,f,$(subst G,g,$(subst H,h,$(subst I,i,$(subst J,j,$(subst K,k,$(subst L,l,$(subst M,m,$(subst N,n,$(subst O,o,$(subst P,p,$(subst Q,q,$(subst R,r,$(subst S,s,$(subst T,t,$(subst U,u,$(subst V,v,$(subst W,w,$(subst X,x,$(subst Y,y,$(subst Z,z,$(1)))))))))))))))))))))))))))
 CHANGED := $(strip $(foreach v,$(RUN_VARS),$(if $(call differs,$($(v)),$(DEF_$(v))),$(v))))
-ifdef CHANGED
-  RUN_AUTO := $(shell printf '%s' '$(subst $(space),-,$(foreach v,$(CHANGED),$(call lc,$(v))$(subst $(space),_,$(strip $($(v))))))' \
-	| tr -c 'A-Za-z0-9._+-' '_' | cut -c1-120)
-else
-  RUN_AUTO := $(RUN_DEFAULT)
-endif
+RUN_AUTO := $(shell RUN_DEFAULT=$(RUN_DEFAULT) pipelines/run-name.sh $(foreach v,$(CHANGED),'$(v)=$(strip $($(v)))'))
 RUN_NAME := $(or $(RUN),$(RUN_AUTO))
 RUN_DIR  ?= $(RUNS)/$(DATASET)/$(RUN_NAME)
 D := $(RUN_DIR)
@@ -323,18 +298,8 @@ endif
 ifeq ($(DEVICE)$(filter pipeline-dir,$(MAKECMDGOALS))$(wildcard $(D)/finetune/config.json),cpu)
   N_TRAIN := $(or $(LIMIT),$(N_IMAGES))
   N_THREADS := $(or $(THREADS),$(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2))
-  SPEED := $(shell awk 'BEGIN { printf "%.0f", $(or $(CPU_SPEED_$(BACKBONE)),$(CPU_SPEED_resnet18)) * $(or $(SPEED_SCALE),1) }')
-  SPEED_HI := $(shell awk 'BEGIN { printf "%.0f", $(SPEED) * $(CPU_SPEED_SPREAD) }')
-  # "16-28 minutes", or "50 minutes to 1.4 hours" where the units differ.
-  ESTIMATE := $(shell awk 'function u(s) { return s < 120 ? 1 : s < 7200 ? 60 : s < 172800 ? 3600 : 86400 } \
-	function name(s) { return u(s) == 1 ? "seconds" : u(s) == 60 ? "minutes" : u(s) == 3600 ? "hours" : "days" } \
-	function v(s) { return sprintf(u(s) == 3600 ? "%.1f" : "%.0f", s / u(s)) } \
-	BEGIN { work = $(N_TRAIN) * ($(PRETRAIN_EPOCHS) + $(FINETUNE_EPOCHS) + $(PROJECT_EPOCHS) / 3) * 2 / $(N_THREADS); \
-	lo = work / $(SPEED_HI); hi = work / $(SPEED); \
-	if (name(lo) == name(hi)) print v(lo) "-" v(hi) " " name(hi); else print v(lo) " " name(lo) " to " v(hi) " " name(hi) }')
-  $(info $(DATASET): DEVICE=cpu: $(PRETRAIN_EPOCHS)+$(PROJECT_EPOCHS)+$(FINETUNE_EPOCHS) epochs of $(N_TRAIN) images, \
-	$(BACKBONE), $(N_THREADS) threads: expect about $(ESTIMATE) of training from scratch \
-	(at $(SPEED) to $(SPEED_HI) images/s per 2 threads, as measured on different days). $(if $(filter resnet18,$(BACKBONE)),This run is meant for a GPU: DEVICE=cuda.))
+  $(info $(shell pipelines/estimate.sh $(DATASET) $(BACKBONE) $(N_TRAIN) $(PRETRAIN_EPOCHS) $(PROJECT_EPOCHS) \
+	$(FINETUNE_EPOCHS) $(N_THREADS) $(or $(CPU_SPEED_$(BACKBONE)),$(CPU_SPEED_resnet18)) $(CPU_SPEED_SPREAD) $(IMAGE_SIDE)))
 endif
 
 REUSE ?= 1

@@ -1,7 +1,8 @@
-//! README's option tables against the binaries: every flag a stage's
-//! `--help` lists is written in that stage's README section, and every flag
-//! a table row of that section names exists in the stage's `--help`. A flag
-//! added, renamed or removed without its documentation fails here.
+//! The option docs against the binaries: every flag a stage's `--help`
+//! lists is written in that stage's section of docs/options.md, every flag
+//! a table row there names exists in the stage's `--help`, and every flag
+//! README's stage overview names exists. A flag added, renamed or removed
+//! without its documentation fails here.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 
 use common::{run, stage};
 
-/// README's stage sections, by their heading, and the binaries each documents.
+/// docs/options.md's stage sections, by their heading, and the stages each documents.
 const SECTIONS: [(&str, &[&str]); 5] = [
     ("## `prep`", &["prep"]),
     ("## `pretrain`", &["pretrain"]),
@@ -52,23 +53,26 @@ fn help_flags(bin: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// README's text from `heading` to the next `## ` heading.
-fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
-    let start = readme
+/// The text of `doc` from `heading` to the next `## ` heading.
+fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
+    let start = doc
         .find(&format!("\n{heading}"))
-        .unwrap_or_else(|| panic!("README.md has no section {heading}"));
-    let body = &readme[start + 1..];
+        .unwrap_or_else(|| panic!("no section {heading}"));
+    let body = &doc[start + 1..];
     let end = body[3..].find("\n## ").map_or(body.len(), |e| e + 3);
     &body[..end]
 }
 
+fn read(doc: &str) -> String {
+    std::fs::read_to_string(common::repo_root().join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"))
+}
+
 #[test]
-fn readme_documents_exactly_the_flags_of_each_stage() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
+fn the_options_page_documents_exactly_the_flags_of_each_stage() {
+    let options = read("docs/options.md");
     let mut problems = Vec::new();
     for (heading, bins) in SECTIONS {
-        let text = section(&readme, heading);
+        let text = section(&options, heading);
         let documented = flags(text);
         let mut offered = BTreeSet::new();
         for bin in bins {
@@ -76,7 +80,9 @@ fn readme_documents_exactly_the_flags_of_each_stage() {
             let own = help_flags(bin);
             assert!(!own.is_empty(), "{name} --help lists no flags");
             for f in own.difference(&documented) {
-                problems.push(format!("{name} {f}: not in README's section {heading}"));
+                problems.push(format!(
+                    "{name} {f}: not in docs/options.md's section {heading}"
+                ));
             }
             offered.extend(own);
         }
@@ -85,7 +91,7 @@ fn readme_documents_exactly_the_flags_of_each_stage() {
             let first = row.split('|').nth(1).unwrap_or("");
             for f in flags(first).difference(&offered) {
                 problems.push(format!(
-                    "README's section {heading} documents {f}, which no binary of it has"
+                    "docs/options.md's section {heading} documents {f}, which no stage of it has"
                 ));
             }
         }
@@ -93,10 +99,27 @@ fn readme_documents_exactly_the_flags_of_each_stage() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Each stage section is one of the executable's stages, and every stage
+/// README's overview of the stages names only flags that some stage has.
+#[test]
+fn readme_names_only_real_flags() {
+    let readme = read("README.md");
+    let text = section(&readme, "## The stages");
+    let offered: BTreeSet<String> = tsimcne_cli::stages::STAGES
+        .iter()
+        .flat_map(|s| help_flags(s.name))
+        .chain(["--help", "--link-stages", "--path"].map(String::from))
+        .collect();
+    let unknown: Vec<String> = flags(text).difference(&offered).cloned().collect();
+    assert!(
+        unknown.is_empty(),
+        "README's section \"The stages\" names flags no stage has: {unknown:?}"
+    );
+}
+
+/// Each options section is one of the executable's stages, and every stage
 /// has its section.
 #[test]
-fn readme_has_a_section_for_every_stage() {
+fn the_options_page_has_a_section_for_every_stage() {
     let documented: BTreeSet<&str> = SECTIONS
         .iter()
         .flat_map(|(_, b)| b.iter().copied())
