@@ -732,6 +732,121 @@ fn bad_folders() {
     assert_no_output(&out);
 }
 
+/// A 64x48 photo-like JPEG, and the same file cut to a third of its bytes.
+fn jpeg_and_cut(root: &Path, name: &str, cut: &str) {
+    let path = root.join(name);
+    save_rgb(&path, 64, 48, |x, y| {
+        [(x * 4) as u8, (y * 5) as u8, ((x * y) % 251) as u8]
+    });
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(root.join(cut), &bytes[..bytes.len() / 3]).unwrap();
+}
+
+#[test]
+fn a_cut_jpeg_is_an_error_not_a_grey_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    jpeg_and_cut(&root, "a/whole.jpg", "a/cut.jpg");
+    let out = dir.path().join("o.parquet");
+    prep(&["folder", "--input", s(&root), "--out", s(&out)]).assert_user_error(
+        "a/cut.jpg",
+        &["unreadable image", "JPEG", "--skip-unreadable"],
+    );
+    assert_no_output(&out);
+    // The whole file alone reads, with the image crate's decoding.
+    std::fs::remove_file(root.join("a/cut.jpg")).unwrap();
+    prep_ok(&["folder", "--input", s(&root), "--out", s(&out)]);
+    let set = read_image_table(&out).unwrap();
+    let want = image::open(root.join("a/whole.jpg")).unwrap().to_rgb8();
+    assert_eq!(set.pixels, want.into_raw());
+}
+
+#[test]
+fn skip_unreadable_leaves_bad_files_out_and_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mixed bag");
+    save_rgb(&root.join("cats/1.png"), 64, 48, |x, _| [x as u8, 0, 0]);
+    jpeg_and_cut(&root, "cats/2.jpg", "cats/3, cut.jpg");
+    save_rgb(&root.join("dogs/4.png"), 64, 48, |_, y| [0, y as u8, 0]);
+    std::fs::write(root.join("dogs/\"quoted\".png"), b"").unwrap();
+    std::fs::write(root.join("dogs/5.png"), b"this is not a png").unwrap();
+    let out = dir.path().join("t.parquet");
+    let list = dir.path().join("t.skipped.csv");
+
+    // Without the flag: the first bad file (headers are read first, so the
+    // empty file before the cut one), and the hint.
+    prep(&["folder", "--input", s(&root), "--out", s(&out)])
+        .assert_user_error("dogs/\"quoted\".png", &["--skip-unreadable"]);
+    assert_no_output(&out);
+    assert!(!list.exists());
+
+    let r = prep_ok(&[
+        "folder",
+        "--input",
+        s(&root),
+        "--out",
+        s(&out),
+        "--skip-unreadable",
+    ]);
+    assert!(
+        r.stderr.contains("skipped 3 unreadable files, listed in"),
+        "{}",
+        r.stderr
+    );
+    let set = read_image_table(&out).unwrap();
+    assert_eq!(set.len(), 3);
+    assert_eq!(set.labels, vec![Some(0), Some(0), Some(1)]);
+    assert_eq!(set.meta.class_names, vec!["cats", "dogs"]);
+    let csv = std::fs::read_to_string(&list).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "path,reason");
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[1].starts_with("\"cats/3, cut.jpg\",JPEG: "), "{csv}");
+    assert!(
+        lines[2].starts_with("\"dogs/\"\"quoted\"\".png\","),
+        "{csv}"
+    );
+    assert!(lines[3].starts_with("dogs/5.png,"), "{csv}");
+    assert!(
+        !csv.contains(s(&root)),
+        "paths are relative to --input: {csv}"
+    );
+
+    // A later run without the flag removes the stale list with its success.
+    let good = dir.path().join("good");
+    save_rgb(&good.join("1.png"), 4, 4, |_, _| [1, 2, 3]);
+    prep_ok(&["folder", "--input", s(&good), "--out", s(&out)]);
+    assert!(!list.exists(), "an earlier run's list survived");
+
+    // Nothing readable is an error, even when skipping.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("1.png"), b"no").unwrap();
+    std::fs::write(bad.join("2.jpg"), b"").unwrap();
+    let out2 = dir.path().join("none.parquet");
+    prep(&[
+        "folder",
+        "--input",
+        s(&bad),
+        "--out",
+        s(&out2),
+        "--skip-unreadable",
+    ])
+    .assert_user_error("bad", &["none of the 2 images could be read", "1.png"]);
+    assert_no_output(&out2);
+
+    // Only for folders.
+    prep(&[
+        "mnist",
+        "--input",
+        s(&bad),
+        "--out",
+        s(&out2),
+        "--skip-unreadable",
+    ])
+    .assert_user_error("bad", &["--skip-unreadable is for folder sources"]);
+}
+
 #[test]
 fn output_in_a_missing_directory() {
     let dir = tempfile::tempdir().unwrap();

@@ -74,9 +74,15 @@ pub fn stage(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Runs stage `name` (see [`stage`]) with `args`.
+/// Runs stage `name` (see [`stage`]) with `args`; any other name is a
+/// program on the `PATH` (`python3`).
 pub fn run(name: &str, args: &[&str]) -> Run {
-    let out: Output = Command::new(stage(name))
+    let program = if tsimcne_cli::stages::stage(name).is_some() {
+        stage(name)
+    } else {
+        PathBuf::from(name)
+    };
+    let out: Output = Command::new(program)
         .args(args)
         .env_remove("RUST_BACKTRACE")
         .output()

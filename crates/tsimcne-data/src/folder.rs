@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
-use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageReader, RgbImage};
+use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use tsimcne_format::{ImageMeta, ImageSet, Split};
 
 use crate::checksum::{listing_checksum, md5_bytes};
@@ -30,6 +30,17 @@ pub enum Fit {
     Stretch,
 }
 
+/// What `read_folder` does with a file it cannot decode exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Stop at the first such file, naming it: the first in sorted order
+    /// whose header cannot be read, else the first whose pixels cannot.
+    #[default]
+    Stop,
+    /// Leave it out, and list it in [`FolderRead::skipped`].
+    Skip,
+}
+
 #[derive(Clone, Debug)]
 pub struct FolderOptions {
     /// Target (height, width); `None` requires all images to share one size.
@@ -38,6 +49,23 @@ pub struct FolderOptions {
     pub channels: Option<u32>,
     pub fit: Fit,
     pub threads: usize,
+    pub unreadable: Unreadable,
+}
+
+/// A file left out by [`Unreadable::Skip`], and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Relative to the folder, `/`-separated, as [`FolderEntry::rel`].
+    pub rel: String,
+    /// The decoder's or the system's message, without the path.
+    pub reason: String,
+}
+
+/// What [`read_folder`] read: the table and the files it left out.
+#[derive(Clone, Debug)]
+pub struct FolderRead {
+    pub set: ImageSet,
+    pub skipped: Vec<Skipped>,
 }
 
 /// One image file found by [`scan`].
@@ -203,6 +231,26 @@ fn image_error(path: &Path, e: impl std::fmt::Display) -> PrepError {
     }
 }
 
+/// Why a file could not be read, without its path.
+fn reason(e: &PrepError) -> String {
+    match e {
+        PrepError::Image { detail, .. } => detail.clone(),
+        PrepError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A file that stops the run: its name, what is wrong, and the way out.
+fn unreadable(path: &Path, e: &PrepError) -> PrepError {
+    PrepError::Image {
+        path: path.into(),
+        detail: format!(
+            "{} (--skip-unreadable leaves such files out and lists them)",
+            reason(e)
+        ),
+    }
+}
+
 /// Reads only the header: (width, height, colour type).
 fn probe(path: &Path) -> Result<(u32, u32, ColorType)> {
     let reader = ImageReader::open(path)
@@ -315,6 +363,59 @@ pub fn resize_set(set: ImageSet, size: (u32, u32), mode: Fit) -> ImageSet {
     }
 }
 
+/// The most bytes one decoded image may take (the image crate's default
+/// limit, which PNG decoding keeps).
+const MAX_DECODED_BYTES: usize = 512 << 20;
+
+/// Decodes a whole file exactly, or fails. The image crate's JPEG decoding
+/// fills what it cannot read (a file cut short, corrupt entropy-coded data)
+/// with grey and returns an image; here such a file is an error, as in
+/// Pillow ("image file is truncated"): zune-jpeg, the image crate's own JPEG
+/// decoder, in its strict mode, with the image crate's colour handling
+/// (grey stays grey, CMYK and YCCK become RGB). PNG's decoder is strict
+/// already.
+fn decode_exact(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    let format = image::guess_format(bytes).map_err(|e| image_error(path, e))?;
+    if format != ImageFormat::Jpeg {
+        return image::load_from_memory_with_format(bytes, format)
+            .map_err(|e| image_error(path, e));
+    }
+    use zune_core::colorspace::ColorSpace;
+    let jpeg_error = |e: zune_jpeg::errors::DecodeErrors| image_error(path, format!("JPEG: {e}"));
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    decoder.decode_headers().map_err(jpeg_error)?;
+    let (w, h) = decoder.dimensions().expect("headers were decoded");
+    let out = match decoder.input_colorspace().expect("headers were decoded") {
+        c @ (ColorSpace::RGB | ColorSpace::RGBA | ColorSpace::Luma | ColorSpace::LumaA) => c,
+        _ => ColorSpace::RGB,
+    };
+    if w.saturating_mul(h).saturating_mul(out.num_components()) > MAX_DECODED_BYTES {
+        return Err(image_error(
+            path,
+            format!("JPEG of {w}x{h} is larger than the {MAX_DECODED_BYTES}-byte decoding limit"),
+        ));
+    }
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(out));
+    let pixels = decoder.decode().map_err(jpeg_error)?;
+    let (w, h) = (w as u32, h as u32);
+    let img = match out {
+        ColorSpace::Luma => GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
+        ColorSpace::LumaA => {
+            image::GrayAlphaImage::from_raw(w, h, pixels).map(DynamicImage::ImageLumaA8)
+        }
+        ColorSpace::RGBA => image::RgbaImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgba8),
+        _ => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
+    };
+    img.ok_or_else(|| image_error(path, "JPEG: the decoder returned too few pixels"))
+}
+
 /// Decodes one file into `out` (HWC); returns the file's MD5.
 fn decode_into(
     path: &Path,
@@ -324,7 +425,7 @@ fn decode_into(
     out: &mut [u8],
 ) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| PrepError::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| image_error(path, e))?;
+    let img = decode_exact(path, &bytes)?;
     if channels == 1 {
         out.copy_from_slice(fit(to_grey(&img), size, mode).as_raw());
     } else {
@@ -335,13 +436,16 @@ fn decode_into(
 }
 
 /// Decodes the chosen `entries` of the folder at `root` into an image table.
+/// A file that cannot be decoded exactly stops the run, or with
+/// [`Unreadable::Skip`] is left out and listed; a run that leaves out every
+/// file is an error.
 pub fn read_folder(
     root: &Path,
     listing: &FolderListing,
     entries: &[FolderEntry],
     opts: &FolderOptions,
     progress: &dyn Progress,
-) -> Result<ImageSet> {
+) -> Result<FolderRead> {
     if let Some(c) = opts.channels
         && c != 1
         && c != 3
@@ -359,33 +463,40 @@ pub fn read_folder(
     if entries.is_empty() {
         return Err(PrepError::invalid(root, "no images selected"));
     }
-    let paths: Vec<PathBuf> = entries.iter().map(|e| root.join(&e.rel)).collect();
-    progress.begin("reading headers", Some(paths.len() as u64), Unit::Images);
-    let headers = parallel_each(paths.iter().collect(), opts.threads, |p| {
+    let mut skipped = Vec::new();
+    let listed: Vec<(&FolderEntry, PathBuf)> =
+        entries.iter().map(|e| (e, root.join(&e.rel))).collect();
+    progress.begin("reading headers", Some(listed.len() as u64), Unit::Images);
+    let probed = parallel_each(listed.iter().map(|(_, p)| p).collect(), opts.threads, |p| {
         let r = probe(p);
         progress.advance(1);
-        r
+        Ok(r)
     })?;
     progress.end();
+    let headed = keep(listed, probed, opts.unreadable, &mut skipped)?;
+    let Some((first, _, (w0, h0, _))) = headed.first() else {
+        return Err(all_skipped(root, &skipped));
+    };
     let size = match opts.size {
         Some(s) => s,
         None => {
-            let (w0, h0, _) = headers[0];
-            if let Some(k) = headers.iter().position(|&(w, h, _)| (w, h) != (w0, h0)) {
-                let (w, h, _) = headers[k];
+            if let Some((other, _, (w, h, _))) = headed
+                .iter()
+                .find(|(_, _, (w, h, _))| (*w, *h) != (*w0, *h0))
+            {
                 return Err(PrepError::invalid(
                     root,
                     format!(
                         "images have different sizes ({} is {w0}x{h0}, {} is {w}x{h}); pass --size",
-                        entries[0].rel, entries[k].rel
+                        first.rel, other.rel
                     ),
                 ));
             }
-            (h0, w0)
+            (*h0, *w0)
         }
     };
     let channels = opts.channels.unwrap_or_else(|| {
-        let grey = headers.iter().all(|(_, _, c)| {
+        let grey = headed.iter().all(|(_, _, (_, _, c))| {
             matches!(
                 c,
                 ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
@@ -407,44 +518,110 @@ pub fn read_folder(
     // too big for memory is an error, not an abort. The zeroed buffer is
     // then taken from the system lazily, page by page as images decode, so
     // a lying header costs address space, not memory.
-    let total = paths.len().saturating_mul(image_len);
+    let total = headed.len().saturating_mul(image_len);
     Vec::<u8>::new().try_reserve_exact(total).map_err(|_| {
         PrepError::invalid(
             root,
             format!(
                 "{} images of {}x{}x{channels} need {total} bytes, more than this machine can allocate; pass --size",
-                paths.len(),
+                headed.len(),
                 size.0,
                 size.1
             ),
         )
     })?;
     let mut pixels = vec![0u8; total];
-    progress.begin("decoding images", Some(paths.len() as u64), Unit::Images);
-    let work: Vec<_> = paths.iter().zip(pixels.chunks_mut(image_len)).collect();
-    let sums = parallel_each(work, opts.threads, |(p, out)| {
+    progress.begin("decoding images", Some(headed.len() as u64), Unit::Images);
+    let work: Vec<_> = headed
+        .iter()
+        .map(|(_, p, _)| p)
+        .zip(pixels.chunks_mut(image_len))
+        .collect();
+    let decoded = parallel_each(work, opts.threads, |(p, out)| {
         let r = decode_into(p, size, channels, opts.fit, out);
         progress.advance(1);
-        r
+        Ok(r)
     })?;
     progress.end();
-    let checksum = listing_checksum(entries.iter().map(|e| e.rel.clone()).zip(sums).collect());
-    Ok(ImageSet {
-        meta: ImageMeta {
-            height: size.0,
-            width: size.1,
-            channels,
-            class_names: listing.class_names.clone(),
-            coarse_class_names: None,
-            source: "folder".into(),
-            source_checksum: checksum,
-            subset: None,
+    // The rows of the files that decoded, moved up over those that did not.
+    let ok: Vec<bool> = decoded.iter().map(|r| r.is_ok()).collect();
+    let mut row = 0;
+    for (k, good) in ok.iter().enumerate() {
+        if *good {
+            if row != k {
+                pixels.copy_within(k * image_len..(k + 1) * image_len, row * image_len);
+            }
+            row += 1;
+        }
+    }
+    pixels.truncate(row * image_len);
+    let read = keep(
+        headed.into_iter().map(|(e, p, _)| (e, p)).collect(),
+        decoded,
+        opts.unreadable,
+        &mut skipped,
+    )?;
+    if read.is_empty() {
+        return Err(all_skipped(root, &skipped));
+    }
+    skipped.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let checksum = listing_checksum(
+        read.iter()
+            .map(|(e, _, sum)| (e.rel.clone(), sum.clone()))
+            .collect(),
+    );
+    Ok(FolderRead {
+        set: ImageSet {
+            meta: ImageMeta {
+                height: size.0,
+                width: size.1,
+                channels,
+                class_names: listing.class_names.clone(),
+                coarse_class_names: None,
+                source: "folder".into(),
+                source_checksum: checksum,
+                subset: None,
+            },
+            splits: vec![Split::Train; read.len()],
+            labels: read.iter().map(|(e, _, _)| e.label).collect(),
+            coarse_labels: Vec::new(),
+            pixels,
         },
-        splits: vec![Split::Train; entries.len()],
-        labels: entries.iter().map(|e| e.label).collect(),
-        coarse_labels: Vec::new(),
-        pixels,
+        skipped,
     })
+}
+
+/// The entries whose result is a value, in order, with it; each error stops
+/// the run or, with [`Unreadable::Skip`], goes to `skipped`.
+type Kept<'a, T> = Vec<(&'a FolderEntry, PathBuf, T)>;
+fn keep<'a, T>(
+    entries: Vec<(&'a FolderEntry, PathBuf)>,
+    results: Vec<Result<T>>,
+    unreadable_files: Unreadable,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Kept<'a, T>> {
+    let mut kept = Vec::new();
+    for ((entry, path), r) in entries.into_iter().zip(results) {
+        match r {
+            Ok(v) => kept.push((entry, path, v)),
+            Err(e) if unreadable_files == Unreadable::Skip => skipped.push(Skipped {
+                rel: entry.rel.clone(),
+                reason: reason(&e),
+            }),
+            Err(e) => return Err(unreadable(&path, &e)),
+        }
+    }
+    Ok(kept)
+}
+
+fn all_skipped(root: &Path, skipped: &[Skipped]) -> PrepError {
+    let first = skipped
+        .first()
+        .map_or(String::new(), |s| format!(" ({}: {})", s.rel, s.reason));
+    PrepError::invalid(
+        root,
+        format!("none of the {} images could be read{first}", skipped.len()),
+    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub mod subset;
 use std::path::{Path, PathBuf};
 
 pub use error::{PrepError, Result};
-pub use folder::{Fit, FolderOptions};
+pub use folder::{Fit, FolderOptions, Skipped, Unreadable};
 pub use idx::IdxDataset;
 pub use progress::{NoProgress, Progress, Unit};
 use tsimcne_format::{ImageSet, Subset};
@@ -79,6 +79,40 @@ pub struct PrepSummary {
     pub width: u32,
     pub channels: u32,
     pub classes: usize,
+    /// The folder files left out by [`Unreadable::Skip`].
+    pub skipped: Vec<Skipped>,
+    /// Where they are listed (with [`Unreadable::Skip`] only).
+    pub skipped_list: Option<PathBuf>,
+}
+
+/// `OUT.skipped.csv` beside the table `OUT.parquet`.
+pub fn skipped_list_path(out: &Path) -> PathBuf {
+    let stem = match out.extension() {
+        Some(e) if e == "parquet" => out.with_extension(""),
+        _ => out.to_path_buf(),
+    };
+    let mut name = stem.file_name().unwrap_or_default().to_os_string();
+    name.push(".skipped.csv");
+    out.with_file_name(name)
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a
+/// line break, quotes doubled.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The skipped files as CSV: `path,reason`, one row per file.
+pub fn skipped_csv(skipped: &[Skipped]) -> String {
+    let mut out = String::from("path,reason\n");
+    for s in skipped {
+        out.push_str(&format!("{},{}\n", csv_field(&s.rel), csv_field(&s.reason)));
+    }
+    out
 }
 
 fn apply_subset(set: ImageSet, rows: &[usize], seed: u64) -> ImageSet {
@@ -119,6 +153,13 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
     {
         return Err(PrepError::invalid(&cfg.input, "--size must be positive"));
     }
+    if cfg.folder.unreadable == Unreadable::Skip && cfg.source != Source::Folder {
+        return Err(PrepError::invalid(
+            &cfg.input,
+            "--skip-unreadable is for folder sources: a dataset file is read whole or not at all",
+        ));
+    }
+    let mut skipped = Vec::new();
     let set = match cfg.source {
         Source::Cifar10 | Source::Cifar100 => {
             let spec = cfg.source.cifar_spec().expect("cifar source");
@@ -143,8 +184,9 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
                 }
                 None => listing.entries.clone(),
             };
-            let mut set =
-                folder::read_folder(&cfg.input, &listing, &entries, &cfg.folder, progress)?;
+            let read = folder::read_folder(&cfg.input, &listing, &entries, &cfg.folder, progress)?;
+            skipped = read.skipped;
+            let mut set = read.set;
             if entries.len() < listing.entries.len() {
                 set.meta.subset = Some(Subset {
                     limit: entries.len(),
@@ -170,6 +212,22 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
     tsimcne_format::write_image_table(&cfg.out, &set)?;
     progress.advance(set.len() as u64);
     progress.end();
+    // The list belongs to this run: written whenever files may be skipped,
+    // and an earlier folder run's removed otherwise.
+    let list = skipped_list_path(&cfg.out);
+    let skipped_list = if cfg.folder.unreadable == Unreadable::Skip {
+        tsimcne_format::atomic::write_bytes_atomic(&list, skipped_csv(&skipped).as_bytes())?;
+        Some(list)
+    } else if cfg.source != Source::Folder {
+        None
+    } else {
+        match std::fs::remove_file(&list) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PrepError::io(&list, e));
+            }
+            _ => None,
+        }
+    };
     let train = set
         .splits
         .iter()
@@ -183,6 +241,8 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
         width: set.meta.width,
         channels: set.meta.channels,
         classes: set.meta.class_names.len(),
+        skipped,
+        skipped_list,
     })
 }
 

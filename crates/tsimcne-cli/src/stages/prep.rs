@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::{Bar, default_threads, run_main};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use tsimcne_data::{Fit, FolderOptions, PrepConfig, Source};
+use tsimcne_data::{Fit, FolderOptions, PrepConfig, Source, Unreadable};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum SourceArg {
@@ -89,6 +89,12 @@ struct Args {
     /// Worker threads for decoding images [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Folder: leave out every file that cannot be decoded exactly (cut
+    /// short, corrupt, not an image) instead of stopping at the first, and
+    /// list them with the reasons in OUT.skipped.csv beside the table
+    /// (path,reason; paths relative to --input).
+    #[arg(long)]
+    skip_unreadable: bool,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -140,6 +146,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 FitArg::Stretch => Fit::Stretch,
             },
             threads: args.threads.unwrap_or_else(default_threads).max(1),
+            unreadable: if args.skip_unreadable {
+                Unreadable::Skip
+            } else {
+                Unreadable::Stop
+            },
         },
     };
     let start = Instant::now();
@@ -156,5 +167,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         s.classes,
         start.elapsed().as_secs_f64()
     );
+    if let Some(list) = &s.skipped_list {
+        eprintln!(
+            "skipped {} unreadable file{}, listed in {}",
+            s.skipped.len(),
+            if s.skipped.len() == 1 { "" } else { "s" },
+            list.display()
+        );
+    }
     Ok(())
 }
