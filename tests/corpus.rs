@@ -360,6 +360,7 @@ fn good_set(n: usize) -> ImageSet {
         labels: (0..n).map(|i| Some((i % 10) as i32)).collect(),
         coarse_labels: Vec::new(),
         pixels: (0..n * 784).map(|i| (i * 37 % 251) as u8).collect(),
+        paths: Vec::new(),
     }
 }
 

@@ -307,6 +307,7 @@ fn tiny_table(path: &Path) {
         labels: (0..32).map(|i| Some(i % 2)).collect(),
         coarse_labels: Vec::new(),
         pixels: (0..32 * 64).map(|_| rng.next() as u8).collect(),
+        paths: Vec::new(),
     };
     tsimcne_format::write_image_table(path, &set).unwrap();
 }

@@ -848,6 +848,95 @@ fn skip_unreadable_leaves_bad_files_out_and_lists_them() {
 }
 
 #[test]
+fn a_folder_table_names_each_file_and_later_stages_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    for i in 0..24u32 {
+        let class = if i % 2 == 0 { "cats" } else { "dogs" };
+        save_rgb(&root.join(format!("{class}/{i:02}.png")), 12, 12, |x, y| {
+            [(x * 20 + i) as u8, (y * 20) as u8, (i * 9) as u8]
+        });
+    }
+    // A file name that is not UTF-8 (Latin-1 "café").
+    #[cfg(unix)]
+    let odd = {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.png");
+        std::fs::copy(root.join("dogs/01.png"), root.join("dogs").join(name)).unwrap();
+        true
+    };
+    #[cfg(not(unix))]
+    let odd = false;
+    let images = dir.path().join("images.parquet");
+    prep_ok(&["folder", "--input", s(&root), "--out", s(&images)]);
+    let set = read_image_table(&images).unwrap();
+    let texts: Vec<&str> = set.paths.iter().map(|p| p.text.as_str()).collect();
+    assert_eq!(texts[0], "cats/00.png");
+    assert_eq!(texts[12], "dogs/01.png");
+    if odd {
+        assert_eq!(set.len(), 25);
+        let p = &set.paths[24];
+        assert_eq!(p.text, "dogs/caf\u{fffd}.png");
+        assert_eq!(p.bytes.as_deref(), Some(&b"dogs/caf\xe9.png"[..]));
+        assert!(set.paths[..24].iter().all(|p| p.bytes.is_none()));
+    }
+    // The training stages, embed and evaluate read a table with paths.
+    let pre = dir.path().join("pre");
+    let r = run(
+        "pretrain",
+        &[
+            "--images",
+            s(&images),
+            "--out",
+            s(&pre),
+            "--backbone",
+            "tiny",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "2",
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    let emb = dir.path().join("emb.parquet");
+    let r = run(
+        "embed",
+        &[
+            "--model",
+            s(&pre),
+            "--images",
+            s(&images),
+            "--out",
+            s(&emb),
+            "--threads",
+            "2",
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    let r = run(
+        "evaluate",
+        &[
+            "--embedding",
+            s(&emb),
+            "--images",
+            s(&images),
+            "--out",
+            s(&dir.path().join("ev")),
+            "--test-size",
+            "5",
+            "--repeats",
+            "1",
+            "--k",
+            "3",
+            "--no-plot",
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+}
+
+#[test]
 fn output_in_a_missing_directory() {
     let dir = tempfile::tempdir().unwrap();
     let idx = dir.path().join("idx");

@@ -359,6 +359,7 @@ fn decode(
         labels: Vec::with_capacity(total),
         coarse_labels: Vec::new(),
         pixels: vec![0; total * PIXELS],
+        paths: Vec::new(),
     };
     let fine_classes = spec.names.1 as u8;
     let mut i = 0;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
 use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
-use tsimcne_format::{ImageMeta, ImageSet, Split};
+use tsimcne_format::{ImageMeta, ImageSet, SourcePath, Split};
 
 use crate::checksum::{listing_checksum, md5_bytes};
 use crate::error::{PrepError, Result};
@@ -71,9 +71,25 @@ pub struct FolderRead {
 /// One image file found by [`scan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FolderEntry {
-    /// Relative to the folder, `/`-separated.
+    /// Relative to the folder, `/`-separated; a name that is not UTF-8 has
+    /// U+FFFD in place of its invalid bytes.
     pub rel: String,
+    /// The exact bytes of that path, only where `rel` is lossy.
+    pub raw: Option<Vec<u8>>,
     pub label: Option<i32>,
+}
+
+impl FolderEntry {
+    /// The file itself, below `root`: by its exact bytes where `rel` is
+    /// lossy.
+    pub fn file(&self, root: &Path) -> PathBuf {
+        #[cfg(unix)]
+        if let Some(raw) = &self.raw {
+            use std::os::unix::ffi::OsStrExt;
+            return root.join(std::ffi::OsStr::from_bytes(raw));
+        }
+        root.join(&self.rel)
+    }
 }
 
 /// The files of a folder and its class names (empty if unlabelled).
@@ -124,11 +140,42 @@ fn images_below(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> 
 }
 
 fn rel(root: &Path, p: &Path) -> String {
+    source_path(root, p).text
+}
+
+/// The path of `p` below `root`, `/`-separated, exact where the name is
+/// not UTF-8 (on Unix, where file names are bytes).
+fn source_path(root: &Path, p: &Path) -> SourcePath {
     let r = p.strip_prefix(root).unwrap_or(p);
-    r.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    let parts: Vec<&std::ffi::OsStr> = r.components().map(|c| c.as_os_str()).collect();
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        SourcePath::from_bytes(
+            &parts
+                .iter()
+                .map(|c| c.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b'/'),
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let text: Vec<_> = parts.iter().map(|c| c.to_string_lossy()).collect();
+        SourcePath {
+            text: text.join("/"),
+            bytes: None,
+        }
+    }
+}
+
+fn entry(root: &Path, p: &Path, label: Option<i32>) -> FolderEntry {
+    let path = source_path(root, p);
+    FolderEntry {
+        rel: path.text,
+        raw: path.bytes,
+        label,
+    }
 }
 
 /// Lists the images of `root`: class subfolders, or a flat folder.
@@ -153,13 +200,7 @@ pub fn scan(root: &Path) -> Result<FolderListing> {
                 ),
             ));
         }
-        let entries = top_images
-            .iter()
-            .map(|p| FolderEntry {
-                rel: rel(root, p),
-                label: None,
-            })
-            .collect();
+        let entries = top_images.iter().map(|p| entry(root, p, None)).collect();
         return Ok(FolderListing {
             class_names: Vec::new(),
             entries,
@@ -184,10 +225,9 @@ pub fn scan(root: &Path) -> Result<FolderListing> {
         let label =
             i32::try_from(label).map_err(|_| PrepError::invalid(root, "too many classes"))?;
         listing.class_names.push(rel(root, dir));
-        listing.entries.extend(files.iter().map(|p| FolderEntry {
-            rel: rel(root, p),
-            label: Some(label),
-        }));
+        listing
+            .entries
+            .extend(files.iter().map(|p| entry(root, p, Some(label))));
     }
     Ok(listing)
 }
@@ -464,8 +504,7 @@ pub fn read_folder(
         return Err(PrepError::invalid(root, "no images selected"));
     }
     let mut skipped = Vec::new();
-    let listed: Vec<(&FolderEntry, PathBuf)> =
-        entries.iter().map(|e| (e, root.join(&e.rel))).collect();
+    let listed: Vec<(&FolderEntry, PathBuf)> = entries.iter().map(|e| (e, e.file(root))).collect();
     progress.begin("reading headers", Some(listed.len() as u64), Unit::Images);
     let probed = parallel_each(listed.iter().map(|(_, p)| p).collect(), opts.threads, |p| {
         let r = probe(p);
@@ -586,6 +625,13 @@ pub fn read_folder(
             labels: read.iter().map(|(e, _, _)| e.label).collect(),
             coarse_labels: Vec::new(),
             pixels,
+            paths: read
+                .iter()
+                .map(|(e, _, _)| SourcePath {
+                    text: e.rel.clone(),
+                    bytes: e.raw.clone(),
+                })
+                .collect(),
         },
         skipped,
     })

@@ -288,5 +288,6 @@ pub fn read_idx_dir(dataset: IdxDataset, dir: &Path, progress: &dyn Progress) ->
         labels,
         coarse_labels: Vec::new(),
         pixels,
+        paths: Vec::new(),
     })
 }

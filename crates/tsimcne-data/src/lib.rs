@@ -138,6 +138,11 @@ fn apply_subset(set: ImageSet, rows: &[usize], seed: u64) -> ImageSet {
         splits: rows.iter().map(|&i| set.splits[i]).collect(),
         labels: pick(&set.labels),
         coarse_labels: pick(&set.coarse_labels),
+        paths: if set.paths.is_empty() {
+            Vec::new()
+        } else {
+            rows.iter().map(|&i| set.paths[i].clone()).collect()
+        },
         pixels,
         meta,
     }

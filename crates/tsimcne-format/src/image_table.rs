@@ -47,6 +47,8 @@ pub mod column {
     pub const COARSE_LABEL: &str = "coarse_label";
     pub const COARSE_LABEL_NAME: &str = "coarse_label_name";
     pub const IMAGE: &str = "image";
+    pub const PATH: &str = "path";
+    pub const PATH_BYTES: &str = "path_bytes";
 }
 
 /// Keys of the Parquet key-value metadata. Every value is a string; numbers
@@ -260,6 +262,34 @@ pub struct ImageSet {
     pub coarse_labels: Vec<Option<i32>>,
     /// `len() * meta.image_len()` bytes; image `i` starts at `i * image_len`.
     pub pixels: Vec<u8>,
+    /// Each image's source file (folder tables); empty for other sources.
+    pub paths: Vec<SourcePath>,
+}
+
+/// An image's file, relative to the folder `prep` read, `/`-separated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcePath {
+    /// The path as text; a name that is not UTF-8 has U+FFFD in place of
+    /// its invalid bytes here, and its exact bytes in `bytes`.
+    pub text: String,
+    /// The exact bytes, only where `text` is lossy.
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl SourcePath {
+    /// The path of raw file-name bytes: exact text when they are UTF-8.
+    pub fn from_bytes(raw: &[u8]) -> Self {
+        match std::str::from_utf8(raw) {
+            Ok(t) => Self {
+                text: t.to_owned(),
+                bytes: None,
+            },
+            Err(_) => Self {
+                text: String::from_utf8_lossy(raw).into_owned(),
+                bytes: Some(raw.to_vec()),
+            },
+        }
+    }
 }
 
 impl ImageSet {
@@ -292,6 +322,9 @@ impl ImageSet {
         }
         if n > u32::MAX as usize {
             return Err(format!("{n} images is more than ids can number"));
+        }
+        if !self.paths.is_empty() && self.paths.len() != n {
+            return Err(format!("{} paths for {n} images", self.paths.len()));
         }
         check_labels(&self.labels, &self.meta.class_names, "label")?;
         match &self.meta.coarse_class_names {
@@ -355,6 +388,23 @@ fn writer_properties(meta: &ImageMeta) -> WriterProperties {
         .build()
 }
 
+/// The table's schema: the metadata's columns, and the `path` columns when
+/// the set has paths (`path_bytes` only when some name is not UTF-8).
+fn schema_of(set: &ImageSet) -> SchemaRef {
+    let base = set.meta.schema();
+    if set.paths.is_empty() {
+        return base;
+    }
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let image = fields.pop().expect("the image column is last");
+    fields.push(Field::new(column::PATH, DataType::Utf8, false));
+    if set.paths.iter().any(|p| p.bytes.is_some()) {
+        fields.push(Field::new(column::PATH_BYTES, DataType::Binary, true));
+    }
+    fields.push(image);
+    Arc::new(Schema::new_with_metadata(fields, base.metadata().clone()))
+}
+
 /// Builds the record batch for rows `range` of `set`.
 fn batch(
     set: &ImageSet,
@@ -391,6 +441,17 @@ fn batch(
         columns.push(Arc::new(Int32Array::from(coarse.to_vec())));
         columns.push(names(coarse, coarse_names)?);
     }
+    if !set.paths.is_empty() {
+        let paths = &set.paths[range.clone()];
+        columns.push(Arc::new(StringArray::from_iter_values(
+            paths.iter().map(|p| p.text.as_str()),
+        )));
+        if schema.column_with_name(column::PATH_BYTES).is_some() {
+            columns.push(Arc::new(BinaryArray::from_iter(
+                paths.iter().map(|p| p.bytes.as_deref()),
+            )));
+        }
+    }
     let image_len = set.meta.image_len();
     let images = BinaryArray::from_iter_values(
         range.map(|i| &set.pixels[i * image_len..(i + 1) * image_len]),
@@ -402,7 +463,7 @@ fn batch(
 /// Writes `set` to `path` atomically (temporary file, fsync, rename).
 pub fn write_image_table(path: &Path, set: &ImageSet) -> Result<()> {
     set.check().map_err(|m| FormatError::invalid(path, m))?;
-    let schema = set.meta.schema();
+    let schema = schema_of(set);
     let props = writer_properties(&set.meta);
     let group = set.meta.rows_per_group();
     write_atomic(path, |out| {
@@ -436,6 +497,8 @@ pub struct ImageBatch {
     /// HWC bytes of every image in the batch, back to back; empty when the
     /// reader was opened without images.
     pub pixels: Vec<u8>,
+    /// Empty unless the table has a `path` column.
+    pub paths: Vec<SourcePath>,
 }
 
 impl ImageBatch {
@@ -454,6 +517,8 @@ pub struct ImageTableReader {
     meta: ImageMeta,
     num_rows: usize,
     with_images: bool,
+    /// Whether the table has the `path` and the `path_bytes` column.
+    paths: (bool, bool),
     next_id: usize,
     inner: ParquetRecordBatchReader,
 }
@@ -514,6 +579,14 @@ impl ImageTableReader {
         if with_images {
             wanted.push(column::IMAGE);
         }
+        let has = |name| schema.column_with_name(name).is_some();
+        let paths = (has(column::PATH), has(column::PATH_BYTES));
+        if paths.0 {
+            wanted.push(column::PATH);
+        }
+        if paths.0 && paths.1 {
+            wanted.push(column::PATH_BYTES);
+        }
         let mut roots = Vec::new();
         for name in &wanted {
             let (idx, field) = schema
@@ -533,6 +606,7 @@ impl ImageTableReader {
             meta,
             num_rows,
             with_images,
+            paths,
             next_id: 0,
             inner,
         })
@@ -641,9 +715,27 @@ impl ImageTableReader {
             })
             .ok_or_else(|| mistyped(column::IMAGE))??;
         }
+        let mut paths = Vec::new();
+        if self.paths.0 {
+            let texts = convert::strings(col(column::PATH)?.as_ref())
+                .ok_or_else(|| mistyped(column::PATH))?;
+            let mut bytes = vec![None; texts.len()];
+            if self.paths.1 {
+                convert::for_each_bytes(col(column::PATH_BYTES)?.as_ref(), |k, b| {
+                    bytes[k] = b.map(<[u8]>::to_vec);
+                    Ok(())
+                })
+                .ok_or_else(|| mistyped(column::PATH_BYTES))??;
+            }
+            for (k, (text, bytes)) in texts.into_iter().zip(bytes).enumerate() {
+                let text = text.ok_or_else(|| bad(format!("row {}: path is null", first + k)))?;
+                paths.push(SourcePath { text, bytes });
+            }
+        }
         self.next_id += ids.len();
         Ok(ImageBatch {
             ids,
+            paths,
             splits,
             labels,
             coarse_labels,
@@ -659,6 +751,7 @@ impl ImageTableReader {
             labels: Vec::new(),
             coarse_labels: Vec::new(),
             pixels: Vec::new(),
+            paths: Vec::new(),
         };
         // The row count comes from the footer: trust it only as far as the
         // file size justifies before reserving memory for it.
@@ -674,6 +767,7 @@ impl ImageTableReader {
             set.labels.extend(b.labels);
             set.coarse_labels.extend(b.coarse_labels);
             set.pixels.extend(b.pixels);
+            set.paths.extend(b.paths);
         }
         if set.len() != self.num_rows {
             return Err(FormatError::invalid(
@@ -760,10 +854,11 @@ fn check_type(path: &Path, field: &Field) -> Result<()> {
             Dictionary(_, v) => is_text(v),
             t => is_text(t),
         },
-        column::IMAGE => matches!(
+        column::IMAGE | column::PATH_BYTES => matches!(
             field.data_type(),
             Binary | LargeBinary | BinaryView | FixedSizeBinary(_)
         ),
+        column::PATH => is_text(field.data_type()),
         _ => true,
     };
     if ok {
@@ -825,8 +920,39 @@ mod tests {
             pixels: (0..n * meta.image_len())
                 .map(|i| (i * 31 % 251) as u8)
                 .collect(),
+            paths: Vec::new(),
             meta,
         }
+    }
+
+    #[test]
+    fn paths_round_trip_exactly_with_bytes_only_where_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        let mut set = sample(600, false);
+        set.paths = (0..600)
+            .map(|i| SourcePath::from_bytes(format!("c{}/{i}.png", i % 3).as_bytes()))
+            .collect();
+        write_image_table(&p, &set).unwrap();
+        assert_eq!(read_image_table(&p).unwrap(), set);
+        let schema = ImageTableReader::open(&p).unwrap();
+        assert!(
+            !schema.paths.1,
+            "no path_bytes column when every name is UTF-8"
+        );
+        set.paths[7] = SourcePath::from_bytes(b"c1/caf\xe9.png");
+        assert_eq!(set.paths[7].text, "c1/caf\u{fffd}.png");
+        write_image_table(&p, &set).unwrap();
+        let back = read_image_table(&p).unwrap();
+        assert_eq!(back, set);
+        assert_eq!(back.paths[7].bytes.as_deref(), Some(&b"c1/caf\xe9.png"[..]));
+        assert_eq!(back.paths[8].bytes, None);
+        // Without images the paths still come back.
+        let mut r = ImageTableReader::open_labels(&p).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().paths[7], set.paths[7]);
+        // A wrong count is refused before anything is written.
+        set.paths.pop();
+        assert!(write_image_table(&p, &set).is_err());
     }
 
     #[test]

@@ -11,8 +11,8 @@ pub mod vectors;
 
 pub use error::{FormatError, Result};
 pub use image_table::{
-    IMAGE_TABLE_VERSION, ImageBatch, ImageMeta, ImageSet, ImageTableReader, Split, Subset,
-    read_image_table, write_image_table,
+    IMAGE_TABLE_VERSION, ImageBatch, ImageMeta, ImageSet, ImageTableReader, SourcePath, Split,
+    Subset, read_image_table, write_image_table,
 };
 
 #[cfg(test)]
@@ -31,6 +31,8 @@ mod tests {
             column::COARSE_LABEL,
             column::COARSE_LABEL_NAME,
             column::IMAGE,
+            column::PATH,
+            column::PATH_BYTES,
             meta_key::KIND,
             meta_key::FORMAT_VERSION,
             meta_key::HEIGHT,

@@ -921,6 +921,7 @@ mod tests {
             labels: vec![None; n],
             coarse_labels: vec![],
             pixels: (0..n * 64).map(|_| rng.below(256) as u8).collect(),
+            paths: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap(); // no features.parquet: a forward pass
         let (w, b) = pca_output_layer(&prev, dir.path(), &set, &None, 2).unwrap();
