@@ -937,6 +937,73 @@ fn a_folder_table_names_each_file_and_later_stages_read_it() {
 }
 
 #[test]
+fn exact_duplicates_are_listed_and_dedupe_keeps_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("scraped");
+    for i in 0..4u32 {
+        save_rgb(&root.join(format!("a/{i}.png")), 8, 8, |x, _| {
+            [(x + i) as u8, 0, 0]
+        });
+    }
+    // The same bytes under two more names, one in another class.
+    std::fs::copy(root.join("a/1.png"), root.join("a/1 copy.png")).unwrap();
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    std::fs::copy(root.join("a/1.png"), root.join("b/same.png")).unwrap();
+    save_rgb(&root.join("b/other.png"), 8, 8, |_, y| [0, y as u8, 0]);
+    let out = dir.path().join("t.parquet");
+    let list = dir.path().join("t.duplicates.csv");
+    let r = prep_ok(&["folder", "--input", s(&root), "--out", s(&out)]);
+    assert!(
+        r.stderr.contains("found 2 exact duplicates"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(read_image_table(&out).unwrap().len(), 7);
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap(),
+        "path,duplicate_of\na/1.png,a/1 copy.png\nb/same.png,a/1 copy.png\n"
+    );
+    let r = prep_ok(&["folder", "--input", s(&root), "--out", s(&out), "--dedupe"]);
+    assert!(r.stderr.contains("left out"), "{}", r.stderr);
+    let set = read_image_table(&out).unwrap();
+    assert_eq!(set.len(), 5);
+    let paths: Vec<&str> = set.paths.iter().map(|p| p.text.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "a/0.png",
+            "a/1 copy.png",
+            "a/2.png",
+            "a/3.png",
+            "b/other.png"
+        ]
+    );
+    // A folder without duplicates removes an earlier run's list.
+    std::fs::remove_file(root.join("a/1.png")).unwrap();
+    std::fs::remove_file(root.join("b/same.png")).unwrap();
+    prep_ok(&["folder", "--input", s(&root), "--out", s(&out)]);
+    assert!(!list.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_cycle_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("linked");
+    save_rgb(&root.join("a/deep/1.png"), 4, 4, |_, _| [1, 2, 3]);
+    std::os::unix::fs::symlink("../..", root.join("a/deep/up")).unwrap();
+    let out = dir.path().join("t.parquet");
+    prep(&["folder", "--input", s(&root), "--out", s(&out)])
+        .assert_user_error("a/deep/up", &["link (to ../..)", "a cycle"]);
+    // A link that is not a cycle is followed.
+    std::fs::remove_file(root.join("a/deep/up")).unwrap();
+    save_rgb(&dir.path().join("elsewhere/2.png"), 4, 4, |_, _| [4, 5, 6]);
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join("a/more")).unwrap();
+    prep_ok(&["folder", "--input", s(&root), "--out", s(&out)]);
+    assert_eq!(read_image_table(&out).unwrap().len(), 2);
+}
+
+#[test]
 fn output_in_a_missing_directory() {
     let dir = tempfile::tempdir().unwrap();
     let idx = dir.path().join("idx");

@@ -41,6 +41,16 @@ pub enum Unreadable {
     Skip,
 }
 
+/// What `read_folder` does with a file whose bytes equal an earlier one's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Duplicates {
+    /// Keep every copy (each is still reported).
+    #[default]
+    Keep,
+    /// Keep only the first of each set, in sorted order.
+    Drop,
+}
+
 #[derive(Clone, Debug)]
 pub struct FolderOptions {
     /// Target (height, width); `None` requires all images to share one size.
@@ -50,6 +60,16 @@ pub struct FolderOptions {
     pub fit: Fit,
     pub threads: usize,
     pub unreadable: Unreadable,
+    pub duplicates: Duplicates,
+}
+
+/// A file with the same bytes as an earlier one (in sorted order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// Relative to the folder, as [`FolderEntry::rel`].
+    pub rel: String,
+    /// The first file of its set.
+    pub of: String,
 }
 
 /// A file left out by [`Unreadable::Skip`], and why.
@@ -66,6 +86,9 @@ pub struct Skipped {
 pub struct FolderRead {
     pub set: ImageSet,
     pub skipped: Vec<Skipped>,
+    /// Every file after the first of a set of identical files, whether
+    /// [`Duplicates::Drop`] left it out or not.
+    pub duplicates: Vec<Duplicate>,
 }
 
 /// One image file found by [`scan`].
@@ -121,21 +144,42 @@ fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// All image files below `dir`, recursively, sorted.
-fn images_below(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
-    if depth > MAX_DEPTH {
+/// The real folder behind `dir` (links resolved).
+fn real(dir: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(dir).map_err(|e| PrepError::io(dir, e))
+}
+
+/// All image files below `dir`, recursively, sorted. Links are followed;
+/// `ancestors` are the real folders from the root down to `dir`'s parent,
+/// so a link back to one of them is reported as the cycle it closes.
+fn images_below(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<()> {
+    let here = real(dir)?;
+    if let Some(a) = ancestors.iter().find(|a| **a == here) {
+        let target = std::fs::read_link(dir)
+            .map_or_else(|_| a.display().to_string(), |t| t.display().to_string());
+        return Err(PrepError::invalid(
+            dir,
+            format!(
+                "this link (to {target}) leads back to {}, which contains it: a cycle",
+                a.display()
+            ),
+        ));
+    }
+    if ancestors.len() > MAX_DEPTH {
         return Err(PrepError::invalid(
             dir,
             format!("folders nest deeper than {MAX_DEPTH} levels"),
         ));
     }
+    ancestors.push(here);
     for p in sorted_children(dir)? {
         if p.is_dir() {
-            images_below(&p, depth + 1, out)?;
+            images_below(&p, ancestors, out)?;
         } else if is_image(&p) {
             out.push(p);
         }
     }
+    ancestors.pop();
     Ok(())
 }
 
@@ -215,7 +259,7 @@ pub fn scan(root: &Path) -> Result<FolderListing> {
     };
     for (label, dir) in class_dirs.iter().enumerate() {
         let mut files = Vec::new();
-        images_below(dir, 1, &mut files)?;
+        images_below(dir, &mut vec![real(root)?], &mut files)?;
         if files.is_empty() {
             return Err(PrepError::invalid(
                 dir,
@@ -604,6 +648,42 @@ pub fn read_folder(
         return Err(all_skipped(root, &skipped));
     }
     skipped.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // Exact duplicates, by the MD5 of the file's bytes.
+    let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut duplicates = Vec::new();
+    let mut kept_rows = vec![true; read.len()];
+    for (k, (e, _, sum)) in read.iter().enumerate() {
+        match first_of.entry(sum.as_str()) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                duplicates.push(Duplicate {
+                    rel: e.rel.clone(),
+                    of: read[*o.get()].0.rel.clone(),
+                });
+                kept_rows[k] = opts.duplicates == Duplicates::Keep;
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(k);
+            }
+        }
+    }
+    let read = if kept_rows.iter().all(|&k| k) {
+        read
+    } else {
+        let mut row = 0;
+        for (k, keep) in kept_rows.iter().enumerate() {
+            if *keep {
+                if row != k {
+                    pixels.copy_within(k * image_len..(k + 1) * image_len, row * image_len);
+                }
+                row += 1;
+            }
+        }
+        pixels.truncate(row * image_len);
+        read.into_iter()
+            .zip(&kept_rows)
+            .filter_map(|(r, keep)| keep.then_some(r))
+            .collect()
+    };
     let checksum = listing_checksum(
         read.iter()
             .map(|(e, _, sum)| (e.rel.clone(), sum.clone()))
@@ -634,6 +714,7 @@ pub fn read_folder(
                 .collect(),
         },
         skipped,
+        duplicates,
     })
 }
 

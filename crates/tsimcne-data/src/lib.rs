@@ -16,7 +16,7 @@ pub mod subset;
 use std::path::{Path, PathBuf};
 
 pub use error::{PrepError, Result};
-pub use folder::{Fit, FolderOptions, Skipped, Unreadable};
+pub use folder::{Duplicate, Duplicates, Fit, FolderOptions, Skipped, Unreadable};
 pub use idx::IdxDataset;
 pub use progress::{NoProgress, Progress, Unit};
 use tsimcne_format::{ImageSet, Subset};
@@ -83,17 +83,38 @@ pub struct PrepSummary {
     pub skipped: Vec<Skipped>,
     /// Where they are listed (with [`Unreadable::Skip`] only).
     pub skipped_list: Option<PathBuf>,
+    /// The folder files identical to an earlier one.
+    pub duplicates: Vec<Duplicate>,
+    /// Where they are listed (when there are any).
+    pub duplicates_list: Option<PathBuf>,
 }
 
-/// `OUT.skipped.csv` beside the table `OUT.parquet`.
-pub fn skipped_list_path(out: &Path) -> PathBuf {
+/// `OUT.<what>.csv` beside the table `OUT.parquet`: `skipped`, `duplicates`.
+pub fn list_path(out: &Path, what: &str) -> PathBuf {
     let stem = match out.extension() {
         Some(e) if e == "parquet" => out.with_extension(""),
         _ => out.to_path_buf(),
     };
     let mut name = stem.file_name().unwrap_or_default().to_os_string();
-    name.push(".skipped.csv");
+    name.push(format!(".{what}.csv"));
     out.with_file_name(name)
+}
+
+/// The duplicates as CSV: `path,duplicate_of`, one row per file.
+pub fn duplicates_csv(duplicates: &[Duplicate]) -> String {
+    let mut out = String::from("path,duplicate_of\n");
+    for d in duplicates {
+        out.push_str(&format!("{},{}\n", csv_field(&d.rel), csv_field(&d.of)));
+    }
+    out
+}
+
+/// Removes an earlier run's list at `path`, if there is one.
+fn remove_stale(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PrepError::io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a
@@ -164,7 +185,14 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
             "--skip-unreadable is for folder sources: a dataset file is read whole or not at all",
         ));
     }
+    if cfg.folder.duplicates == Duplicates::Drop && cfg.source != Source::Folder {
+        return Err(PrepError::invalid(
+            &cfg.input,
+            "--dedupe is for folder sources",
+        ));
+    }
     let mut skipped = Vec::new();
+    let mut duplicates = Vec::new();
     let set = match cfg.source {
         Source::Cifar10 | Source::Cifar100 => {
             let spec = cfg.source.cifar_spec().expect("cifar source");
@@ -191,6 +219,7 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
             };
             let read = folder::read_folder(&cfg.input, &listing, &entries, &cfg.folder, progress)?;
             skipped = read.skipped;
+            duplicates = read.duplicates;
             let mut set = read.set;
             if entries.len() < listing.entries.len() {
                 set.meta.subset = Some(Subset {
@@ -217,21 +246,28 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
     tsimcne_format::write_image_table(&cfg.out, &set)?;
     progress.advance(set.len() as u64);
     progress.end();
-    // The list belongs to this run: written whenever files may be skipped,
-    // and an earlier folder run's removed otherwise.
-    let list = skipped_list_path(&cfg.out);
+    // The lists belong to this run: the skipped list is written whenever
+    // files may be skipped, the duplicates when there are any, and an
+    // earlier folder run's lists are removed otherwise.
+    let list = list_path(&cfg.out, "skipped");
     let skipped_list = if cfg.folder.unreadable == Unreadable::Skip {
         tsimcne_format::atomic::write_bytes_atomic(&list, skipped_csv(&skipped).as_bytes())?;
         Some(list)
-    } else if cfg.source != Source::Folder {
-        None
     } else {
-        match std::fs::remove_file(&list) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(PrepError::io(&list, e));
-            }
-            _ => None,
+        if cfg.source == Source::Folder {
+            remove_stale(&list)?;
         }
+        None
+    };
+    let list = list_path(&cfg.out, "duplicates");
+    let duplicates_list = if !duplicates.is_empty() {
+        tsimcne_format::atomic::write_bytes_atomic(&list, duplicates_csv(&duplicates).as_bytes())?;
+        Some(list)
+    } else {
+        if cfg.source == Source::Folder {
+            remove_stale(&list)?;
+        }
+        None
     };
     let train = set
         .splits
@@ -248,6 +284,8 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
         classes: set.meta.class_names.len(),
         skipped,
         skipped_list,
+        duplicates,
+        duplicates_list,
     })
 }
 

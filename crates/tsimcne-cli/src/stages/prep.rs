@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::{Bar, default_threads, run_main};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use tsimcne_data::{Fit, FolderOptions, PrepConfig, Source, Unreadable};
+use tsimcne_data::{Duplicates, Fit, FolderOptions, PrepConfig, Source, Unreadable};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum SourceArg {
@@ -95,6 +95,11 @@ struct Args {
     /// (path,reason; paths relative to --input).
     #[arg(long)]
     skip_unreadable: bool,
+    /// Folder: keep only the first of each set of files with the same bytes
+    /// (exact duplicates are always counted and listed in
+    /// OUT.duplicates.csv: path,duplicate_of).
+    #[arg(long)]
+    dedupe: bool,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -151,6 +156,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 Unreadable::Stop
             },
+            duplicates: if args.dedupe {
+                Duplicates::Drop
+            } else {
+                Duplicates::Keep
+            },
         },
     };
     let start = Instant::now();
@@ -172,6 +182,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             "skipped {} unreadable file{}, listed in {}",
             s.skipped.len(),
             if s.skipped.len() == 1 { "" } else { "s" },
+            list.display()
+        );
+    }
+    if let Some(list) = &s.duplicates_list {
+        eprintln!(
+            "found {} exact duplicate{} of earlier files ({}), listed in {}",
+            s.duplicates.len(),
+            if s.duplicates.len() == 1 { "" } else { "s" },
+            if args.dedupe {
+                "left out"
+            } else {
+                "kept; --dedupe leaves them out"
+            },
             list.display()
         );
     }
