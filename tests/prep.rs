@@ -1003,6 +1003,57 @@ fn a_link_cycle_is_named() {
     assert_eq!(read_image_table(&out).unwrap().len(), 2);
 }
 
+/// EXIF orientation, against Pillow's `ImageOps.exif_transpose`
+/// (tests/golden/make_exif_fixtures.py): every JPEG orientation and a PNG's
+/// eXIf chunk, within a few levels of Pillow's JPEG decoding.
+#[test]
+fn exif_orientation_is_applied() {
+    let fixtures = repo_root().join("tests/golden/exif");
+    let mut names: Vec<String> = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".expected.png"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 9, "{names:?}");
+    for name in names {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::copy(fixtures.join(&name), root.join(&name)).unwrap();
+        let out = dir.path().join("t.parquet");
+        prep_ok(&[
+            "folder",
+            "--input",
+            s(&root),
+            "--out",
+            s(&out),
+            "--channels",
+            "3",
+        ]);
+        let set = read_image_table(&out).unwrap();
+        let want = image::open(fixtures.join(format!("{name}.expected.png")))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(
+            (set.meta.width, set.meta.height),
+            want.dimensions(),
+            "{name}: shown size"
+        );
+        let worst = set
+            .pixels
+            .iter()
+            .zip(want.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 8,
+            "{name}: pixels differ from Pillow's by up to {worst}"
+        );
+    }
+}
+
 #[test]
 fn output_in_a_missing_directory() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
+use image::metadata::Orientation;
 use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use tsimcne_format::{ImageMeta, ImageSet, SourcePath, Split};
 
@@ -341,9 +342,18 @@ fn probe(path: &Path) -> Result<(u32, u32, ColorType)> {
         .map_err(|e| PrepError::io(path, e))?
         .with_guessed_format()
         .map_err(|e| PrepError::io(path, e))?;
-    let decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
     let (w, h) = decoder.dimensions();
-    Ok((w, h, decoder.color_type()))
+    let color = decoder.color_type();
+    // The size the picture is shown at: EXIF rotations by 90 degrees swap it.
+    let turned = matches!(
+        decoder.orientation().map_err(|e| image_error(path, e))?,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    Ok(if turned { (h, w, color) } else { (w, h, color) })
 }
 
 /// PIL's `convert("L")`: ITU-R 601-2 luma with PIL's fixed-point rounding,
@@ -451,7 +461,9 @@ pub fn resize_set(set: ImageSet, size: (u32, u32), mode: Fit) -> ImageSet {
 /// limit, which PNG decoding keeps).
 const MAX_DECODED_BYTES: usize = 512 << 20;
 
-/// Decodes a whole file exactly, or fails. The image crate's JPEG decoding
+/// Decodes a whole file exactly, or fails, and turns it as its EXIF
+/// orientation says (JPEG, PNG), as Pillow's `ImageOps.exif_transpose`:
+/// phone photos come upright. The image crate's JPEG decoding
 /// fills what it cannot read (a file cut short, corrupt entropy-coded data)
 /// with grey and returns an image; here such a file is an error, as in
 /// Pillow ("image file is truncated"): zune-jpeg, the image crate's own JPEG
@@ -461,8 +473,19 @@ const MAX_DECODED_BYTES: usize = 512 << 20;
 fn decode_exact(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     let format = image::guess_format(bytes).map_err(|e| image_error(path, e))?;
     if format != ImageFormat::Jpeg {
-        return image::load_from_memory_with_format(bytes, format)
-            .map_err(|e| image_error(path, e));
+        let err = |e| image_error(path, e);
+        let mut decoder = ImageReader::with_format(std::io::Cursor::new(bytes), format)
+            .into_decoder()
+            .map_err(err)?;
+        // The image crate's default memory limit, as its own `decode` checks
+        // it (a PNG bomb is refused before any allocation).
+        image::Limits::default()
+            .reserve(decoder.total_bytes())
+            .map_err(err)?;
+        let orientation = decoder.orientation().map_err(err)?;
+        let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
+        img.apply_orientation(orientation);
+        return Ok(img);
     }
     use zune_core::colorspace::ColorSpace;
     let jpeg_error = |e: zune_jpeg::errors::DecodeErrors| image_error(path, format!("JPEG: {e}"));
@@ -497,7 +520,12 @@ fn decode_exact(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
         ColorSpace::RGBA => image::RgbaImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgba8),
         _ => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
     };
-    img.ok_or_else(|| image_error(path, "JPEG: the decoder returned too few pixels"))
+    let mut img =
+        img.ok_or_else(|| image_error(path, "JPEG: the decoder returned too few pixels"))?;
+    if let Some(o) = decoder.exif().and_then(|e| Orientation::from_exif_chunk(e)) {
+        img.apply_orientation(o);
+    }
+    Ok(img)
 }
 
 /// Decodes one file into `out` (HWC); returns the file's MD5.
