@@ -75,9 +75,8 @@ fn the_options_page_documents_exactly_the_flags_of_each_stage() {
         let text = section(&options, heading);
         let documented = flags(text);
         let mut offered = BTreeSet::new();
-        for bin in bins {
-            let name = bin;
-            let own = help_flags(bin);
+        for name in bins {
+            let own = help_flags(name);
             assert!(!own.is_empty(), "{name} --help lists no flags");
             for f in own.difference(&documented) {
                 problems.push(format!(

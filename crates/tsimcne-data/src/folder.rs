@@ -4,6 +4,8 @@
 //! **Invariant:** the output is independent of the thread count: files are
 //! sorted, and each thread fills its own contiguous slice of the table.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
@@ -654,18 +656,8 @@ pub fn read_folder(
         Ok(r)
     })?;
     progress.end();
-    // The rows of the files that decoded, moved up over those that did not.
     let ok: Vec<bool> = decoded.iter().map(|r| r.is_ok()).collect();
-    let mut row = 0;
-    for (k, good) in ok.iter().enumerate() {
-        if *good {
-            if row != k {
-                pixels.copy_within(k * image_len..(k + 1) * image_len, row * image_len);
-            }
-            row += 1;
-        }
-    }
-    pixels.truncate(row * image_len);
+    compact_rows(&mut pixels, image_len, &ok);
     let read = keep(
         headed.into_iter().map(|(e, p, _)| (e, p)).collect(),
         decoded,
@@ -677,19 +669,19 @@ pub fn read_folder(
     }
     skipped.sort_by(|a, b| a.rel.cmp(&b.rel));
     // Exact duplicates, by the MD5 of the file's bytes.
-    let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
     let mut duplicates = Vec::new();
     let mut kept_rows = vec![true; read.len()];
     for (k, (e, _, sum)) in read.iter().enumerate() {
         match first_of.entry(sum.as_str()) {
-            std::collections::hash_map::Entry::Occupied(o) => {
+            Entry::Occupied(o) => {
                 duplicates.push(Duplicate {
                     rel: e.rel.clone(),
                     of: read[*o.get()].0.rel.clone(),
                 });
                 kept_rows[k] = opts.duplicates == Duplicates::Keep;
             }
-            std::collections::hash_map::Entry::Vacant(v) => {
+            Entry::Vacant(v) => {
                 v.insert(k);
             }
         }
@@ -697,16 +689,7 @@ pub fn read_folder(
     let read = if kept_rows.iter().all(|&k| k) {
         read
     } else {
-        let mut row = 0;
-        for (k, keep) in kept_rows.iter().enumerate() {
-            if *keep {
-                if row != k {
-                    pixels.copy_within(k * image_len..(k + 1) * image_len, row * image_len);
-                }
-                row += 1;
-            }
-        }
-        pixels.truncate(row * image_len);
+        compact_rows(&mut pixels, image_len, &kept_rows);
         read.into_iter()
             .zip(&kept_rows)
             .filter_map(|(r, keep)| keep.then_some(r))
@@ -744,6 +727,19 @@ pub fn read_folder(
         skipped,
         duplicates,
     })
+}
+
+/// Moves the rows marked in `keep` up over the others, in order, and drops
+/// the tail: `pixels` holds `keep.len()` rows of `image_len` bytes.
+fn compact_rows(pixels: &mut Vec<u8>, image_len: usize, keep: &[bool]) {
+    let mut row = 0;
+    for (k, _) in keep.iter().enumerate().filter(|(_, keep)| **keep) {
+        if row != k {
+            pixels.copy_within(k * image_len..(k + 1) * image_len, row * image_len);
+        }
+        row += 1;
+    }
+    pixels.truncate(row * image_len);
 }
 
 /// The entries whose result is a value, in order, with it; each error stops

@@ -100,20 +100,34 @@ pub fn list_path(out: &Path, what: &str) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// The duplicates as CSV: `path,duplicate_of`, one row per file.
-pub fn duplicates_csv(duplicates: &[Duplicate]) -> String {
-    let mut out = String::from("path,duplicate_of\n");
-    for d in duplicates {
-        out.push_str(&format!("{},{}\n", csv_field(&d.rel), csv_field(&d.of)));
+/// A two-column CSV: `header`, then one line per row.
+fn csv<'a>(header: &str, rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = format!("{header}\n");
+    for (a, b) in rows {
+        out.push_str(&format!("{},{}\n", csv_field(a), csv_field(b)));
     }
     out
 }
 
-/// Removes an earlier run's list at `path`, if there is one.
-fn remove_stale(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PrepError::io(path, e)),
-        _ => Ok(()),
+/// Writes the list `OUT.<what>.csv` of this run (atomically) when there is
+/// one; otherwise removes an earlier folder run's, so no list outlives the
+/// run it describes.
+fn write_list(cfg: &PrepConfig, what: &str, list: Option<String>) -> Result<Option<PathBuf>> {
+    let path = list_path(&cfg.out, what);
+    match list {
+        Some(text) => {
+            tsimcne_format::atomic::write_bytes_atomic(&path, text.as_bytes())?;
+            Ok(Some(path))
+        }
+        None => {
+            if cfg.source == Source::Folder
+                && let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(PrepError::io(&path, e));
+            }
+            Ok(None)
+        }
     }
 }
 
@@ -125,15 +139,6 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_owned()
     }
-}
-
-/// The skipped files as CSV: `path,reason`, one row per file.
-pub fn skipped_csv(skipped: &[Skipped]) -> String {
-    let mut out = String::from("path,reason\n");
-    for s in skipped {
-        out.push_str(&format!("{},{}\n", csv_field(&s.rel), csv_field(&s.reason)));
-    }
-    out
 }
 
 fn apply_subset(set: ImageSet, rows: &[usize], seed: u64) -> ImageSet {
@@ -246,29 +251,24 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
     tsimcne_format::write_image_table(&cfg.out, &set)?;
     progress.advance(set.len() as u64);
     progress.end();
-    // The lists belong to this run: the skipped list is written whenever
-    // files may be skipped, the duplicates when there are any, and an
-    // earlier folder run's lists are removed otherwise.
-    let list = list_path(&cfg.out, "skipped");
-    let skipped_list = if cfg.folder.unreadable == Unreadable::Skip {
-        tsimcne_format::atomic::write_bytes_atomic(&list, skipped_csv(&skipped).as_bytes())?;
-        Some(list)
-    } else {
-        if cfg.source == Source::Folder {
-            remove_stale(&list)?;
-        }
-        None
-    };
-    let list = list_path(&cfg.out, "duplicates");
-    let duplicates_list = if !duplicates.is_empty() {
-        tsimcne_format::atomic::write_bytes_atomic(&list, duplicates_csv(&duplicates).as_bytes())?;
-        Some(list)
-    } else {
-        if cfg.source == Source::Folder {
-            remove_stale(&list)?;
-        }
-        None
-    };
+    // The skipped list whenever files may be skipped (empty or not), the
+    // duplicates when there are any.
+    let skipped_list = write_list(
+        cfg,
+        "skipped",
+        (cfg.folder.unreadable == Unreadable::Skip)
+            .then(|| csv("path,reason", skipped.iter().map(|s| (&*s.rel, &*s.reason)))),
+    )?;
+    let duplicates_list = write_list(
+        cfg,
+        "duplicates",
+        (!duplicates.is_empty()).then(|| {
+            csv(
+                "path,duplicate_of",
+                duplicates.iter().map(|d| (&*d.rel, &*d.of)),
+            )
+        }),
+    )?;
     let train = set
         .splits
         .iter()

@@ -87,11 +87,11 @@ pub fn main(mut argv: Vec<OsString>) -> ExitCode {
         return s.run(argv);
     }
     let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
+    if let Some(s) = first.as_deref().and_then(stage) {
+        argv.remove(0);
+        return s.run(argv);
+    }
     match first.as_deref() {
-        Some(name) if stage(name).is_some() => {
-            argv.remove(0);
-            stage(name).map_or(ExitCode::FAILURE, |s| s.run(argv))
-        }
         Some("--link-stages") => {
             let dir = argv.get(2).map(PathBuf::from);
             crate::run_main(|| {
