@@ -33,7 +33,7 @@ DATASETS := cifar10 cifar100 fashion-mnist demo tiny
 STAGES   := prep pretrain project finetune evaluate
 
 .PHONY: help build test bench bench-prep bench-augment bench-evaluate bench-train clean \
-	pipeline pipeline-dir $(STAGES:%=pipeline-%) \
+	pipeline pipeline-dir pipeline-estimate $(STAGES:%=pipeline-%) \
 	pipeline-test pipeline-test-make pipeline-test-dvc pipeline-test-snakemake \
 	$(DATASETS) $(foreach d,$(DATASETS),$(STAGES:%=$(d)-%) $(d)-dir)
 
@@ -168,18 +168,6 @@ DEMO_FINETUNE_AUGMENT ?= --knn-positives 10
 DEMO_2D_AUGMENT      ?= --knn-space joint --crop-min 1 --jitter-p 0 --map-scale 11
 DEMO_LIMIT           ?=
 
-# Training speed on CPU, images per second on 2 threads at 28x28 (scaled
-# linearly by THREADS), for the duration printed before a CPU run
-# (pipelines/estimate.sh).
-CPU_SPEED_resnet18 ?= 14
-CPU_SPEED_small    ?= 400
-CPU_SPEED_tiny     ?= 150
-# The speeds above are from busy days: the same demo epochs ran at 1,000 to
-# 2,500 images/s on 2-core machines of this project on different days
-# (AVX2 and AVX-512 alike), so the estimate is a range, from these speeds
-# up to CPU_SPEED_SPREAD times them (the range misses the slowest day).
-CPU_SPEED_SPREAD ?= 1.7
-
 # Hyperparameters that name a run (runs/<dataset>/<run>); the evaluation
 # settings, DEVICE, CONV_MATH, THREADS and CHECKPOINT_EVERY do not.
 RUN_VARS := DATA LIMIT LIMIT_SEED PREP_FLAGS BACKBONE BATCH SEED LOSS NORMALIZE AUGMENT \
@@ -294,13 +282,10 @@ ifeq ($(filter pipeline-dir,$(MAKECMDGOALS)),)
   $(call stamp,evaluate,$(EVAL_ARGS))
 endif
 
-# CPU runs: say first how long they will take (unless the training is done).
-ifeq ($(DEVICE)$(filter pipeline-dir,$(MAKECMDGOALS))$(wildcard $(D)/finetune/config.json),cpu)
-  N_TRAIN := $(or $(LIMIT),$(N_IMAGES))
-  N_THREADS := $(or $(THREADS),$(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2))
-  $(info $(shell pipelines/estimate.sh $(DATASET) $(BACKBONE) $(N_TRAIN) $(PRETRAIN_EPOCHS) $(PROJECT_EPOCHS) \
-	$(FINETUNE_EPOCHS) $(N_THREADS) $(or $(CPU_SPEED_$(BACKBONE)),$(CPU_SPEED_resnet18)) $(CPU_SPEED_SPREAD) $(IMAGE_SIDE)))
-endif
+# CPU runs say first how long their training will take, timed on this
+# machine (`estimate`, a second for the demo), unless the training is done.
+comma := ,
+ESTIMATE = $(if $(filter cpu,$(DEVICE)),$(if $(wildcard $(D)/finetune/config.json),,1))
 
 REUSE ?= 1
 STAGE_SH = $(strip pipelines/stage.sh $(if $(REUSE),$(foreach c,$(filter-out $(D)/$(1),$(wildcard $(RUNS)/$(DATASET)/*/$(1))),--reuse-from $(c))))
@@ -319,14 +304,19 @@ pipeline-dir:
 $(D)/images.parquet: $(D)/.prep.params $(DATA_FILES) | $(BUILT)
 	$(BIN)/prep $(PREP_ARGS) --out $@
 
-$(D)/pretrain/config.json: $(D)/images.parquet $(D)/.pretrain.params | $(BUILT)
+pipeline-estimate: $(D)/images.parquet | $(BUILT)
+	$(if $(ESTIMATE),@$(BIN)/estimate --images $< --label $(DATASET) --backbone $(BACKBONE) \
+		--batch-size $(BATCH) --epochs $(PRETRAIN_EPOCHS)$(comma)$(PROJECT_EPOCHS)$(comma)$(FINETUNE_EPOCHS) \
+		--out-dim $(OUT_DIM) --map-dim $(MAP_DIM) $(if $(THREADS),--threads $(THREADS)) -- $(FINETUNE_FLAGS))
+
+$(D)/pretrain/config.json: $(D)/images.parquet $(D)/.pretrain.params | $(BUILT) pipeline-estimate
 	$(call STAGE_SH,pretrain) $(BIN)/pretrain --images $< --out $(@D) $(PRETRAIN_ARGS) $(RUNTIME_ARGS)
 
-$(D)/project/config.json: $(D)/pretrain/config.json $(D)/images.parquet $(D)/.project.params | $(BUILT)
+$(D)/project/config.json: $(D)/pretrain/config.json $(D)/images.parquet $(D)/.project.params | $(BUILT) pipeline-estimate
 	$(call STAGE_SH,project) $(BIN)/project --images $(D)/images.parquet --from $(<D) --out $(@D) \
 		$(PROJECT_ARGS) $(RUNTIME_ARGS)
 
-$(D)/finetune/config.json: $(D)/project/config.json $(D)/images.parquet $(D)/.finetune.params | $(BUILT)
+$(D)/finetune/config.json: $(D)/project/config.json $(D)/images.parquet $(D)/.finetune.params | $(BUILT) pipeline-estimate
 	$(call STAGE_SH,finetune) $(BIN)/finetune --images $(D)/images.parquet --from $(<D) --out $(@D) \
 		$(FINETUNE_ARGS) $(RUNTIME_ARGS)
 

@@ -342,3 +342,54 @@ fn bad_input_gets_a_clear_error() {
     assert!(!out.join("model.safetensors").exists());
     assert!(out.join("checkpoint.safetensors").exists());
 }
+
+/// `estimate` times the steps on this machine and prints one line for
+/// `make`; bad input is a one-line error.
+#[test]
+fn estimate_prints_the_run_timed_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = images(dir.path(), 200);
+    let r = run(
+        "estimate",
+        &[
+            "--images",
+            s(&images),
+            "--backbone",
+            "tiny",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "3,0,2",
+            "--threads",
+            "2",
+            "--label",
+            "tiny",
+            "--",
+            "--crop-min",
+            "1",
+            "--jitter-p",
+            "0",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let line = r.stdout.trim();
+    assert!(
+        line.starts_with("tiny: 3+0+2 epochs of 200 images, tiny, 2 threads: expect about "),
+        "{line}"
+    );
+    // Nothing is trained in project: its share is zero.
+    assert!(line.contains(" + 0 s + "), "{line}");
+    assert!(line.contains("images/s, timed here in "), "{line}");
+    let bad = run("estimate", &["--images", s(&images), "--epochs", "3,2"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stderr.contains("--epochs takes three numbers"),
+        "{}",
+        bad.stderr
+    );
+    let missing = dir.path().join("nope.parquet");
+    let bad = run("estimate", &["--images", s(&missing)]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("nope.parquet"), "{}", bad.stderr);
+    assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+}

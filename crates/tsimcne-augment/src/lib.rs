@@ -162,6 +162,35 @@ pub fn sample_params(rng: &mut SplitMix64, shape: Shape, cfg: &AugmentConfig) ->
     }
 }
 
+impl AugmentConfig {
+    /// Whether every view of a `shape` image is the image itself or its
+    /// mirror image: crops of the whole area (on a square image, whatever the
+    /// aspect ratio drawn, the crop is then the whole image), no colour
+    /// jitter, no greyscale conversion of colour images. Such views can be
+    /// computed once per image and flip ([`view_flip`] says which).
+    pub fn flips_only(&self, shape: Shape) -> bool {
+        self.crop_scale.0 >= 1.0
+            && self.crop_ratio.0 <= 1.0
+            && self.crop_ratio.1 >= 1.0
+            && shape.height == shape.width
+            && self.jitter_p <= 0.0
+            && (shape.channels == 1 || self.grayscale_p <= 0.0)
+    }
+}
+
+/// Whether view `view` of image `id` in `epoch` is mirrored: the flip that
+/// [`two_views_of`] draws for it.
+pub fn view_flip(
+    seed: u64,
+    epoch: u64,
+    id: u64,
+    view: u64,
+    shape: Shape,
+    cfg: &AugmentConfig,
+) -> bool {
+    sample_params(&mut view_stream(seed, epoch, id, view), shape, cfg).flip
+}
+
 /// The stream of view `view` of image `id` in `epoch`.
 pub fn view_stream(seed: u64, epoch: u64, id: u64, view: u64) -> SplitMix64 {
     SplitMix64::keyed(&[seed, epoch, id, view])

@@ -232,10 +232,10 @@ fn ops(k: Kernels, dev: &Device) -> candle_core::Result<()> {
 
 /// Per-layer conv timings of a preset's backbone (fast kernels): forward,
 /// input gradient and weight gradient of every distinct convolution shape.
-fn layers(preset: &str, views: usize) -> candle_core::Result<()> {
-    let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
-    let mut shapes = vec![(3, arch.widths[0], 3, 1, 32)];
-    let (mut cin, mut hw) = (arch.widths[0], 32);
+fn layers(preset: &str, views: usize, side: usize, channels: usize) -> candle_core::Result<()> {
+    let arch = tsimcne_model::preset(preset, channels, 128).map_err(candle_core::Error::wrap)?;
+    let mut shapes = vec![(channels, arch.widths[0], 3, 1, side)];
+    let (mut cin, mut hw) = (arch.widths[0], side);
     for (s, (&w, &n)) in arch.widths.iter().zip(&arch.blocks).enumerate() {
         for b in 0..n {
             let stride = if b == 0 {
@@ -324,6 +324,8 @@ fn main() -> candle_core::Result<()> {
         Some("layers") => layers(
             args.get(1).map_or("small", String::as_str),
             args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128),
+            args.get(3).and_then(|v| v.parse().ok()).unwrap_or(32),
+            args.get(4).and_then(|v| v.parse().ok()).unwrap_or(3),
         )?,
         _ => {
             eprintln!(

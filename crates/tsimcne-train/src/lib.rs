@@ -1,9 +1,11 @@
 //! The training core of t-SimCNE: the contrastive losses ([`loss`]), SGD
 //! with momentum and saveable state ([`sgd`]), the learning-rate schedule
 //! ([`schedule`]), the checkpointed training loop ([`trainer`]) and the
-//! stages built on it ([`stage`]).
+//! stages built on it ([`stage`]), and how long they will take here
+//! ([`estimate`]).
 
 mod error;
+pub mod estimate;
 pub mod loss;
 pub mod schedule;
 pub mod sgd;

@@ -7,6 +7,7 @@
 //! (about 22 MB each) and six links of it at every build.
 
 mod embed;
+mod estimate;
 mod evaluate;
 mod prep;
 mod pretrain;
@@ -34,7 +35,7 @@ impl Stage {
 }
 
 /// Every stage, in pipeline order.
-pub const STAGES: [Stage; 6] = [
+pub const STAGES: [Stage; 7] = [
     Stage {
         name: "prep",
         about: "turn a dataset into the image table every later stage reads",
@@ -64,6 +65,11 @@ pub const STAGES: [Stage; 6] = [
         name: "evaluate",
         about: "kNN accuracy, neighbour preservation and a picture of a map",
         main: evaluate::main,
+    },
+    Stage {
+        name: "estimate",
+        about: "how long a run's training will take on this machine (timed, not guessed)",
+        main: estimate::main,
     },
 ];
 

@@ -1,0 +1,214 @@
+//! How long a pipeline's training will take on this machine, from a few
+//! timed steps of each stage's kind on some of the run's images:
+//! what `make` prints before a CPU run.
+//!
+//! Machines differ more than any formula can say (the same demo epochs ran
+//! at 1,000 to 2,700 images/s on 2-core machines of this project, on
+//! different days), so this measures instead of assuming: a training step
+//! with the pretraining output, a step of the output layer alone (`project`)
+//! and a full step with the map's output (`finetune`), each with its stage's
+//! augmentation, which runs beside the network on the same cores.
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use tsimcne_augment::{AugmentConfig, Shape, two_views_of};
+use tsimcne_format::model_keys::{HEAD, HEAD_OUT, ResNetArch};
+use tsimcne_model::{Backprop, Model};
+
+use crate::error::{Result, TrainError};
+use crate::loss::{Similarity, info_nce};
+use crate::sgd::{Sgd, SgdConfig};
+
+/// What a pipeline trains: the network, the images and each stage's epochs.
+#[derive(Clone, Debug)]
+pub struct EstimateConfig {
+    /// The pretraining network (its output the pretraining's dimension).
+    pub arch: ResNetArch,
+    /// The map's dimension (the 2-D stages' output).
+    pub map_dim: usize,
+    pub shape: Shape,
+    pub images: usize,
+    /// Images per batch; each gives two views.
+    pub batch_size: usize,
+    pub pretrain_epochs: usize,
+    pub project_epochs: usize,
+    pub finetune_epochs: usize,
+    /// The pretraining's augmentation.
+    pub pretrain_augment: AugmentConfig,
+    /// The 2-D stages' augmentation.
+    pub map_augment: AugmentConfig,
+    /// Threads for augmentation (the network uses candle's pool, which the
+    /// caller sizes).
+    pub threads: usize,
+    /// Some of the run's images (u8 HWC, back to back, at least one), to
+    /// time the steps on; used over again for a larger batch.
+    pub sample: Vec<u8>,
+}
+
+/// Seconds of training per stage, and the step timings behind them.
+#[derive(Clone, Debug)]
+pub struct Estimate {
+    pub pretrain_s: f64,
+    pub project_s: f64,
+    pub finetune_s: f64,
+    /// Seconds per view of each kind of step, augmentation included.
+    pub pretrain_view_s: f64,
+    pub project_view_s: f64,
+    pub finetune_view_s: f64,
+    /// The pretraining's speed in images per second (two views each).
+    pub pretrain_images_per_s: f64,
+    /// Seconds the measurement took.
+    pub measured_in_s: f64,
+}
+
+impl Estimate {
+    pub fn total_s(&self) -> f64 {
+        self.pretrain_s + self.project_s + self.finetune_s
+    }
+}
+
+/// A timed step takes about this long (so a timer's resolution does not
+/// matter), or is the full batch where that is faster.
+const TARGET_STEP_S: f64 = 0.25;
+/// Timed steps per kind, after untimed warm-up steps (the first step of a
+/// model allocates its buffers).
+const REPS: usize = 8;
+const WARMUP: usize = 2;
+/// Views of the step that sizes the timed ones.
+const PROBE_VIEWS: usize = 16;
+
+/// Times each kind of step on this machine and scales it by the epochs.
+/// Takes about a second for the `small` network on 14×14 images, about half
+/// a minute for ResNet18 on 32×32 ones.
+pub fn estimate(cfg: &EstimateConfig) -> Result<Estimate> {
+    if cfg.sample.is_empty() || !cfg.sample.len().is_multiple_of(cfg.shape.len()) {
+        return Err(TrainError::Invalid(
+            "the sample to time on needs at least one whole image".into(),
+        ));
+    }
+    if cfg.batch_size < 2 || cfg.images < cfg.batch_size {
+        return Err(TrainError::Invalid(format!(
+            "a batch of {} from {} images: the batch needs at least 2 images and at most all",
+            cfg.batch_size, cfg.images
+        )));
+    }
+    let t0 = Instant::now();
+    let device = Device::Cpu;
+    let pretrain = Model::new(&cfg.arch, 0, &device)?;
+    let map_arch = ResNetArch {
+        out_dim: cfg.map_dim,
+        ..cfg.arch.clone()
+    };
+    let map = Model::new(&map_arch, 0, &device)?;
+    // A step of `v` views costs about `v` times a view's cost (measured on
+    // the kernels: linear from a few dozen views up); a probe step sizes the
+    // timed ones so that each takes about TARGET_STEP_S.
+    let full = 2 * cfg.batch_size;
+    let out_layer = format!("{HEAD}.{HEAD_OUT}");
+    let mut kinds = [
+        (pretrain, &cfg.pretrain_augment, Backprop::Full, None),
+        (map, &cfg.map_augment, Backprop::OutputOnly, Some(out_layer)),
+    ];
+    let probe = PROBE_VIEWS.min(full);
+    let per_view = Timer::new(cfg, probe).run(&mut kinds[0], 0, 1)?;
+    let views = ((TARGET_STEP_S / per_view.max(1e-9)) as usize).clamp(probe, full) & !1;
+    let timer = Timer::new(cfg, views);
+    let pre = timer.run(&mut kinds[0], WARMUP, REPS)?;
+    let proj = timer.run(&mut kinds[1], WARMUP, REPS)?;
+    kinds[1].2 = Backprop::Full;
+    kinds[1].3 = None;
+    let fine = timer.run(&mut kinds[1], WARMUP, REPS)?;
+    // Each epoch trains the whole batches only, two views an image.
+    let views_per_epoch = (cfg.images / cfg.batch_size * full) as f64;
+    Ok(Estimate {
+        pretrain_s: pre * views_per_epoch * cfg.pretrain_epochs as f64,
+        project_s: proj * views_per_epoch * cfg.project_epochs as f64,
+        finetune_s: fine * views_per_epoch * cfg.finetune_epochs as f64,
+        pretrain_view_s: pre,
+        project_view_s: proj,
+        finetune_view_s: fine,
+        pretrain_images_per_s: 1.0 / (2.0 * pre),
+        measured_in_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// One kind of step: the model, its augmentation, what it trains.
+type Kind<'a> = (Model, &'a AugmentConfig, Backprop, Option<String>);
+
+/// The sample's images, and steps on views made of them.
+struct Timer<'a> {
+    cfg: &'a EstimateConfig,
+    views: usize,
+    pixels: Vec<u8>,
+}
+
+impl<'a> Timer<'a> {
+    fn new(cfg: &'a EstimateConfig, views: usize) -> Self {
+        let len = views / 2 * cfg.shape.len();
+        let pixels = cfg.sample.iter().copied().cycle().take(len).collect();
+        Self { cfg, views, pixels }
+    }
+
+    /// The views of step `step`: two views of each image.
+    fn augment(&self, augment: &AugmentConfig, step: u64) -> Vec<f32> {
+        let shape = self.cfg.shape;
+        let imgs: Vec<&[u8]> = self.pixels.chunks_exact(shape.len()).collect();
+        let ids: Vec<u64> = (0..imgs.len() as u64).collect();
+        let mut buf = vec![0f32; self.views * shape.len()];
+        two_views_of(
+            &imgs,
+            &imgs,
+            &ids,
+            shape,
+            augment,
+            0,
+            step,
+            self.cfg.threads,
+            &mut buf,
+        );
+        buf
+    }
+
+    /// Seconds per view of `steps` steps after `warmup` untimed ones, each
+    /// batch's views made on another thread while the network trains on the
+    /// one before, as the training loop does.
+    fn run(&self, kind: &mut Kind<'_>, warmup: usize, steps: usize) -> Result<f64> {
+        let (model, augment, backprop, trainable) = kind;
+        let augment: &AugmentConfig = augment;
+        let prefixes = trainable.as_deref().map(|p| [p]);
+        let mut sgd = Sgd::new(
+            model.trainable(prefixes.as_ref().map(|p| &p[..])),
+            SgdConfig::default(),
+        );
+        let shape = self.cfg.shape;
+        let dims = (self.views, shape.channels, shape.height, shape.width);
+        std::thread::scope(|scope| -> Result<f64> {
+            let (tx, rx) = mpsc::sync_channel::<Vec<f32>>(1);
+            scope.spawn(move || {
+                for step in 0..warmup + steps {
+                    if tx.send(self.augment(augment, step as u64)).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut t0 = Instant::now();
+            for step in 0..warmup + steps {
+                if step == warmup {
+                    t0 = Instant::now();
+                }
+                let buf = rx
+                    .recv()
+                    .map_err(|_| TrainError::Invalid("augmentation worker stopped".into()))?;
+                let x = Tensor::from_vec(buf, dims, model.device())?;
+                let similarity = Similarity::Cauchy;
+                let (_, grads) =
+                    model.loss_and_grads(&x, *backprop, |z| info_nce(z, similarity))?;
+                // A tiny rate: the update's cost counts, the model is random.
+                sgd.step(&grads, 1e-6)?;
+            }
+            Ok(t0.elapsed().as_secs_f64() / (steps * self.views) as f64)
+        })
+    }
+}
