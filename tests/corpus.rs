@@ -278,6 +278,7 @@ fn micro_config() -> ModelConfig {
             init: None,
             augment: None,
             map_scale: None,
+            freeze_layers: 0,
             threads: 1,
             checkpoint_every: 1,
             device: None,

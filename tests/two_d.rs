@@ -388,3 +388,138 @@ fn mismatched_out_dim_is_refused() {
     );
     assert!(!emb.exists());
 }
+
+/// `finetune --freeze-layers 2`: the stem, layer1 and layer2 (weights and
+/// BatchNorm statistics) leave the stage bit-identical to project's, the
+/// rest trains; with flip-only views (activations cached per image and
+/// flip) and with full augmentation (frozen layers run per batch); our
+/// kernels against candle's (an independent implementation of the same
+/// freezing, which never caches); a kill and rerun gives the same bytes;
+/// project and too many layers are refused.
+#[test]
+fn frozen_layers_stay_fixed_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (images, pre) = pretrained(d);
+    let args = |from: &Path, out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--images",
+            s(&images),
+            "--from",
+            s(from),
+            "--out",
+            s(out),
+            "--batch-size",
+            "32",
+            "--threads",
+            "2",
+            "--seed",
+            "3",
+            "--epochs",
+            "3",
+            "--warmup",
+            "0",
+            "--lr",
+            "0.05",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let flips = ["--crop-min", "1", "--jitter-p", "0", "--knn-positives", "3"];
+    let proj = d.join("p");
+    ok_owned(PROJECT, &args(&pre, &proj, &flips));
+    let before = state(&proj);
+    let frozen = |name: &str| {
+        [
+            "backbone.conv1.",
+            "backbone.bn1.",
+            "backbone.layer1.",
+            "backbone.layer2.",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+    };
+    fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut e = extra.to_vec();
+        e.extend(["--freeze-layers", "2"]);
+        e
+    }
+    let check = |out: &Path| {
+        let after = state(out);
+        let mut trained = 0;
+        for (name, t) in &before {
+            if name.ends_with("num_batches_tracked") {
+                continue; // one counter for the whole model (FORMATS.md)
+            }
+            let same = bits(t) == bits(&after[name]);
+            if frozen(name) {
+                assert!(same, "{}: frozen {name} changed", out.display());
+            } else if !same {
+                trained += 1;
+            }
+        }
+        assert!(
+            trained > 10,
+            "{}: only {trained} tensors trained",
+            out.display()
+        );
+        let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+        assert!(text.contains("\"freeze_layers\": 2"), "{text}");
+    };
+    let (cached, candle, killed, augmented) = (d.join("c"), d.join("k"), d.join("x"), d.join("a"));
+    ok_owned(FINETUNE, &args(&proj, &cached, &with(&flips)));
+    check(&cached);
+    let mut on_candle = with(&flips);
+    on_candle.extend(["--kernels", "candle"]);
+    ok_owned(FINETUNE, &args(&proj, &candle, &on_candle));
+    check(&candle);
+    let (ours, theirs) = (state(&cached), state(&candle));
+    for (name, a) in &ours {
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = theirs[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 2e-3 * scale,
+                "{name}: ours {x}, candle {y}"
+            );
+        }
+    }
+    kill_and_rerun(FINETUNE, &args(&proj, &killed, &with(&flips)), &killed);
+    for f in ["model.safetensors", "embedding.parquet"] {
+        assert!(
+            std::fs::read(cached.join(f)).unwrap() == std::fs::read(killed.join(f)).unwrap(),
+            "{f} after kill and rerun"
+        );
+    }
+    ok_owned(FINETUNE, &args(&proj, &augmented, &with(&[])));
+    check(&augmented);
+    let bad = d.join("bad");
+    let r = run(
+        PROJECT,
+        &args(&pre, &bad, &["--freeze-layers", "1"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    r.assert_user_error("", &["frozen layers are for finetune"]);
+    let r = run(
+        FINETUNE,
+        &args(&proj, &bad, &["--freeze-layers", "5"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    r.assert_user_error("", &["4 stages", "5"]);
+    assert!(!bad.join("config.json").exists());
+}

@@ -130,6 +130,13 @@ pub struct TwoDArgs {
     /// the output as it is].
     #[arg(long)]
     map_scale: Option<f64>,
+    /// Finetune only, opt-in: keep the stem and the first N of the
+    /// backbone's stages as project left them (BatchNorm in eval mode) and
+    /// train the rest; 0 trains everything (the recipe). With views fixed
+    /// up to a mirror (--crop-min 1 --jitter-p 0) their output is computed
+    /// once per image and flip, so each epoch skips them.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    freeze_layers: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Dimension of the map: 2, or 3 for a 3-D map (project only; finetune keeps its input's).
@@ -249,6 +256,7 @@ pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
             conv_math: a.conv_math.into(),
             augment,
             map_scale: a.map_scale,
+            freeze_layers: a.freeze_layers,
         };
         let summary = train_2d(&cfg, &TrainBar::new(cfg.batch_size))?;
         let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);

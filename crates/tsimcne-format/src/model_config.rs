@@ -70,6 +70,11 @@ pub struct TrainingConfig {
     /// as it is (the recipe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_scale: Option<f64>,
+    /// Finetune only: the stem and the first `freeze_layers` stages were
+    /// fixed (`--freeze-layers`), their BatchNorm in eval mode; absent: 0,
+    /// everything trained (the recipe).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub freeze_layers: usize,
     /// Not hyperparameters: they do not enter the resume fingerprint.
     pub threads: usize,
     pub checkpoint_every: usize,
@@ -305,6 +310,7 @@ pub(crate) mod tests {
                 init: None,
                 augment: None,
                 map_scale: None,
+                freeze_layers: 0,
                 device: Some("cpu".into()),
                 conv_math: None,
             },
@@ -359,6 +365,21 @@ pub(crate) mod tests {
         b.map_scale = Some(11.0);
         let text = serde_json::to_string(&b).unwrap();
         assert!(text.contains("\"map_scale\":11.0"), "{text}");
+        assert_eq!(serde_json::from_str::<TrainingConfig>(&text).unwrap(), b);
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    /// Nothing frozen (the recipe) is not written; frozen layers round-trip
+    /// and change the fingerprint.
+    #[test]
+    fn freeze_layers_are_written_only_when_set() {
+        let a = sample().training;
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(!text.contains("freeze_layers"), "{text}");
+        let mut b = a.clone();
+        b.freeze_layers = 2;
+        let text = serde_json::to_string(&b).unwrap();
+        assert!(text.contains("\"freeze_layers\":2"), "{text}");
         assert_eq!(serde_json::from_str::<TrainingConfig>(&text).unwrap(), b);
         assert_ne!(a.fingerprint(), b.fingerprint());
     }

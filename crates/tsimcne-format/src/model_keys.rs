@@ -81,6 +81,23 @@ impl ResNetArch {
         Ok(())
     }
 
+    /// Residual blocks in the first `layers` stages.
+    pub fn blocks_in(&self, layers: usize) -> usize {
+        self.blocks.iter().take(layers).sum()
+    }
+
+    /// The name prefixes of the tensors that `--freeze-layers layers`
+    /// fixes: the stem (`backbone.conv1.`, `backbone.bn1.`) and stages
+    /// `layer1` to `layer{layers}`; none for 0.
+    pub fn frozen_prefixes(&self, layers: usize) -> Vec<String> {
+        if layers == 0 {
+            return Vec::new();
+        }
+        let mut p = vec![format!("{BACKBONE}.conv1."), format!("{BACKBONE}.bn1.")];
+        p.extend((1..=layers).map(|l| format!("{BACKBONE}.layer{l}.")));
+        p
+    }
+
     /// Length of the backbone's pooled feature vector.
     pub fn feature_dim(&self) -> usize {
         self.widths.last().copied().unwrap_or(0)

@@ -76,20 +76,53 @@ struct BlockTape {
     short: Option<(ConvIn, Vec<f32>, BnStats)>,
 }
 
+/// The stem's part of a tape: its input (NHWC), convolution output and
+/// statistics.
+struct StemTape {
+    input: Vec<f32>,
+    conv: ConvIn,
+    c: Vec<f32>,
+    s: BnStats,
+}
+
 /// The saved forward pass of a training step.
 pub struct Tape {
     n: usize,
-    /// The stem's input (NHWC), convolution output and statistics.
-    stem_in: Vec<f32>,
-    stem: ConvIn,
-    stem_c: Vec<f32>,
-    stem_s: BnStats,
-    /// `acts[0]` is the stem's output, `acts[i + 1]` block i's.
+    /// `None` when the pass started at a block ([`FastBackbone::forward_from`]).
+    stem: Option<StemTape>,
+    /// The first block run.
+    first: usize,
+    /// `acts[0]` is the first block's input, `acts[i + 1]` block
+    /// `first + i`'s output.
     acts: Vec<Vec<f32>>,
     blocks: Vec<BlockTape>,
     /// Pixels and channels of the last activation.
     last_hw: usize,
     last_c: usize,
+}
+
+/// Channels-last activations `[n, h, w, c]`.
+#[derive(Debug, Clone)]
+pub struct Acts {
+    pub data: Vec<f32>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+/// Where [`FastBackbone::run`] starts.
+enum Entry {
+    /// Images (NHWC): the stem runs first.
+    Images(Acts),
+    /// A block's input.
+    Acts(Acts),
+}
+
+/// A run's last activation and, when recorded, its tape.
+struct Run {
+    act: Acts,
+    tape: Option<Tape>,
 }
 
 impl std::fmt::Debug for Tape {
@@ -136,6 +169,9 @@ impl Pool {
     }
 
     fn give(&self, v: Vec<f32>) {
+        if v.is_empty() {
+            return;
+        }
         if let Ok(mut p) = self.0.lock()
             && p.bytes + 4 * v.len() <= POOL_MAX_BYTES
         {
@@ -279,13 +315,70 @@ impl FastBackbone {
         x: &Tensor,
         pass: Pass,
     ) -> Result<(Tensor, Option<Tape>)> {
-        let device = x.device().clone();
-        if !matches!(device, Device::Cpu) {
+        let acts = self.nhwc_images(x)?;
+        let run = self.run(vars, Entry::Images(acts), 0..self.blocks.len(), pass)?;
+        self.pool_features(run, &x.device().clone())
+    }
+
+    /// The eval-mode output of the stem and the first `blocks` residual
+    /// blocks for images `[n, c, h, w]`: the input [`Self::forward_from`]
+    /// takes when those blocks are frozen. Running statistics are read,
+    /// never updated.
+    pub fn prefix(&self, vars: &HashMap<String, Var>, x: &Tensor, blocks: usize) -> Result<Acts> {
+        if blocks > self.blocks.len() {
+            return Err(ModelError::Invalid(format!(
+                "the backbone has {} blocks, not {blocks}",
+                self.blocks.len()
+            )));
+        }
+        let acts = self.nhwc_images(x)?;
+        let run = self.run(vars, Entry::Images(acts), 0..blocks, Pass::Eval)?;
+        Ok(run.act)
+    }
+
+    /// [`Self::forward`] from block `first` on, its input given (as
+    /// [`Self::prefix`] makes it): the stem and the blocks before `first`
+    /// are neither run nor trained, and [`Self::backward`] stops at `first`.
+    pub fn forward_from(
+        &self,
+        vars: &HashMap<String, Var>,
+        acts: Acts,
+        first: usize,
+        pass: Pass,
+    ) -> Result<(Tensor, Option<Tape>)> {
+        if first > self.blocks.len() {
+            return Err(ModelError::Invalid(format!(
+                "the backbone has {} blocks, not {first}",
+                self.blocks.len()
+            )));
+        }
+        let cin = match first {
+            0 => self.stem.cout,
+            b => self.blocks[b - 1].conv2.cout,
+        };
+        if acts.c != cin || acts.data.len() != acts.n * acts.h * acts.w * acts.c {
+            return Err(ModelError::Invalid(format!(
+                "block {first} takes {cin} channels; the activations have {} (and {} values for {} × {} × {} × {})",
+                acts.c,
+                acts.data.len(),
+                acts.n,
+                acts.h,
+                acts.w,
+                acts.c
+            )));
+        }
+        let run = self.run(vars, Entry::Acts(acts), first..self.blocks.len(), pass)?;
+        self.pool_features(run, &Device::Cpu)
+    }
+
+    /// Checks images `[n, c, h, w]` on the CPU and returns them NHWC.
+    fn nhwc_images(&self, x: &Tensor) -> Result<Acts> {
+        if !matches!(x.device(), Device::Cpu) {
             return Err(ModelError::Invalid(
                 "the fast kernels run on the CPU only".into(),
             ));
         }
-        let (n, c, mut h, mut w) = x.dims4()?;
+        let (n, c, h, w) = x.dims4()?;
         if c != self.stem.cin {
             return Err(ModelError::Invalid(format!(
                 "the images have {c} channels, the model takes {}",
@@ -293,9 +386,46 @@ impl FastBackbone {
             )));
         }
         // [n, c, h, w] → [n, h, w, c]
-        let input = x.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
+        let data = x.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Acts { data, n, h, w, c })
+    }
+
+    /// Global average pool of a run's last activation: `[n, feature]`.
+    fn pool_features(&self, run: Run, device: &Device) -> Result<(Tensor, Option<Tape>)> {
+        let a = &run.act;
+        // [n, h·w, c] → [n, c]
+        let feat = tsimcne_ops::global_avg_pool(&a.data, a.n, a.c);
+        let n = a.n;
+        match run.tape {
+            Some(mut tape) => {
+                tape.acts.push(run.act.data);
+                Ok((
+                    Tensor::from_vec(feat, (n, self.feature_dim), device)?,
+                    Some(tape),
+                ))
+            }
+            None => {
+                self.pool.give(run.act.data);
+                Ok((Tensor::from_vec(feat, (n, self.feature_dim), device)?, None))
+            }
+        }
+    }
+
+    /// The stem (for [`Entry::Images`]) and then `blocks`, in `pass`.
+    fn run(
+        &self,
+        vars: &HashMap<String, Var>,
+        entry: Entry,
+        blocks: std::ops::Range<usize>,
+        pass: Pass,
+    ) -> Result<Run> {
         let train = pass != Pass::Eval;
         let record = pass == Pass::TrainRecord;
+        let (x, with_stem) = match entry {
+            Entry::Images(a) => (a, true),
+            Entry::Acts(a) => (a, false),
+        };
+        let (n, mut h, mut w) = (x.n, x.h, x.w);
 
         // One convolution + BN (+ residual) (+ ReLU) unit.
         let unit = |x: &[f32],
@@ -338,12 +468,29 @@ impl FastBackbone {
             Ok((ConvIn { geom, w_pm }, conv_out, stats, out))
         };
 
-        // [n, h, w, cin] → [n, h, w, w0]
-        let (stem, stem_c, stem_s, mut act) =
-            unit(&input, &self.stem, &self.stem_bn, h, w, None, true)?;
+        let mut stem_tape = None;
+        let mut act = if with_stem {
+            // [n, h, w, cin] → [n, h, w, w0]
+            let (stem, stem_c, stem_s, out) =
+                unit(&x.data, &self.stem, &self.stem_bn, h, w, None, true)?;
+            if record {
+                stem_tape = Some(StemTape {
+                    input: x.data,
+                    conv: stem,
+                    c: stem_c,
+                    s: stem_s,
+                });
+            } else {
+                self.pool.give(stem_c);
+            }
+            out
+        } else {
+            x.data
+        };
+        let first = blocks.start;
         let mut acts = Vec::new();
         let mut tapes = Vec::new();
-        for b in &self.blocks {
+        for b in &self.blocks[blocks] {
             // [n, h, w, cin] → [n, h/stride, w/stride, cout]
             let (g1, c1, s1, a1) = unit(&act, &b.conv1, &b.bn1, h, w, None, true)?;
             let (ho, wo) = (g1.geom.out_h(), g1.geom.out_w());
@@ -379,32 +526,26 @@ impl FastBackbone {
             }
             (h, w) = (ho, wo);
         }
-        // Global average pool: [n, h·w, c] → [n, c]
-        let feat = tsimcne_ops::global_avg_pool(&act, n, self.feature_dim);
-        if !record {
-            self.pool.give(act);
-            self.pool.give(stem_c);
-            return Ok((
-                Tensor::from_vec(feat, (n, self.feature_dim), &device)?,
-                None,
-            ));
-        }
-        acts.push(act);
-        let tape = Tape {
+        let c = act.len() / (n * h * w).max(1);
+        let tape = record.then(|| Tape {
             n,
-            stem_in: input,
-            stem,
-            stem_c,
-            stem_s,
+            stem: stem_tape,
+            first,
             acts,
             blocks: tapes,
             last_hw: h * w,
-            last_c: self.feature_dim,
-        };
-        Ok((
-            Tensor::from_vec(feat, (n, self.feature_dim), &device)?,
-            Some(tape),
-        ))
+            last_c: c,
+        });
+        Ok(Run {
+            act: Acts {
+                data: act,
+                n,
+                h,
+                w,
+                c,
+            },
+            tape,
+        })
     }
 
     /// Backpropagates `d_feat` (`[n, feature]`) through the recorded pass;
@@ -430,10 +571,8 @@ impl FastBackbone {
         };
         let mut bn_grads = Vec::new();
         let Tape {
-            stem_in,
             stem,
-            stem_c,
-            stem_s,
+            first,
             mut acts,
             blocks,
             last_hw,
@@ -442,7 +581,10 @@ impl FastBackbone {
         } = tape;
         // [n, c] → [n, h·w, c]
         let mut d = tsimcne_ops::global_avg_pool_backward(&d_feat, n, last_c, last_hw);
-        for (b, t) in self.blocks.iter().zip(blocks).rev() {
+        for (i, (b, t)) in self.blocks[first..].iter().zip(blocks).enumerate().rev() {
+            // Nothing below a pass that started at this block wants its
+            // input's gradient.
+            let want_dx = i > 0 || stem.is_some();
             let out = acts.pop().unwrap_or_default();
             let x = acts.last().map(Vec::as_slice).unwrap_or_default();
             let c = b.conv2.cout;
@@ -471,8 +613,11 @@ impl FastBackbone {
                         &gs.geom,
                         tsimcne_ops::conv_backward_weight(x, &dcs, &gs.geom),
                     )?;
-                    let mut dx = self.pool.take(x.len());
-                    tsimcne_ops::conv_backward_data(&dcs, &gs.geom, &gs.w_pm, &mut dx, false);
+                    let mut dx = Vec::new();
+                    if want_dx {
+                        dx = self.pool.take(x.len());
+                        tsimcne_ops::conv_backward_data(&dcs, &gs.geom, &gs.w_pm, &mut dx, false);
+                    }
                     self.pool.give(dcs);
                     self.pool.give(std::mem::take(&mut g));
                     dx
@@ -505,7 +650,9 @@ impl FastBackbone {
                 &t.g1.geom,
                 tsimcne_ops::conv_backward_weight(x, &dc1, &t.g1.geom),
             )?;
-            tsimcne_ops::conv_backward_data(&dc1, &t.g1.geom, &t.g1.w_pm, &mut dx, true);
+            if want_dx {
+                tsimcne_ops::conv_backward_data(&dc1, &t.g1.geom, &t.g1.w_pm, &mut dx, true);
+            }
             for buf in [
                 std::mem::replace(&mut d, dx),
                 da1,
@@ -522,26 +669,31 @@ impl FastBackbone {
             }
         }
         // The stem: no gradient for the images.
-        let stem_out = acts.pop().unwrap_or_default();
-        let mut dc0 = self.pool.take(stem_c.len());
-        let p0 = bn_backward(
-            vars,
-            &self.stem_bn,
-            &stem_c,
-            Some(&stem_out),
-            &d,
-            self.stem.cout,
-            &stem_s,
-            &mut dc0,
-            None,
-        )?;
-        bn_grads.push((self.stem_bn.clone(), p0));
-        push_conv(
-            &self.stem.weight,
-            &stem.geom,
-            tsimcne_ops::conv_backward_weight(&stem_in, &dc0, &stem.geom),
-        )?;
-        for buf in [dc0, d, stem_out, stem_c] {
+        let first_in = acts.pop().unwrap_or_default();
+        if let Some(st) = stem {
+            let mut dc0 = self.pool.take(st.c.len());
+            let p0 = bn_backward(
+                vars,
+                &self.stem_bn,
+                &st.c,
+                Some(&first_in),
+                &d,
+                self.stem.cout,
+                &st.s,
+                &mut dc0,
+                None,
+            )?;
+            bn_grads.push((self.stem_bn.clone(), p0));
+            push_conv(
+                &self.stem.weight,
+                &st.conv.geom,
+                tsimcne_ops::conv_backward_weight(&st.input, &dc0, &st.conv.geom),
+            )?;
+            for buf in [dc0, st.c] {
+                self.pool.give(buf);
+            }
+        }
+        for buf in [d, first_in] {
             self.pool.give(buf);
         }
         for (prefix, p) in bn_grads {

@@ -14,7 +14,7 @@ use tsimcne_format::model_keys::{
 #[cfg(feature = "cuda")]
 use crate::cuda::CudaBackbone;
 use crate::error::{ModelError, Result};
-use crate::fast::{FastBackbone, Pass};
+use crate::fast::{Acts, FastBackbone, Pass};
 use crate::init::initial_values;
 use crate::resnet::Net;
 
@@ -323,6 +323,83 @@ impl Model {
                 Ok((l, grads))
             }
         }
+    }
+
+    /// The fast CPU backbone, or a one-line error naming what `what` needs.
+    fn fast_cpu(&self, what: &str) -> Result<&FastBackbone> {
+        if self.kernels == Kernels::Fast && self.device.is_cpu() {
+            Ok(&self.fast)
+        } else {
+            Err(ModelError::Invalid(format!(
+                "{what} runs on our CPU kernels only (here: {:?} kernels on {:?})",
+                self.kernels,
+                self.device.location()
+            )))
+        }
+    }
+
+    /// The eval-mode output of the stem and the first `blocks` residual
+    /// blocks for images `x` `[n, c, h, w]` (channels-last `[n, h', w', c']`):
+    /// what a model whose first blocks are frozen feeds the rest.
+    pub fn frozen_prefix(&self, x: &Tensor, blocks: usize) -> Result<Acts> {
+        self.fast_cpu("a frozen prefix")?
+            .prefix(&self.vars(), x, blocks)
+    }
+
+    /// [`Model::loss_and_grads`] for a model whose stem and first `blocks`
+    /// residual blocks are frozen: they run in eval mode (running
+    /// statistics read, not updated) and get no gradients. Either kernels;
+    /// the fast CPU ones go through [`Model::frozen_prefix`] and
+    /// [`Model::loss_and_grads_from`].
+    pub fn loss_and_grads_frozen(
+        &mut self,
+        x: &Tensor,
+        blocks: usize,
+        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<(Tensor, GradStore)> {
+        if self.kernels == Kernels::Fast && self.device.is_cpu() {
+            let acts = self.frozen_prefix(x, blocks)?;
+            return self.loss_and_grads_from(acts, blocks, loss);
+        }
+        let total = self.fast.blocks.len();
+        if blocks > total {
+            return Err(ModelError::Invalid(format!(
+                "the backbone has {total} blocks, not {blocks}"
+            )));
+        }
+        self.num_batches_tracked += 1;
+        let f = self.net.backbone.forward_frozen_t(x, blocks)?;
+        let l = loss(&self.net.head.forward(&f)?)?;
+        let grads = l.backward()?;
+        Ok((l, grads))
+    }
+
+    /// [`Model::loss_and_grads`] for a model whose stem and blocks before
+    /// `first` are frozen: `acts` is their output ([`Model::frozen_prefix`]),
+    /// and gradients come for block `first` upward only (the fast CPU
+    /// kernels; the same values as a full pass whose first blocks run in
+    /// eval mode).
+    pub fn loss_and_grads_from(
+        &mut self,
+        acts: Acts,
+        first: usize,
+        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<(Tensor, GradStore)> {
+        let vars = self.vars();
+        let fast = self.fast_cpu("training with frozen layers")?;
+        let (f, tape) = fast.forward_from(&vars, acts, first, Pass::TrainRecord)?;
+        let tape = tape.ok_or_else(|| ModelError::Invalid("no tape recorded".into()))?;
+        let f = Var::from_tensor(&f)?;
+        let l = loss(&self.net.head.forward(f.as_tensor())?)?;
+        let mut grads = l.backward()?;
+        let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
+            ModelError::Invalid("the loss does not depend on the features".into())
+        })?;
+        for (name, g) in fast.backward(&vars, tape, &d_feat)? {
+            grads.insert(vars[&name].as_tensor(), g);
+        }
+        self.num_batches_tracked += 1;
+        Ok((l, grads))
     }
 
     /// Every tensor of the checkpoint, reference names, in state_dict order,

@@ -111,6 +111,25 @@ impl Backbone {
     }
 }
 
+impl Backbone {
+    /// The training forward pass of a backbone whose stem and first
+    /// `frozen` blocks are fixed: those run in eval mode (running
+    /// statistics, not updated) and are cut from the graph.
+    pub fn forward_frozen_t(&self, x: &Tensor, frozen: usize) -> Result<Tensor> {
+        let frozen = frozen.min(self.blocks.len());
+        // [batch, in, h, w] → [batch, w0, h, w]
+        let mut x = self.conv1.forward(x)?.apply_t(&self.bn1, false)?.relu()?;
+        for b in &self.blocks[..frozen] {
+            x = b.forward_t(&x, false)?;
+        }
+        let mut x = x.detach();
+        for b in &self.blocks[frozen..] {
+            x = b.forward_t(&x, true)?;
+        }
+        x.mean(D::Minus1)?.mean(D::Minus1)
+    }
+}
+
 impl ModuleT for Backbone {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         // [batch, in, h, w] → [batch, w0, h, w]

@@ -39,6 +39,8 @@ pub struct EstimateConfig {
     pub pretrain_augment: AugmentConfig,
     /// The 2-D stages' augmentation.
     pub map_augment: AugmentConfig,
+    /// The finetune's `--freeze-layers` (0: everything trains).
+    pub finetune_freeze_layers: usize,
     /// Threads for augmentation (the network uses candle's pool, which the
     /// caller sizes).
     pub threads: usize,
@@ -108,8 +110,8 @@ pub fn estimate(cfg: &EstimateConfig) -> Result<Estimate> {
     let full = 2 * cfg.batch_size;
     let out_layer = format!("{HEAD}.{HEAD_OUT}");
     let mut kinds = [
-        (pretrain, &cfg.pretrain_augment, Backprop::Full, None),
-        (map, &cfg.map_augment, Backprop::OutputOnly, Some(out_layer)),
+        (pretrain, &cfg.pretrain_augment, Step::Full, None),
+        (map, &cfg.map_augment, Step::OutputOnly, Some(out_layer)),
     ];
     let probe = PROBE_VIEWS.min(full);
     let per_view = Timer::new(cfg, probe).run(&mut kinds[0], 0, 1)?;
@@ -117,7 +119,21 @@ pub fn estimate(cfg: &EstimateConfig) -> Result<Estimate> {
     let timer = Timer::new(cfg, views);
     let pre = timer.run(&mut kinds[0], WARMUP, REPS)?;
     let proj = timer.run(&mut kinds[1], WARMUP, REPS)?;
-    kinds[1].2 = Backprop::Full;
+    kinds[1].2 = match cfg.finetune_freeze_layers {
+        0 => Step::Full,
+        layers if layers > cfg.arch.widths.len() => {
+            return Err(TrainError::Invalid(format!(
+                "the backbone has {} stages; {layers} cannot be frozen",
+                cfg.arch.widths.len()
+            )));
+        }
+        layers => Step::Frozen {
+            layers,
+            blocks: cfg.arch.blocks_in(layers),
+            // The trainer's PrefixCache: the frozen layers run once, not per step.
+            cached: cfg.map_augment.flips_only(cfg.shape),
+        },
+    };
     kinds[1].3 = None;
     let fine = timer.run(&mut kinds[1], WARMUP, REPS)?;
     // Each epoch trains the whole batches only, two views an image.
@@ -134,8 +150,23 @@ pub fn estimate(cfg: &EstimateConfig) -> Result<Estimate> {
     })
 }
 
-/// One kind of step: the model, its augmentation, what it trains.
-type Kind<'a> = (Model, &'a AugmentConfig, Backprop, Option<String>);
+/// What a timed step trains.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Full,
+    OutputOnly,
+    /// The first `blocks` blocks frozen; `cached`: their output is made once
+    /// per image and flip, so a step does not run them.
+    Frozen {
+        layers: usize,
+        blocks: usize,
+        cached: bool,
+    },
+}
+
+/// One kind of step: the model, its augmentation, what it trains (and, for
+/// the output layer alone, the parameters' prefix).
+type Kind<'a> = (Model, &'a AugmentConfig, Step, Option<String>);
 
 /// The sample's images, and steps on views made of them.
 struct Timer<'a> {
@@ -175,11 +206,20 @@ impl<'a> Timer<'a> {
     /// batch's views made on another thread while the network trains on the
     /// one before, as the training loop does.
     fn run(&self, kind: &mut Kind<'_>, warmup: usize, steps: usize) -> Result<f64> {
-        let (model, augment, backprop, trainable) = kind;
+        let (model, augment, step_kind, trainable) = kind;
+        let step_kind = *step_kind;
         let augment: &AugmentConfig = augment;
         let prefixes = trainable.as_deref().map(|p| [p]);
+        let frozen = match step_kind {
+            Step::Frozen { layers, .. } => model.arch.frozen_prefixes(layers),
+            _ => Vec::new(),
+        };
         let mut sgd = Sgd::new(
-            model.trainable(prefixes.as_ref().map(|p| &p[..])),
+            model
+                .trainable(prefixes.as_ref().map(|p| &p[..]))
+                .into_iter()
+                .filter(|(name, _)| !frozen.iter().any(|p| name.starts_with(p.as_str())))
+                .collect(),
             SgdConfig::default(),
         );
         let shape = self.cfg.shape;
@@ -193,22 +233,40 @@ impl<'a> Timer<'a> {
                     }
                 }
             });
-            let mut t0 = Instant::now();
+            let mut timed = 0.0;
             for step in 0..warmup + steps {
-                if step == warmup {
-                    t0 = Instant::now();
-                }
+                let mut t0 = Instant::now();
                 let buf = rx
                     .recv()
                     .map_err(|_| TrainError::Invalid("augmentation worker stopped".into()))?;
                 let x = Tensor::from_vec(buf, dims, model.device())?;
-                let similarity = Similarity::Cauchy;
-                let (_, grads) =
-                    model.loss_and_grads(&x, *backprop, |z| info_nce(z, similarity))?;
+                let loss = |z: &Tensor| info_nce(z, Similarity::Cauchy);
+                let (_, grads) = match step_kind {
+                    Step::Full => model.loss_and_grads(&x, Backprop::Full, loss)?,
+                    Step::OutputOnly => model.loss_and_grads(&x, Backprop::OutputOnly, loss)?,
+                    Step::Frozen {
+                        blocks,
+                        cached: false,
+                        ..
+                    } => model.loss_and_grads_frozen(&x, blocks, loss)?,
+                    Step::Frozen {
+                        blocks,
+                        cached: true,
+                        ..
+                    } => {
+                        // The cache's rows, made outside the timed span.
+                        let acts = model.frozen_prefix(&x, blocks)?;
+                        t0 = Instant::now();
+                        model.loss_and_grads_from(acts, blocks, loss)?
+                    }
+                };
                 // A tiny rate: the update's cost counts, the model is random.
                 sgd.step(&grads, 1e-6)?;
+                if step >= warmup {
+                    timed += t0.elapsed().as_secs_f64();
+                }
             }
-            Ok(t0.elapsed().as_secs_f64() / (steps * self.views) as f64)
+            Ok(timed / (steps * self.views) as f64)
         })
     }
 }

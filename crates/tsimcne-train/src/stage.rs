@@ -208,6 +208,8 @@ struct Flags {
     weight_decay: f64,
     /// 2-D stages: see [`TwoDConfig::map_scale`].
     map_scale: Option<f64>,
+    /// Finetune: see [`TwoDConfig::freeze_layers`].
+    freeze_layers: usize,
 }
 
 impl Flags {
@@ -248,6 +250,7 @@ impl Flags {
             init: None,
             augment: self.augment.record(),
             map_scale: self.map_scale,
+            freeze_layers: self.freeze_layers,
             device: Some(self.device.to_string()),
             conv_math: (self.conv_math == ConvMath::Tf32 && !self.device.is_cpu())
                 .then(|| "tf32".to_string()),
@@ -267,6 +270,7 @@ impl Flags {
             fingerprint: format!("{stage} {}{fingerprint_extra}", training.fingerprint()),
             positives: Positives::default(),
             map_scale: self.map_scale,
+            freeze_layers: self.freeze_layers,
         };
         (training, settings)
     }
@@ -288,6 +292,22 @@ fn check_map_scale(scale: Option<f64>) -> Result<()> {
     match scale {
         Some(s) if !(s.is_finite() && s > 0.0) => Err(TrainError::Invalid(format!(
             "the map scale must be a finite number > 0, got {s}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A one-line error unless `--freeze-layers` is 0, or a finetune's and
+/// within the backbone's stages.
+fn check_freeze_layers(cfg: &TwoDConfig, arch: &tsimcne_model::ResNetArch) -> Result<()> {
+    let stages = arch.widths.len();
+    match cfg.freeze_layers {
+        0 => Ok(()),
+        _ if cfg.stage != TwoDStage::Finetune => Err(TrainError::Invalid(
+            "frozen layers are for finetune (project trains the output layer alone)".into(),
+        )),
+        n if n > stages => Err(TrainError::Invalid(format!(
+            "the backbone has {stages} stages; {n} cannot be frozen"
         ))),
         _ => Ok(()),
     }
@@ -332,6 +352,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         augment: cfg.augment,
         weight_decay: cfg.weight_decay,
         map_scale: None,
+        freeze_layers: 0,
     };
     let (training, mut settings) = flags.plan(
         &cfg.backbone,
@@ -471,6 +492,12 @@ pub struct TwoDConfig {
     /// keeps the map at the spread free 2-D points reach instead of letting
     /// the network shrink the loss by widening the gaps between clusters.
     pub map_scale: Option<f64>,
+    /// Finetune only: the stem and the first `freeze_layers` stages of the
+    /// backbone stay as `project` left them, their BatchNorm in eval mode
+    /// (0: everything trains, the recipe). With views that are the image or
+    /// its mirror image (`crop_min` 1, `jitter_p` 0), their output is
+    /// computed once per image and flip.
+    pub freeze_layers: usize,
 }
 
 /// How `project` initialises the new low-dimensional output layer.
@@ -639,6 +666,7 @@ fn exported_config(arch: tsimcne_model::ResNetArch, input: InputShape) -> ModelC
             init: None,
             augment: None,
             map_scale: None,
+            freeze_layers: 0,
             device: None,
             conv_math: None,
         },
@@ -766,6 +794,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     cfg.augment.check().map_err(TrainError::Invalid)?;
     check_weight_decay(cfg.weight_decay)?;
     check_map_scale(cfg.map_scale)?;
+    check_freeze_layers(cfg, &prev.arch)?;
     let set = tsimcne_format::read_image_table(&cfg.images)?;
     check_images(&cfg.images, &set, &prev.input)?;
     let model = match cfg.stage {
@@ -796,6 +825,7 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         augment: cfg.augment,
         weight_decay: cfg.weight_decay,
         map_scale: cfg.map_scale,
+        freeze_layers: cfg.freeze_layers,
     };
     let trainable = match cfg.stage {
         TwoDStage::Project => Some(vec![format!(

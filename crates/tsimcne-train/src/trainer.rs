@@ -14,10 +14,10 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use tsimcne_augment::{AugmentConfig, Shape, two_views_of};
+use tsimcne_augment::{AugmentConfig, Shape, two_views_of, view_flip};
 use tsimcne_format::ImageSet;
 use tsimcne_format::atomic::write_bytes_atomic;
-use tsimcne_model::{Backprop, Model};
+use tsimcne_model::{Acts, Backprop, Model};
 use tsimcne_rng::SplitMix64;
 
 use crate::error::{Result, TrainError};
@@ -154,6 +154,96 @@ pub struct Settings {
     /// The loss sees each batch's output at this fixed spread
     /// ([`crate::loss::fixed_scale`]); `None`: as it is (the recipe).
     pub map_scale: Option<f64>,
+    /// The stem and the first `freeze_layers` stages are fixed: eval-mode
+    /// BatchNorm, no gradients, no updates (0: everything trains).
+    pub freeze_layers: usize,
+}
+
+/// The most bytes [`PrefixCache`] may take; above it the frozen layers run
+/// on every batch instead.
+pub const PREFIX_CACHE_MAX_BYTES: usize = 3 << 30;
+
+/// The frozen layers' output for every image and its mirror image, computed
+/// once when the views are nothing but those two ([`AugmentConfig::flips_only`]):
+/// the epochs then run only the layers that train.
+struct PrefixCache {
+    /// `[n · 2, h, w, c]`: image `i` plain at row `2i`, mirrored at `2i + 1`.
+    data: Vec<f32>,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+impl PrefixCache {
+    /// Images per forward pass while filling the cache.
+    const CHUNK: usize = 256;
+
+    fn row_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    /// The cache of `model`'s first `blocks` blocks, or `None` when it would
+    /// exceed [`PREFIX_CACHE_MAX_BYTES`].
+    fn build(
+        model: &Model,
+        images: &Images,
+        aug: &AugmentConfig,
+        blocks: usize,
+    ) -> Result<Option<Self>> {
+        let shape = images.shape;
+        let n = images.len;
+        let view_len = shape.len();
+        let mut cache: Option<Self> = None;
+        for start in (0..n).step_by(Self::CHUNK) {
+            let m = Self::CHUNK.min(n - start);
+            // [m · 2, c, h, w]: each image, then its mirror image.
+            let mut views = vec![0f32; 2 * m * view_len];
+            for (k, pair) in views.chunks_exact_mut(2 * view_len).enumerate() {
+                let (plain, mirror) = pair.split_at_mut(view_len);
+                tsimcne_augment::plain(images.image(start + k), shape, aug, plain);
+                mirror.copy_from_slice(plain);
+                for row in mirror.chunks_exact_mut(shape.width) {
+                    row.reverse();
+                }
+            }
+            let x = Tensor::from_vec(
+                views,
+                (2 * m, shape.channels, shape.height, shape.width),
+                model.device(),
+            )?;
+            let acts = model.frozen_prefix(&x, blocks)?;
+            let c = cache.get_or_insert_with(|| Self {
+                data: Vec::new(),
+                h: acts.h,
+                w: acts.w,
+                c: acts.c,
+            });
+            if start == 0 {
+                let bytes = 4 * 2 * n * c.row_len();
+                if bytes > PREFIX_CACHE_MAX_BYTES {
+                    return Ok(None);
+                }
+                c.data.reserve_exact(2 * n * c.row_len());
+            }
+            c.data.extend_from_slice(&acts.data);
+        }
+        Ok(cache)
+    }
+
+    /// Row `2 · image + flip` of the cache.
+    fn row(&self, image: usize, flip: bool) -> &[f32] {
+        let len = self.row_len();
+        let r = 2 * image + usize::from(flip);
+        &self.data[r * len..(r + 1) * len]
+    }
+}
+
+/// What the augmentation worker hands the training loop.
+enum Batch {
+    /// Views `[2 · batch, c, h, w]`.
+    Views(Vec<f32>),
+    /// The frozen layers' output for those views, from the [`PrefixCache`].
+    Cached(Acts),
 }
 
 /// Where each image's second view comes from (opt-in, not the recipe):
@@ -491,7 +581,23 @@ pub fn train(
         .trainable
         .as_ref()
         .map(|p| p.iter().map(String::as_str).collect());
-    let mut sgd = Sgd::new(model.trainable(prefixes.as_deref()), s.sgd);
+    let stages = model.arch.widths.len();
+    if s.freeze_layers > stages {
+        return Err(TrainError::Invalid(format!(
+            "the backbone has {stages} stages; {} cannot be frozen",
+            s.freeze_layers
+        )));
+    }
+    let frozen = model.arch.frozen_prefixes(s.freeze_layers);
+    let frozen_blocks = (s.freeze_layers > 0).then(|| model.arch.blocks_in(s.freeze_layers));
+    let mut sgd = Sgd::new(
+        model
+            .trainable(prefixes.as_deref())
+            .into_iter()
+            .filter(|(name, _)| !frozen.iter().any(|p| name.starts_with(p.as_str())))
+            .collect(),
+        s.sgd,
+    );
     // Training the output layer alone (the project stage): nothing below it
     // needs a gradient, so the graph is cut there. Same values, same updates.
     let out_layer = format!(
@@ -514,6 +620,19 @@ pub fn train(
             detail: format!("{FEATURE_NEIGHBOURS_KEY} does not fit the {n} images"),
         });
     }
+    // Frozen layers whose input is fixed up to a mirror: their output once
+    // per image and flip (recomputed on resume, from the same weights).
+    let cache = match frozen_blocks {
+        Some(blocks)
+            if start < s.epochs
+                && s.augment.flips_only(images.shape)
+                && model.kernels() == tsimcne_model::Kernels::Fast
+                && model.device().is_cpu() =>
+        {
+            PrefixCache::build(model, images, &s.augment, blocks)?
+        }
+        _ => None,
+    };
     let mut logs = read_log(&dir.join(LOG_FILE), start);
     obs.start((s.epochs * steps) as u64, (start * steps) as u64);
     let shape = images.shape;
@@ -542,11 +661,41 @@ pub fn train(
         let mut loss_sum = 0.0;
         // Augment the next batch on worker threads while this one trains.
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = mpsc::sync_channel::<Vec<f32>>(1);
+            let (tx, rx) = mpsc::sync_channel::<Batch>(1);
             let order = &order;
+            let cache = cache.as_ref();
             scope.spawn(move || {
                 for step in 0..steps {
                     let idx = &order[step * s.batch_size..(step + 1) * s.batch_size];
+                    if let Some(c) = cache {
+                        // The rows two_views_of's views would give: view 0 of
+                        // image i, view 1 of its partner, both flipped as i's
+                        // streams say.
+                        let len = c.row_len();
+                        let mut data = vec![0f32; 2 * s.batch_size * len];
+                        let (first, second) = data.split_at_mut(s.batch_size * len);
+                        for (k, &i) in idx.iter().enumerate() {
+                            let p = partners
+                                .as_ref()
+                                .map_or(i, |nb| nb.partner(i, s.seed, epoch));
+                            let flip = |view| {
+                                view_flip(s.seed, epoch as u64, i as u64, view, shape, &s.augment)
+                            };
+                            first[k * len..(k + 1) * len].copy_from_slice(c.row(i, flip(0)));
+                            second[k * len..(k + 1) * len].copy_from_slice(c.row(p, flip(1)));
+                        }
+                        let acts = Acts {
+                            data,
+                            n: 2 * s.batch_size,
+                            h: c.h,
+                            w: c.w,
+                            c: c.c,
+                        };
+                        if tx.send(Batch::Cached(acts)).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let imgs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
                     let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
                     let second: Vec<&[u8]> = match partners {
@@ -568,25 +717,39 @@ pub fn train(
                         s.threads,
                         &mut buf,
                     );
-                    if tx.send(buf).is_err() {
+                    if tx.send(Batch::Views(buf)).is_err() {
                         return; // the trainer stopped early
                     }
                 }
             });
             for step in 0..steps {
-                let buf = rx
+                let batch = rx
                     .recv()
                     .map_err(|_| TrainError::Invalid("augmentation worker stopped".into()))?;
-                let x = Tensor::from_vec(buf, dims, model.device())?;
-                let backprop = if output_only {
-                    Backprop::OutputOnly
-                } else {
-                    Backprop::Full
-                };
-                let (loss, grads) = model.loss_and_grads(&x, backprop, |z| match s.map_scale {
+                let loss_of = |z: &Tensor| match s.map_scale {
                     None => info_nce(z, s.similarity),
                     Some(scale) => info_nce(&fixed_scale(z, scale)?, s.similarity),
-                })?;
+                };
+                let (loss, grads) = match (batch, frozen_blocks) {
+                    (Batch::Cached(acts), Some(blocks)) => {
+                        model.loss_and_grads_from(acts, blocks, loss_of)?
+                    }
+                    (Batch::Cached(_), None) => {
+                        return Err(TrainError::Invalid(
+                            "cached activations without frozen layers".into(),
+                        ));
+                    }
+                    (Batch::Views(buf), frozen_blocks) => {
+                        let x = Tensor::from_vec(buf, dims, model.device())?;
+                        match frozen_blocks {
+                            Some(blocks) => model.loss_and_grads_frozen(&x, blocks, loss_of)?,
+                            None if output_only => {
+                                model.loss_and_grads(&x, Backprop::OutputOnly, loss_of)?
+                            }
+                            None => model.loss_and_grads(&x, Backprop::Full, loss_of)?,
+                        }
+                    }
+                };
                 let value = loss.to_scalar::<f32>()?;
                 if !value.is_finite() {
                     return Err(TrainError::Diverged {

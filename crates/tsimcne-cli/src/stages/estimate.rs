@@ -51,8 +51,8 @@ struct Args {
     #[arg(long, default_value = "training")]
     label: String,
     /// The 2-D stages' flags, as passed to them; their --crop-min and
-    /// --jitter-p set the augmentation timed for project and finetune, the
-    /// others are ignored. Pretraining is timed with the recipe's
+    /// --jitter-p set the augmentation timed for project and finetune, and
+    /// --freeze-layers the finetune's frozen stages; the others are ignored. Pretraining is timed with the recipe's
     /// augmentation.
     #[arg(last = true, allow_hyphen_values = true)]
     map_flags: Vec<String>,
@@ -101,6 +101,11 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     if let Some(p) = flag_value(&args.map_flags, "--jitter-p")? {
         map_augment.jitter_p = p;
     }
+    let finetune_freeze_layers = match flag_value(&args.map_flags, "--freeze-layers")? {
+        None => 0,
+        Some(n) if n >= 0.0 && n.fract() == 0.0 => n as usize,
+        Some(n) => bail!("--freeze-layers {n}: not a number of stages"),
+    };
     let images = table.num_rows();
     let batch_size = args.batch_size.min(images);
     // The first batch's images (a row group or more) to time the steps on.
@@ -122,6 +127,7 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         finetune_epochs,
         pretrain_augment: AugmentConfig::default(),
         map_augment,
+        finetune_freeze_layers,
         threads,
         sample,
     };
