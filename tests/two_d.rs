@@ -502,7 +502,11 @@ fn frozen_layers_stay_fixed_and_resume() {
             "{f} after kill and rerun"
         );
     }
-    ok_owned(FINETUNE, &args(&proj, &augmented, &with(&[])));
+    // A flag given twice: the last one counts (args_override_self).
+    ok_owned(
+        FINETUNE,
+        &args(&proj, &augmented, &with(&["--freeze-layers", "9"])),
+    );
     check(&augmented);
     let bad = d.join("bad");
     let r = run(

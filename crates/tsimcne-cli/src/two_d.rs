@@ -205,6 +205,9 @@ fn command(stage: TwoDStage) -> Command {
     };
     Cli::command()
         .name(stage.name())
+        // A flag given again overrides the earlier one, so that a flag
+        // appended to a preset's (make's FINETUNE_FLAGS=...) wins.
+        .args_override_self(true)
         .about(about)
         .mut_arg("epochs", |a| a.default_value(epochs))
         .mut_arg("warmup", |a| a.default_value(warmup))

