@@ -309,20 +309,32 @@ impl Model {
             (Kernels::Fast, Backprop::Full) => {
                 let vars = self.vars();
                 let (f, tape) = self.fast_forward(&vars, x, Pass::TrainRecord)?;
-                let tape = tape.ok_or_else(|| ModelError::Invalid("no tape recorded".into()))?;
-                // The head and the loss on candle's autograd, from a leaf at the features.
-                let f = Var::from_tensor(&f)?;
-                let l = loss(&self.net.head.forward(f.as_tensor())?)?;
-                let mut grads = l.backward()?;
-                let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
-                    ModelError::Invalid("the loss does not depend on the features".into())
-                })?;
-                for (name, g) in self.fast_backward(&vars, tape, &d_feat)? {
-                    grads.insert(vars[&name].as_tensor(), g);
-                }
-                Ok((l, grads))
+                self.head_and_backward(&vars, &f, tape, loss)
             }
         }
+    }
+
+    /// The head and the loss on candle's autograd from a leaf at the fast
+    /// backbone's features `f`, whose gradient then goes down the recorded
+    /// `tape` into the same `GradStore`.
+    fn head_and_backward(
+        &self,
+        vars: &HashMap<String, Var>,
+        f: &Tensor,
+        tape: Option<FastTape>,
+        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<(Tensor, GradStore)> {
+        let tape = tape.ok_or_else(|| ModelError::Invalid("no tape recorded".into()))?;
+        let f = Var::from_tensor(f)?;
+        let l = loss(&self.net.head.forward(f.as_tensor())?)?;
+        let mut grads = l.backward()?;
+        let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
+            ModelError::Invalid("the loss does not depend on the features".into())
+        })?;
+        for (name, g) in self.fast_backward(vars, tape, &d_feat)? {
+            grads.insert(vars[&name].as_tensor(), g);
+        }
+        Ok((l, grads))
     }
 
     /// The fast CPU backbone, or a one-line error naming what `what` needs.
@@ -386,20 +398,15 @@ impl Model {
         loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
     ) -> Result<(Tensor, GradStore)> {
         let vars = self.vars();
-        let fast = self.fast_cpu("training with frozen layers")?;
-        let (f, tape) = fast.forward_from(&vars, acts, first, Pass::TrainRecord)?;
-        let tape = tape.ok_or_else(|| ModelError::Invalid("no tape recorded".into()))?;
-        let f = Var::from_tensor(&f)?;
-        let l = loss(&self.net.head.forward(f.as_tensor())?)?;
-        let mut grads = l.backward()?;
-        let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
-            ModelError::Invalid("the loss does not depend on the features".into())
-        })?;
-        for (name, g) in fast.backward(&vars, tape, &d_feat)? {
-            grads.insert(vars[&name].as_tensor(), g);
-        }
+        let (f, tape) = self.fast_cpu("training with frozen layers")?.forward_from(
+            &vars,
+            acts,
+            first,
+            Pass::TrainRecord,
+        )?;
+        let out = self.head_and_backward(&vars, &f, tape.map(FastTape::Cpu), loss)?;
         self.num_batches_tracked += 1;
-        Ok((l, grads))
+        Ok(out)
     }
 
     /// Every tensor of the checkpoint, reference names, in state_dict order,

@@ -169,6 +169,8 @@ pub const PREFIX_CACHE_MAX_BYTES: usize = 3 << 30;
 struct PrefixCache {
     /// `[n · 2, h, w, c]`: image `i` plain at row `2i`, mirrored at `2i + 1`.
     data: Vec<f32>,
+    /// The frozen blocks whose output this is.
+    blocks: usize,
     h: usize,
     w: usize,
     c: usize,
@@ -214,6 +216,7 @@ impl PrefixCache {
             let acts = model.frozen_prefix(&x, blocks)?;
             let c = cache.get_or_insert_with(|| Self {
                 data: Vec::new(),
+                blocks,
                 h: acts.h,
                 w: acts.w,
                 c: acts.c,
@@ -242,8 +245,9 @@ impl PrefixCache {
 enum Batch {
     /// Views `[2 · batch, c, h, w]`.
     Views(Vec<f32>),
-    /// The frozen layers' output for those views, from the [`PrefixCache`].
-    Cached(Acts),
+    /// The output of the frozen first `first` blocks for those views, from
+    /// the [`PrefixCache`].
+    Cached { acts: Acts, first: usize },
 }
 
 /// Where each image's second view comes from (opt-in, not the recipe):
@@ -691,7 +695,13 @@ pub fn train(
                             w: c.w,
                             c: c.c,
                         };
-                        if tx.send(Batch::Cached(acts)).is_err() {
+                        if tx
+                            .send(Batch::Cached {
+                                acts,
+                                first: c.blocks,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                         continue;
@@ -730,16 +740,11 @@ pub fn train(
                     None => info_nce(z, s.similarity),
                     Some(scale) => info_nce(&fixed_scale(z, scale)?, s.similarity),
                 };
-                let (loss, grads) = match (batch, frozen_blocks) {
-                    (Batch::Cached(acts), Some(blocks)) => {
-                        model.loss_and_grads_from(acts, blocks, loss_of)?
+                let (loss, grads) = match batch {
+                    Batch::Cached { acts, first } => {
+                        model.loss_and_grads_from(acts, first, loss_of)?
                     }
-                    (Batch::Cached(_), None) => {
-                        return Err(TrainError::Invalid(
-                            "cached activations without frozen layers".into(),
-                        ));
-                    }
-                    (Batch::Views(buf), frozen_blocks) => {
+                    Batch::Views(buf) => {
                         let x = Tensor::from_vec(buf, dims, model.device())?;
                         match frozen_blocks {
                             Some(blocks) => model.loss_and_grads_frozen(&x, blocks, loss_of)?,
