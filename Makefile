@@ -30,7 +30,7 @@ DVC       ?= dvc
 SNAKEMAKE ?= snakemake
 
 DATASETS := cifar10 cifar100 fashion-mnist demo tiny
-STAGES   := prep pretrain project finetune evaluate
+STAGES   := prep pretrain project finetune evaluate explore
 
 .PHONY: help build test bench bench-prep bench-augment bench-evaluate bench-train clean \
 	pipeline pipeline-dir pipeline-estimate $(STAGES:%=pipeline-%) \
@@ -297,12 +297,13 @@ STAGE_SH = $(strip pipelines/stage.sh $(if $(REUSE),$(foreach c,$(filter-out $(D
 # The binaries are built first (a no-op when up to date); NO_BUILD=1 skips it.
 BUILT := $(if $(NO_BUILD),,build)
 
-pipeline: $(D)/evaluate/metrics.json
+pipeline: $(D)/explore/map.html
 pipeline-prep: $(D)/images.parquet
 pipeline-pretrain: $(D)/pretrain/config.json
 pipeline-project: $(D)/project/config.json
 pipeline-finetune: $(D)/finetune/config.json
 pipeline-evaluate: $(D)/evaluate/metrics.json
+pipeline-explore: $(D)/explore/map.html
 pipeline-dir:
 	@echo $(D)
 
@@ -330,4 +331,12 @@ $(D)/evaluate/metrics.json: $(D)/finetune/config.json $(D)/pretrain/config.json 
 	$(BIN)/evaluate --embedding $(D)/finetune/embedding.parquet --images $(D)/images.parquet \
 		--out $(@D) $(EVAL_ARGS) $(if $(THREADS),--threads $(THREADS))
 	@echo "$(DATASET): the map is $(D)/finetune/embedding.parquet, drawn in $(@D)/map.png; metrics in $@"
+
+# The interactive map: one HTML file, neighbours also in the backbone's space.
+$(D)/explore/map.html: $(D)/evaluate/metrics.json $(D)/finetune/config.json $(D)/pretrain/config.json \
+		$(D)/images.parquet | $(BUILT)
+	$(BIN)/explore --embedding $(D)/finetune/embedding.parquet --images $(D)/images.parquet \
+		--features $(D)/pretrain/features.parquet:backbone --metrics $< --out $(@D) \
+		$(if $(THREADS),--threads $(THREADS))
+	@echo "$(DATASET): open $@ in a browser to explore the map"
 endif

@@ -51,7 +51,8 @@ outputs() {
     exists "$1/images.parquet" "$1/pretrain/model.safetensors" "$1/pretrain/config.json" \
         "$1/pretrain/features.parquet" "$1/pretrain/log.csv" "$1/project/model.safetensors" \
         "$1/project/embedding.parquet" "$1/finetune/model.safetensors" \
-        "$1/finetune/embedding.parquet" "$1/evaluate/metrics.json" "$1/evaluate/map.png"
+        "$1/finetune/embedding.parquet" "$1/evaluate/metrics.json" "$1/evaluate/map.png" \
+        "$1/explore/map.html"
 }
 # A copy of pipelines/ in the repository's layout: $tmp/repo/pipelines, with
 # target/release and data/ linking to the real ones.
@@ -90,18 +91,19 @@ make)
 
     mark t3
     run m tiny RUN=default FINETUNE_EPOCHS=2
-    got=$(newer "$tmp/t3" "$d" | sed "s|^$d/||" | grep -v '^finetune/' | grep -v '^evaluate/' || true)
-    [ "$got" = ".finetune.params" ] || fail "FINETUNE_EPOCHS=2 rewrote more than finetune and evaluate: $got"
+    got=$(newer "$tmp/t3" "$d" | sed "s|^$d/||" | grep -v '^finetune/' | grep -v '^evaluate/' | grep -v '^explore/' || true)
+    [ "$got" = ".finetune.params" ] || fail "FINETUNE_EPOCHS=2 rewrote more than finetune, evaluate and explore: $got"
     [ -n "$(newer "$tmp/t3" "$d/evaluate")" ] || fail "evaluate did not rerun"
+    [ -n "$(newer "$tmp/t3" "$d/explore")" ] || fail "explore did not rerun"
     [ "$(wc -l <"$d/finetune/log.csv")" -eq 3 ] || fail "finetune did not train 2 epochs"
     m -q tiny RUN=default FINETUNE_EPOCHS=2 >"$log" 2>&1 || fail "the changed run is not up to date"
-    say "RUN=default FINETUNE_EPOCHS=2 reran only finetune and evaluate"
+    say "RUN=default FINETUNE_EPOCHS=2 reran only finetune, evaluate and explore"
 
     mark t4
     run m tiny RUN=default FINETUNE_EPOCHS=2 K=5
-    got=$(newer "$tmp/t4" "$d" | sed "s|^$d/||" | grep -v '^evaluate/' || true)
-    [ "$got" = ".evaluate.params" ] || fail "K=5 reran more than evaluate: $got"
-    say "K=5 reran only evaluate"
+    got=$(newer "$tmp/t4" "$d" | sed "s|^$d/||" | grep -v '^evaluate/' | grep -v '^explore/' || true)
+    [ "$got" = ".evaluate.params" ] || fail "K=5 reran more than evaluate and explore: $got"
+    say "K=5 reran only evaluate and explore"
     ;;
 
 dvc)
@@ -125,7 +127,7 @@ dvc)
     mark t1
     run "$DVC" exp run -S pretrain.epochs=2
     grep -q "Stage 'prep' didn't change" "$log" || fail "dvc exp run reran prep"
-    for s in pretrain project finetune evaluate; do
+    for s in pretrain project finetune evaluate explore; do
         grep -q "Running stage '$s'" "$log" || fail "dvc exp run did not rerun $s"
     done
     [ -z "$(newer "$tmp/t1" "$d/images.parquet")" ] || fail "dvc exp run rewrote images.parquet"
@@ -153,12 +155,12 @@ snakemake)
     mark t1
     run sm --config "finetune={epochs: 2}" -n
     jobs=$(sed -n '/^Job stats/,/^total/p' "$log" | awk 'NF == 2 && $2 ~ /^[0-9]+$/ && $1 != "total" { print $1 }' | sort -u | tr '\n' ' ')
-    [ "$jobs" = "all evaluate finetune " ] || fail "finetune={epochs: 2} would run: $jobs"
+    [ "$jobs" = "all evaluate explore finetune " ] || fail "finetune={epochs: 2} would run: $jobs"
     run sm --config "finetune={epochs: 2}"
     [ -z "$(newer "$tmp/t1" "$d/images.parquet")$(newer "$tmp/t1" "$d/pretrain")$(newer "$tmp/t1" "$d/project")" ] ||
         fail "finetune={epochs: 2} rewrote upstream files"
     [ "$(wc -l <"$d/finetune/log.csv")" -eq 3 ] || fail "finetune did not train 2 epochs"
-    say "--config finetune={epochs: 2} reran only finetune and evaluate"
+    say "--config finetune={epochs: 2} reran only finetune, evaluate and explore"
 
     run "$SNAKEMAKE" --profile profiles/slurm -n
     grep -q "gpu=1" "$log" || fail "the SLURM dry run asks for no GPU"

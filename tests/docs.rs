@@ -11,12 +11,13 @@ use std::collections::BTreeSet;
 use common::{run, stage};
 
 /// docs/options.md's stage sections, by their heading, and the stages each documents.
-const SECTIONS: [(&str, &[&str]); 6] = [
+const SECTIONS: [(&str, &[&str]); 7] = [
     ("## `prep`", &["prep"]),
     ("## `pretrain`", &["pretrain"]),
     ("## `project` and `finetune`", &["project", "finetune"]),
     ("## `embed`", &["embed"]),
     ("## `evaluate`", &["evaluate"]),
+    ("## `explore`", &["explore"]),
     ("## `estimate`", &["estimate"]),
 ];
 

@@ -210,16 +210,15 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<Evaluation> {
                     values: &images.pixels,
                 },
                 ReferenceSource::Column { path, column } => {
-                    let v = read_vectors(path, Some(column))?;
-                    owned = align(
-                        &v,
-                        n,
+                    let (values, dim) = read_aligned(
                         path,
+                        Some(column),
+                        n,
                         &format!("the embedding {}", cfg.embedding.display()),
                     )?;
-                    check_finite(&owned, v.dim, path)?;
+                    owned = values;
                     Data::F32 {
-                        dim: v.dim,
+                        dim,
                         values: &owned,
                     }
                 }
@@ -320,6 +319,23 @@ fn accuracies(
 
 /// The vectors of `v` in image-id order (`0..n`), or an error saying how
 /// the ids differ.
+/// The vectors of `path` (its `column`, or its one vector column) in image-id
+/// order, `dim` values per row: the table must hold exactly the ids
+/// `0..n` (`other` names what it is joined with, for the error), with
+/// finite values. Every consumer of an embedding or feature table joins it
+/// through here.
+pub fn read_aligned(
+    path: &Path,
+    column: Option<&str>,
+    n: usize,
+    other: &str,
+) -> Result<(Vec<f32>, usize)> {
+    let v = read_vectors(path, column)?;
+    let values = align(&v, n, path, other)?;
+    check_finite(&values, v.dim, path)?;
+    Ok((values, v.dim))
+}
+
 fn align(v: &Vectors, n: usize, path: &Path, other: &str) -> Result<Vec<f32>> {
     let shared = v.ids.iter().filter(|&&i| (i as usize) < n).count();
     if shared != n || v.len() != n {

@@ -18,5 +18,5 @@ pub use brute::Data;
 pub use error::{EvalError, Result};
 pub use evaluate::{
     Accuracy, EvalConfig, Evaluation, Holdout, Metrics, Reference, ReferenceSource, evaluate,
-    summary,
+    read_aligned, summary,
 };

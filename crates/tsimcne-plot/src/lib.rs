@@ -44,7 +44,7 @@ mod palette;
 mod raster;
 mod svg;
 
-pub use palette::palette;
+pub use palette::{UNLABELLED, palette};
 
 /// A 2-D map to draw.
 #[derive(Clone, Copy, Debug)]

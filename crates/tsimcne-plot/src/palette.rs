@@ -40,7 +40,7 @@ const TAB20: [[u8; 3]; 20] = [
 ];
 
 /// The colour of unlabelled points (and of their legend entry).
-pub(crate) const UNLABELLED: [u8; 3] = [0xa8, 0xa8, 0xa8];
+pub const UNLABELLED: [u8; 3] = [0xa8, 0xa8, 0xa8];
 
 /// Lightness bounds (OKLab L) of the large palette: darker colours all look
 /// alike under alpha, lighter ones vanish into the white background.

@@ -9,6 +9,7 @@
 mod embed;
 mod estimate;
 mod evaluate;
+mod explore;
 mod prep;
 mod pretrain;
 
@@ -35,7 +36,7 @@ impl Stage {
 }
 
 /// Every stage, in pipeline order.
-pub const STAGES: [Stage; 7] = [
+pub const STAGES: [Stage; 8] = [
     Stage {
         name: "prep",
         about: "turn a dataset into the image table every later stage reads",
@@ -65,6 +66,11 @@ pub const STAGES: [Stage; 7] = [
         name: "evaluate",
         about: "kNN accuracy, neighbour preservation and a picture of a map",
         main: evaluate::main,
+    },
+    Stage {
+        name: "explore",
+        about: "an interactive map of the images in one offline HTML file",
+        main: explore::main,
     },
     Stage {
         name: "estimate",

@@ -1,0 +1,452 @@
+//! `explore`: an interactive map of an image collection, in one HTML file
+//! that opens from `file://` with no server, no network and no CDN.
+//!
+//! Everything costly happens here, in Rust: the thumbnails are packed into
+//! PNG sheets ([`sheets`]), every point's nearest neighbours are found with
+//! `tsimcne-eval`'s exact search (in the map, and in a feature space when
+//! one is given), and the draw order is shuffled once with a seed. The page
+//! (`src/page/`, compiled into the binary) only decodes and draws, on a 2-D
+//! canvas: it needs no GPU, so it never shows a blank WebGL canvas.
+//!
+//! Every string that reaches the page (class names and file names come from
+//! the user's folders and archives) travels inside one JSON block whose `<`,
+//! `>` and `&` are escaped, and the page only ever puts text into the
+//! document as text ([`page`]).
+
+mod page;
+mod sheets;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Serialize;
+use tsimcne_eval::Data;
+use tsimcne_format::{ImageSet, ImageTableReader};
+use tsimcne_rng::SplitMix64;
+
+/// Why a page could not be made. Each message names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ExploreError {
+    #[error(transparent)]
+    Format(#[from] tsimcne_format::FormatError),
+    #[error(transparent)]
+    Eval(#[from] tsimcne_eval::EvalError),
+    /// Inputs that are readable but unusable, or do not fit together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = ExploreError> = std::result::Result<T, E>;
+
+/// A feature table to find neighbours in: `FILE:COLUMN`, such as
+/// `pretrain/features.parquet:backbone`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureSpec {
+    pub path: PathBuf,
+    pub column: String,
+}
+
+impl FeatureSpec {
+    /// Parses `FILE:COLUMN` (split at the last `:`).
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec.rsplit_once(':') {
+            Some((path, column)) if !path.is_empty() && !column.is_empty() => Ok(Self {
+                path: PathBuf::from(path),
+                column: column.to_string(),
+            }),
+            _ => Err(ExploreError::Invalid(format!(
+                "--features {spec:?}: expected FILE:COLUMN, such as pretrain/features.parquet:backbone"
+            ))),
+        }
+    }
+}
+
+/// What a page is made of. Built once by the stage's command line.
+#[derive(Clone, Debug)]
+pub struct ExploreConfig {
+    /// The map: any table `evaluate` accepts (`id` and `x`, `y` … or one
+    /// vector column); its first two coordinates are drawn.
+    pub embedding: PathBuf,
+    /// The embedding's vector column, if the table has several.
+    pub embedding_column: Option<String>,
+    /// The image table (from `prep`): thumbnails, labels, splits, paths.
+    pub images: PathBuf,
+    /// A second space to list each image's nearest neighbours in.
+    pub features: Option<FeatureSpec>,
+    /// A `metrics.json` from `evaluate`, shown beside the legend.
+    pub metrics: Option<PathBuf>,
+    /// Neighbours listed per image (in the map, and in `features`).
+    pub neighbours: usize,
+    /// Seed of the draw order.
+    pub seed: u64,
+    /// Threads for the neighbour search.
+    pub threads: usize,
+    /// The page's title; `None`: from the embedding's folder name.
+    pub title: Option<String>,
+}
+
+/// Neighbours listed per image by default.
+pub const DEFAULT_NEIGHBOURS: usize = 8;
+
+/// The largest `metrics.json` read.
+const MAX_METRICS_BYTES: u64 = 1 << 20;
+
+/// A page, ready to be written.
+#[derive(Debug)]
+pub struct Page {
+    html: String,
+    /// Points on the map.
+    pub points: usize,
+    /// Thumbnail sheets embedded.
+    pub sheets: usize,
+}
+
+impl Page {
+    /// The page's HTML.
+    pub fn html(&self) -> &str {
+        &self.html
+    }
+
+    /// Writes `dir/map.html` atomically (making `dir` if missing) and
+    /// returns its path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ExploreError::Invalid(format!("{}: cannot create the folder: {e}", dir.display()))
+        })?;
+        let path = dir.join("map.html");
+        tsimcne_format::atomic::write_bytes_atomic(&path, self.html.as_bytes())?;
+        Ok(path)
+    }
+}
+
+/// One list of nearest neighbours per image, in some space.
+#[derive(Debug, Serialize)]
+struct NeighbourSet {
+    /// What the page calls the space ("map", or the feature column).
+    name: String,
+    k: usize,
+    /// `n · k` little-endian u32 row indices, base64.
+    data: String,
+}
+
+/// The JSON block the page reads. Arrays of numbers travel as base64 of
+/// their little-endian bytes: a fraction of the size of JSON numbers, and
+/// decoded without parsing.
+#[derive(Debug, Serialize)]
+struct PageData<'a> {
+    version: u32,
+    title: String,
+    n: usize,
+    image: ImageShape,
+    class_names: &'a [String],
+    /// `#rrggbb` per class, the colours of `evaluate`'s map.png.
+    colours: Vec<String>,
+    unlabelled_colour: String,
+    /// Split names; `split` holds indices into it.
+    splits: Vec<&'static str>,
+    /// Each image's file, relative to `prep --input` (folder tables only).
+    paths: Option<Vec<&'a str>>,
+    metrics: Option<serde_json::Value>,
+    /// `[n, 2]` f32: the first two coordinates.
+    coords: String,
+    /// `[n]` i32, -1 where unlabelled.
+    labels: String,
+    /// `[n]` u8, an index into `splits`.
+    split: String,
+    /// `[n]` u32: a seeded shuffle, the order points are drawn in.
+    order: String,
+    /// The median distance from a point to its nearest neighbour in the map:
+    /// the page's unit for thumbnail sizes.
+    spacing: f32,
+    neighbours: Vec<NeighbourSet>,
+    sheets: SheetsData,
+}
+
+#[derive(Debug, Serialize)]
+struct ImageShape {
+    height: usize,
+    width: usize,
+    channels: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct SheetsData {
+    /// Thumbnails per sheet row.
+    columns: usize,
+    /// Thumbnails per sheet: image `i` is tile `i % per_sheet` of sheet
+    /// `i / per_sheet`, row-major.
+    per_sheet: usize,
+    /// `data:image/png;base64,…` per sheet.
+    urls: Vec<String>,
+}
+
+/// Builds the page: reads and checks every input, finds the neighbours and
+/// packs the thumbnails. Nothing is written.
+pub fn build(cfg: &ExploreConfig) -> Result<Page> {
+    let images = ImageTableReader::open(&cfg.images)?.read_all()?;
+    let n = images.len();
+    if n == 0 {
+        return Err(ExploreError::Invalid(format!(
+            "{}: the image table has no rows",
+            cfg.images.display()
+        )));
+    }
+    let joined = format!("the image table {}", cfg.images.display());
+    let (values, dim) =
+        tsimcne_eval::read_aligned(&cfg.embedding, cfg.embedding_column.as_deref(), n, &joined)?;
+    if dim < 2 {
+        return Err(ExploreError::Invalid(format!(
+            "{}: a {dim}-D embedding cannot be drawn as a map (it needs 2 coordinates or more)",
+            cfg.embedding.display()
+        )));
+    }
+    // [n, 2]: the first two coordinates.
+    let coords: Vec<f32> = values.chunks(dim).flat_map(|r| [r[0], r[1]]).collect();
+    let features = match &cfg.features {
+        Some(f) => Some(tsimcne_eval::read_aligned(
+            &f.path,
+            Some(&f.column),
+            n,
+            &joined,
+        )?),
+        None => None,
+    };
+    let metrics = cfg.metrics.as_deref().map(read_metrics).transpose()?;
+
+    let k = cfg.neighbours.min(n - 1);
+    let all: Vec<u32> = (0..n as u32).collect();
+    let mut neighbours = Vec::new();
+    let map_nb = if k > 0 {
+        tsimcne_eval::knn::k_nearest(
+            Data::F32 {
+                dim: 2,
+                values: &coords,
+            },
+            &all,
+            &all,
+            k,
+            cfg.threads,
+        )
+    } else {
+        Vec::new()
+    };
+    let spacing = median_spacing(&coords, &map_nb, k);
+    if k > 0 {
+        neighbours.push(NeighbourSet {
+            name: "map".to_string(),
+            k,
+            data: b64_u32(&map_nb),
+        });
+        if let (Some((values, fdim)), Some(spec)) = (&features, &cfg.features) {
+            let nb = tsimcne_eval::knn::k_nearest(
+                Data::F32 { dim: *fdim, values },
+                &all,
+                &all,
+                k,
+                cfg.threads,
+            );
+            neighbours.push(NeighbourSet {
+                name: spec.column.clone(),
+                k,
+                data: b64_u32(&nb),
+            });
+        }
+    }
+
+    let packed = sheets::pack(&images, cfg.threads)?;
+    let data = page_data(cfg, &images, &coords, metrics, spacing, neighbours, &packed);
+    let html = page::render(&data.title, &page::script_json(&data))?;
+    Ok(Page {
+        html,
+        points: n,
+        sheets: packed.pngs.len(),
+    })
+}
+
+fn page_data<'a>(
+    cfg: &ExploreConfig,
+    images: &'a ImageSet,
+    coords: &[f32],
+    metrics: Option<serde_json::Value>,
+    spacing: f32,
+    neighbours: Vec<NeighbourSet>,
+    packed: &sheets::Sheets,
+) -> PageData<'a> {
+    let n = images.len();
+    let meta = &images.meta;
+    let hex = |c: [u8; 3]| format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2]);
+    let mut splits: Vec<&'static str> = Vec::new();
+    let split: Vec<u8> = images
+        .splits
+        .iter()
+        .map(|s| {
+            let name = s.as_str();
+            let at = splits.iter().position(|&x| x == name).unwrap_or_else(|| {
+                splits.push(name);
+                splits.len() - 1
+            });
+            at as u8
+        })
+        .collect();
+    let labels: Vec<i32> = images.labels.iter().map(|l| l.unwrap_or(-1)).collect();
+    let title = cfg.title.clone().unwrap_or_else(|| default_title(cfg));
+    let paths =
+        (!images.paths.is_empty()).then(|| images.paths.iter().map(|p| p.text.as_str()).collect());
+    PageData {
+        version: 1,
+        title,
+        n,
+        image: ImageShape {
+            height: meta.height as usize,
+            width: meta.width as usize,
+            channels: meta.channels as usize,
+        },
+        class_names: &meta.class_names,
+        colours: tsimcne_plot::palette(meta.class_names.len())
+            .into_iter()
+            .map(hex)
+            .collect(),
+        unlabelled_colour: hex(tsimcne_plot::UNLABELLED),
+        splits,
+        paths,
+        metrics,
+        coords: b64(&coords
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()),
+        labels: b64(&labels
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()),
+        split: b64(&split),
+        order: b64_u32(&draw_order(n, cfg.seed)),
+        spacing,
+        neighbours,
+        sheets: SheetsData {
+            columns: packed.columns,
+            per_sheet: packed.per_sheet,
+            urls: packed
+                .pngs
+                .iter()
+                .map(|png| format!("data:image/png;base64,{}", b64(png)))
+                .collect(),
+        },
+    }
+}
+
+/// "finetune · 10000 images" from `runs/x/finetune/embedding.parquet`.
+fn default_title(cfg: &ExploreConfig) -> String {
+    let stage = cfg
+        .embedding
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|s| s.to_string_lossy().into_owned());
+    let file = cfg
+        .embedding
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stage {
+        Some(s) => format!("{s}/{file}"),
+        None => file,
+    }
+}
+
+fn read_metrics(path: &Path) -> Result<serde_json::Value> {
+    let bad = |what: String| ExploreError::Invalid(format!("{}: {what}", path.display()));
+    let len = std::fs::metadata(path)
+        .map_err(|e| bad(format!("cannot read it: {e}")))?
+        .len();
+    if len > MAX_METRICS_BYTES {
+        return Err(bad(format!(
+            "{len} bytes is too large for a metrics.json (at most {MAX_METRICS_BYTES})"
+        )));
+    }
+    let text = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(bad("not a metrics.json: expected a JSON object".to_string()));
+    }
+    Ok(value)
+}
+
+/// The median distance from a point to its nearest neighbour (row `i`'s
+/// first entry of `nb`), or 1 when there is none.
+fn median_spacing(coords: &[f32], nb: &[u32], k: usize) -> f32 {
+    if k == 0 {
+        return 1.0;
+    }
+    let mut d: Vec<f32> = nb
+        .chunks(k)
+        .enumerate()
+        .map(|(i, row)| {
+            let j = row[0] as usize;
+            let dx = coords[2 * i] - coords[2 * j];
+            let dy = coords[2 * i + 1] - coords[2 * j + 1];
+            (dx * dx + dy * dy).sqrt()
+        })
+        .filter(|d| *d > 0.0)
+        .collect();
+    if d.is_empty() {
+        return 1.0;
+    }
+    let mid = d.len() / 2;
+    *d.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// A seeded Fisher–Yates shuffle of `0..n`: no class is drawn over all the
+/// others because of the table's row order.
+fn draw_order(n: usize, seed: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut rng = SplitMix64::keyed(&[0x6472_6177, seed]);
+    for i in (1..n).rev() {
+        let j = rng.below(i + 1);
+        order.swap(i, j);
+    }
+    order
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn b64_u32(values: &[u32]) -> String {
+    b64(&values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_specs_split_at_the_last_colon() {
+        let f = FeatureSpec::parse("C:/runs/features.parquet:backbone").unwrap();
+        assert_eq!(f.path, PathBuf::from("C:/runs/features.parquet"));
+        assert_eq!(f.column, "backbone");
+        assert!(FeatureSpec::parse("features.parquet").is_err());
+        assert!(FeatureSpec::parse("features.parquet:").is_err());
+    }
+
+    #[test]
+    fn the_draw_order_is_a_seeded_permutation() {
+        let a = draw_order(1000, 3);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<u32>>());
+        assert_eq!(a, draw_order(1000, 3));
+        assert_ne!(a, draw_order(1000, 4));
+    }
+
+    #[test]
+    fn spacing_is_the_median_nearest_distance() {
+        // Points at 0, 1, 3 and 6 on a line: nearest distances 1, 1, 2, 3.
+        let coords = [0.0, 0.0, 1.0, 0.0, 3.0, 0.0, 6.0, 0.0];
+        let nb = [1, 0, 1, 2];
+        assert_eq!(median_spacing(&coords, &nb, 1), 2.0);
+        assert_eq!(median_spacing(&coords, &[], 0), 1.0);
+    }
+}

@@ -1,0 +1,354 @@
+//! `explore`: the page it writes, driven in headless Chromium
+//! (tests/browser/explore.mjs through playwright-core), and its refusals.
+//!
+//! The browser part needs `node`, Chromium (`/usr/bin/chromium`, or
+//! `$CHROMIUM`) and `npm ci` in tests/browser. Without them it says so and
+//! skips; CI sets TSIMCNE_REQUIRE_BROWSER=1, so there a missing browser
+//! fails instead.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{run, s, save_rgb};
+use sha2::{Digest, Sha256};
+use tsimcne_format::vectors::{KIND_FEATURES, VectorColumn, write_embedding, write_vectors};
+use tsimcne_format::{ImageSet, read_image_table};
+
+/// Class folder names a user's collection may have: HTML, a script, quotes.
+const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+const CLASSES: [&str; 3] = [HOSTILE, "plain", "\"quoted\" & 'apostrophe'"];
+const PER_CLASS: u32 = 25;
+
+/// A folder dataset of 8×8 RGB images in three class folders (one of them
+/// named like an HTML element with a script, one file named like one too),
+/// prepped by the real `prep`.
+fn folder_table(dir: &Path) -> (PathBuf, ImageSet) {
+    let input = dir.join("photos");
+    for (c, class) in CLASSES.iter().enumerate() {
+        for i in 0..PER_CLASS {
+            let name = if i == 0 {
+                "x<svg onload=alert(2)>.png".to_string()
+            } else {
+                format!("{i:02}.png")
+            };
+            let seed = c as u32 * 97 + i * 13;
+            save_rgb(&input.join(class).join(name), 8, 8, |x, y| {
+                [
+                    (x * 31 + seed) as u8,
+                    (y * 29 + 3 * seed) as u8,
+                    ((x ^ y) * 17 + c as u32 * 80) as u8,
+                ]
+            });
+        }
+    }
+    let table = dir.join("images.parquet");
+    let r = run(
+        "prep",
+        &[
+            "folder",
+            "--input",
+            s(&input),
+            "--out",
+            s(&table),
+            "--size",
+            "8",
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    let set = read_image_table(&table).unwrap();
+    assert_eq!(set.meta.class_names.len(), CLASSES.len());
+    (table, set)
+}
+
+/// A 2-D map with one cluster per class, and `isolated` alone in the middle
+/// (so the browser can hover it without another point on top).
+fn map_coords(set: &ImageSet, isolated: usize) -> Vec<f32> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut jitter = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let mut coords = Vec::new();
+    for (i, label) in set.labels.iter().enumerate() {
+        let a = label.unwrap() as f32 * std::f32::consts::TAU / 3.0;
+        let (jx, jy) = (jitter(), jitter());
+        if i == isolated {
+            coords.extend([0.1, -0.2]);
+        } else {
+            coords.extend([5.0 * a.cos() + jx, 5.0 * a.sin() + jy]);
+        }
+    }
+    coords
+}
+
+/// The `k` nearest points to `i` by brute force, nearest first.
+fn brute_nearest(coords: &[f32], i: usize, k: usize) -> Vec<u32> {
+    let mut d: Vec<(f64, u32)> = (0..coords.len() / 2)
+        .filter(|&j| j != i)
+        .map(|j| {
+            let dx = f64::from(coords[2 * j]) - f64::from(coords[2 * i]);
+            let dy = f64::from(coords[2 * j + 1]) - f64::from(coords[2 * i + 1]);
+            (dx * dx + dy * dy, j as u32)
+        })
+        .collect();
+    d.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    d.into_iter().take(k).map(|(_, j)| j).collect()
+}
+
+/// What the browser needs, or `None` (after saying why) where it is missing
+/// and CI did not ask for it.
+fn browser() -> Option<PathBuf> {
+    let root = common::repo_root();
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let node = Command::new("node").arg("--version").output().is_ok();
+    let playwright = root
+        .join("tests/browser/node_modules/playwright-core")
+        .is_dir();
+    let missing = [
+        (!node, "node"),
+        (!chromium.exists(), "chromium"),
+        (!playwright, "playwright-core (npm ci in tests/browser)"),
+    ]
+    .iter()
+    .filter(|(m, _)| *m)
+    .map(|(_, what)| *what)
+    .collect::<Vec<_>>();
+    if missing.is_empty() {
+        return Some(root.join("tests/browser/explore.mjs"));
+    }
+    assert!(
+        std::env::var_os("TSIMCNE_REQUIRE_BROWSER").is_none(),
+        "TSIMCNE_REQUIRE_BROWSER is set but {} is missing",
+        missing.join(", ")
+    );
+    eprintln!(
+        "skipping the browser checks: {} missing (CI installs them)",
+        missing.join(", ")
+    );
+    None
+}
+
+/// The page of a labelled folder dataset with hostile names: it draws,
+/// hovers, steps and zooms in Chromium, shows every name as text and runs
+/// none of it, and shows the hovered image's exact pixels.
+#[test]
+fn the_page_draws_hovers_and_keeps_hostile_names_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (table, set) = folder_table(dir.path());
+    let n = set.len();
+    // The image in the hostile folder with the hostile file name.
+    let hover = (0..n)
+        .find(|&i| {
+            set.meta.class_names[set.labels[i].unwrap() as usize] == HOSTILE
+                && set.paths[i].text.contains("<svg")
+        })
+        .unwrap();
+    let coords = map_coords(&set, hover);
+    let ids: Vec<u32> = (0..n as u32).collect();
+    let emb = dir.path().join("finetune/embedding.parquet");
+    std::fs::create_dir_all(emb.parent().unwrap()).unwrap();
+    write_embedding(&emb, &ids, &set.labels, 2, &coords, &[]).unwrap();
+    // A feature space in which each image's neighbours are the next ids.
+    let feats: Vec<f32> = (0..n).flat_map(|i| [i as f32, 0.5]).collect();
+    let features = dir.path().join("features.parquet");
+    let col = VectorColumn {
+        name: "backbone",
+        dim: 2,
+        values: &feats,
+    };
+    write_vectors(&features, KIND_FEATURES, &ids, &[col], &[]).unwrap();
+    let metrics = dir.path().join("metrics.json");
+    std::fs::write(
+        &metrics,
+        r#"{"k": 15, "knn_accuracy": {"holdout": {"mean": 0.5, "std": 0.01}}, "neighbor_preservation": {"<b>x</b>": 0.25}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("explore");
+    let features_spec = format!("{}:backbone", s(&features));
+    let r = run(
+        "explore",
+        &[
+            "--embedding",
+            s(&emb),
+            "--images",
+            s(&table),
+            "--features",
+            &features_spec,
+            "--metrics",
+            s(&metrics),
+            "--neighbours",
+            "5",
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    let html_path = out.join("map.html");
+    assert!(r.stderr.contains(s(&html_path)), "{}", r.stderr);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    // Every name went in escaped: no markup from the data anywhere.
+    for raw in ["<img", "<svg", "<b>x"] {
+        assert!(!html.contains(raw), "{raw} reached the page unescaped");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"));
+
+    let Some(driver) = browser() else { return };
+    // TSIMCNE_SHOTS=DIR keeps the screenshots to look at.
+    let shots = std::env::var_os("TSIMCNE_SHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("shots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = Command::new("node")
+        .arg(&driver)
+        .arg(&html_path)
+        .arg(hover.to_string())
+        .arg(&shots)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let obs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let empty = serde_json::json!([]);
+    for key in ["dialogs", "page_errors", "console_errors", "requests"] {
+        assert_eq!(obs[key], empty, "{key}: {obs}");
+    }
+    assert_eq!(obs["error"], serde_json::Value::Null, "{obs}");
+    assert_eq!(obs["n"], n);
+    assert_eq!(obs["img_elements"], 0, "an <img> from the data was made");
+    assert_eq!(obs["pwned"], false);
+    // Not blank: points of every class colour on white.
+    let canvas = &obs["canvas"];
+    assert!(canvas["ink"].as_u64().unwrap() > 300, "{canvas}");
+    assert!(canvas["colours"].as_u64().unwrap() >= 3, "{canvas}");
+    // The legend shows each class name as text, exactly.
+    let legend: Vec<String> = serde_json::from_value(obs["legend"].clone()).unwrap();
+    assert_eq!(legend, set.meta.class_names);
+
+    // The hover card: this image's id, label, split, file and pixels.
+    let card = &obs["hover"];
+    assert_eq!(card["hidden"], false);
+    assert_eq!(card["state"]["hover"], hover);
+    let info = &card["info"];
+    assert_eq!(info["id"], hover.to_string());
+    assert_eq!(info["label"], HOSTILE);
+    assert_eq!(info["split"], "train");
+    assert_eq!(info["file"], set.paths[hover].text.as_str());
+    let sha: String = Sha256::digest(set.image(hover))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        card["rgb_sha256"], sha,
+        "the card's pixels are not the image's"
+    );
+    // Its neighbours: in the map, and in the feature space.
+    let map_nb: Vec<u32> = serde_json::from_value(card["neighbours"][0].clone()).unwrap();
+    assert_eq!(map_nb, brute_nearest(&coords, hover, 5));
+    let feat_nb: Vec<u32> = serde_json::from_value(card["neighbours"][1].clone()).unwrap();
+    assert_eq!(feat_nb.len(), 5);
+    assert!(
+        feat_nb
+            .iter()
+            .all(|&j| (j as i64 - hover as i64).abs() <= 5)
+    );
+    assert_eq!(card["titles"][1], "nearest in backbone");
+
+    // A click on a neighbour steps to it.
+    let step = &obs["step"];
+    assert_eq!(step["state"]["card"], step["expected"]);
+    assert_eq!(step["info"]["id"], step["expected"].to_string());
+    // Zoomed in, the points are thumbnails; Escape unpins.
+    assert_eq!(obs["zoomed"]["state"]["mode"], "thumbnails");
+    assert_eq!(obs["after_escape"]["hidden"], true);
+    assert_eq!(obs["after_escape"]["pinned"], -1);
+}
+
+/// Inputs that don't fit: one error line naming the file, exit 1, and an
+/// earlier map.html left as it was.
+#[test]
+fn bad_inputs_are_refused_and_keep_the_earlier_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (table, set) = folder_table(dir.path());
+    let n = set.len();
+    let ids: Vec<u32> = (0..n as u32).collect();
+    let coords = map_coords(&set, 0);
+    let emb = dir.path().join("embedding.parquet");
+    write_embedding(&emb, &ids, &set.labels, 2, &coords, &[]).unwrap();
+    let out = dir.path().join("explore");
+    let args = |emb: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "--embedding".to_string(),
+            s(emb).to_string(),
+            "--images".to_string(),
+            s(&table).to_string(),
+            "--out".to_string(),
+            s(&out).to_string(),
+        ];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let explore = |a: &[String]| run("explore", &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = explore(&args(&emb, &[]));
+    assert!(r.ok(), "{}", r.stderr);
+    let good = std::fs::read(out.join("map.html")).unwrap();
+
+    // An embedding of other ids.
+    let short = dir.path().join("short.parquet");
+    write_embedding(
+        &short,
+        &ids[..n - 1],
+        &set.labels[..n - 1],
+        2,
+        &coords[..2 * (n - 1)],
+        &[],
+    )
+    .unwrap();
+    explore(&args(&short, &[])).assert_user_error("short.parquet", &["ids"]);
+    // A 1-D embedding.
+    let line = dir.path().join("line.parquet");
+    write_embedding(&line, &ids, &set.labels, 1, &coords[..n], &[]).unwrap();
+    explore(&args(&line, &[])).assert_user_error("line.parquet", &["1-D"]);
+    // A feature table of the wrong length, a bad feature spec.
+    let feats = dir.path().join("feats.parquet");
+    let values = vec![0.5f32; 3 * (n - 2)];
+    let col = VectorColumn {
+        name: "backbone",
+        dim: 3,
+        values: &values,
+    };
+    write_vectors(&feats, KIND_FEATURES, &ids[..n - 2], &[col], &[]).unwrap();
+    let spec = format!("{}:backbone", s(&feats));
+    explore(&args(&emb, &["--features", &spec])).assert_user_error("feats.parquet", &["ids"]);
+    explore(&args(&emb, &["--features", s(&feats)]))
+        .assert_user_error("feats.parquet", &["FILE:COLUMN"]);
+    // metrics.json that is not JSON, or missing.
+    let bad = dir.path().join("metrics.json");
+    std::fs::write(&bad, "kNN 0.9").unwrap();
+    explore(&args(&emb, &["--metrics", s(&bad)])).assert_user_error("metrics.json", &["not JSON"]);
+    let gone = dir.path().join("gone.json");
+    explore(&args(&emb, &["--metrics", s(&gone)])).assert_user_error("gone.json", &["read"]);
+    // A table that is not an image table.
+    let r = run(
+        "explore",
+        &[
+            "--embedding",
+            s(&emb),
+            "--images",
+            s(&emb),
+            "--out",
+            s(&out),
+        ],
+    );
+    r.assert_user_error("embedding.parquet", &[]);
+
+    assert_eq!(std::fs::read(out.join("map.html")).unwrap(), good);
+}
