@@ -32,7 +32,7 @@ SNAKEMAKE ?= snakemake
 DATASETS := cifar10 cifar100 fashion-mnist demo tiny
 STAGES   := prep pretrain project finetune evaluate explore
 
-.PHONY: help build test bench bench-prep bench-augment bench-evaluate bench-train clean \
+.PHONY: help build test bench bench-prep bench-augment bench-evaluate bench-train bench-explore clean \
 	pipeline pipeline-dir pipeline-estimate $(STAGES:%=pipeline-%) \
 	pipeline-test pipeline-test-make pipeline-test-dvc pipeline-test-snakemake \
 	$(DATASETS) $(foreach d,$(DATASETS),$(STAGES:%=$(d)-%) $(d)-dir)
@@ -46,7 +46,7 @@ help:
 	@echo "make tiny            300 Fashion-MNIST images, tiny network, one epoch per stage (seconds)"
 	@echo "make <dataset>-<stage>  run up to one stage ($(STAGES)); make <dataset>-dir prints the run folder"
 	@echo "make test            run the test suite (what CI runs)"
-	@echo "make bench           run the benchmarks (bench-prep, bench-augment, bench-evaluate)"
+	@echo "make bench           run the benchmarks (bench-prep, bench-augment, bench-evaluate, bench-train, bench-explore)"
 	@echo "make build           build the release binaries (DEVICE=cuda: the CUDA build, scripts/build-cuda.sh)"
 	@echo "Override any hyperparameter: make cifar10 PRETRAIN_EPOCHS=500 BATCH=512 DEVICE=cuda THREADS=8"
 	@echo "(see docs/pipelines.md); runs go to $(RUNS)/<dataset>/<run>, RUN=name picks the folder."
@@ -65,7 +65,7 @@ test:
 	$(CARGO) test --profile $(PROFILE) --workspace
 	$(MAKE) --no-print-directory pipeline-test
 
-bench: bench-prep bench-augment bench-evaluate bench-train
+bench: bench-prep bench-augment bench-evaluate bench-train bench-explore
 
 bench-prep:
 	bench/prep.sh
@@ -73,6 +73,11 @@ bench-prep:
 # The CPU training step beside PyTorch's (when python3 has torch), with ratios.
 bench-train:
 	bench/train.sh 2
+
+# explore on 70,000 Fashion-MNIST points and a million synthetic ones, and
+# its page in headless Chromium.
+bench-explore:
+	bench/explore.sh 2
 
 # evaluate beside scikit-learn/numpy on 70,000 Fashion-MNIST points.
 bench-evaluate:

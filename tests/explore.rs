@@ -169,107 +169,270 @@ fn the_page_draws_hovers_and_keeps_hostile_names_inert() {
         r#"{"k": 15, "knn_accuracy": {"holdout": {"mean": 0.5, "std": 0.01}}, "neighbor_preservation": {"<b>x</b>": 0.25}}"#,
     )
     .unwrap();
-    let out = dir.path().join("explore");
-    let features_spec = format!("{}:backbone", s(&features));
-    let r = run(
-        "explore",
-        &[
-            "--embedding",
-            s(&emb),
-            "--images",
-            s(&table),
-            "--features",
-            &features_spec,
-            "--metrics",
-            s(&metrics),
-            "--neighbours",
-            "5",
-            "--out",
-            s(&out),
-        ],
-    );
-    assert!(r.ok(), "{}", r.stderr);
-    let html_path = out.join("map.html");
-    assert!(r.stderr.contains(s(&html_path)), "{}", r.stderr);
-    let html = std::fs::read_to_string(&html_path).unwrap();
-    // Every name went in escaped: no markup from the data anywhere.
-    for raw in ["<img", "<svg", "<b>x"] {
-        assert!(!html.contains(raw), "{raw} reached the page unescaped");
-    }
-    assert!(!html.contains("http://") && !html.contains("https://"));
+    // One page, and the same with its sheets in files beside it.
+    let driver = browser();
+    for (name, max_mib) in [("explore", "100"), ("explore-split", "0")] {
+        let out = dir.path().join(name);
+        let features_spec = format!("{}:backbone", s(&features));
+        let r = run(
+            "explore",
+            &[
+                "--embedding",
+                s(&emb),
+                "--images",
+                s(&table),
+                "--features",
+                &features_spec,
+                "--metrics",
+                s(&metrics),
+                "--neighbours",
+                "5",
+                "--out",
+                s(&out),
+                "--max-single-file",
+                max_mib,
+            ],
+        );
+        assert!(r.ok(), "{}", r.stderr);
+        let html_path = out.join("map.html");
+        assert!(r.stderr.contains(s(&html_path)), "{}", r.stderr);
+        let html = std::fs::read_to_string(&html_path).unwrap();
+        // Every name went in escaped: no markup from the data anywhere.
+        for raw in ["<img", "<svg", "<b>x"] {
+            assert!(!html.contains(raw), "{raw} reached the page unescaped");
+        }
+        assert!(!html.contains("http://") && !html.contains("https://"));
 
-    let Some(driver) = browser() else { return };
-    // TSIMCNE_SHOTS=DIR keeps the screenshots to look at.
-    let shots = std::env::var_os("TSIMCNE_SHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.path().join("shots"));
-    std::fs::create_dir_all(&shots).unwrap();
-    let output = Command::new("node")
-        .arg(&driver)
-        .arg(&html_path)
-        .arg(hover.to_string())
-        .arg(&shots)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let obs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let empty = serde_json::json!([]);
-    for key in ["dialogs", "page_errors", "console_errors", "requests"] {
-        assert_eq!(obs[key], empty, "{key}: {obs}");
-    }
-    assert_eq!(obs["error"], serde_json::Value::Null, "{obs}");
-    assert_eq!(obs["n"], n);
-    assert_eq!(obs["img_elements"], 0, "an <img> from the data was made");
-    assert_eq!(obs["pwned"], false);
-    // Not blank: points of every class colour on white.
-    let canvas = &obs["canvas"];
-    assert!(canvas["ink"].as_u64().unwrap() > 300, "{canvas}");
-    assert!(canvas["colours"].as_u64().unwrap() >= 3, "{canvas}");
-    // The legend shows each class name as text, exactly.
-    let legend: Vec<String> = serde_json::from_value(obs["legend"].clone()).unwrap();
-    assert_eq!(legend, set.meta.class_names);
+        // A large page keeps its sheets in files beside it.
+        let files: Vec<_> = std::fs::read_dir(out.join("map-data"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(files.len(), usize::from(max_mib == "0"), "{files:?}");
+        assert_eq!(html.contains("data:image/png"), max_mib != "0");
 
-    // The hover card: this image's id, label, split, file and pixels.
-    let card = &obs["hover"];
-    assert_eq!(card["hidden"], false);
-    assert_eq!(card["state"]["hover"], hover);
-    let info = &card["info"];
-    assert_eq!(info["id"], hover.to_string());
-    assert_eq!(info["label"], HOSTILE);
-    assert_eq!(info["split"], "train");
-    assert_eq!(info["file"], set.paths[hover].text.as_str());
-    let sha: String = Sha256::digest(set.image(hover))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(
-        card["rgb_sha256"], sha,
-        "the card's pixels are not the image's"
-    );
-    // Its neighbours: in the map, and in the feature space.
-    let map_nb: Vec<u32> = serde_json::from_value(card["neighbours"][0].clone()).unwrap();
-    assert_eq!(map_nb, brute_nearest(&coords, hover, 5));
-    let feat_nb: Vec<u32> = serde_json::from_value(card["neighbours"][1].clone()).unwrap();
-    assert_eq!(feat_nb.len(), 5);
-    assert!(
-        feat_nb
+        let Some(driver) = &driver else { continue };
+        // TSIMCNE_SHOTS=DIR keeps the screenshots to look at.
+        let shots = std::env::var_os("TSIMCNE_SHOTS")
+            .map(|d| PathBuf::from(d).join(name))
+            .unwrap_or_else(|| dir.path().join("shots").join(name));
+        std::fs::create_dir_all(&shots).unwrap();
+        let output = Command::new("node")
+            .arg(driver)
+            .arg(&html_path)
+            .arg(hover.to_string())
+            .arg(&shots)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let obs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let empty = serde_json::json!([]);
+        for key in ["dialogs", "page_errors", "console_errors", "requests"] {
+            assert_eq!(obs[key], empty, "{key}: {obs}");
+        }
+        assert_eq!(obs["error"], serde_json::Value::Null, "{obs}");
+        assert_eq!(obs["n"], n);
+        assert_eq!(obs["img_elements"], 0, "an <img> from the data was made");
+        assert_eq!(obs["pwned"], false);
+        // Not blank: points of every class colour on white.
+        let canvas = &obs["canvas"];
+        assert!(canvas["ink"].as_u64().unwrap() > 300, "{canvas}");
+        assert!(canvas["colours"].as_u64().unwrap() >= 3, "{canvas}");
+        // The legend shows each class name as text, exactly.
+        let legend: Vec<String> = serde_json::from_value(obs["legend"].clone()).unwrap();
+        assert_eq!(legend, set.meta.class_names);
+
+        // The hover card: this image's id, label, split, file and pixels.
+        let card = &obs["hover"];
+        assert_eq!(card["hidden"], false);
+        assert_eq!(card["state"]["hover"], hover);
+        // Each class's name is written on the map (three far-apart clusters).
+        assert_eq!(card["state"]["labels"], 3);
+        let info = &card["info"];
+        assert_eq!(info["id"], hover.to_string());
+        assert_eq!(info["label"], HOSTILE);
+        assert_eq!(info["split"], "train");
+        assert_eq!(info["file"], set.paths[hover].text.as_str());
+        let sha: String = Sha256::digest(set.image(hover))
             .iter()
-            .all(|&j| (j as i64 - hover as i64).abs() <= 5)
-    );
-    assert_eq!(card["titles"][1], "nearest in backbone");
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            card["rgb_sha256"], sha,
+            "the card's pixels are not the image's"
+        );
+        // Its neighbours: in the map, and in the feature space.
+        let map_nb: Vec<u32> = serde_json::from_value(card["neighbours"][0].clone()).unwrap();
+        assert_eq!(map_nb, brute_nearest(&coords, hover, 5));
+        let feat_nb: Vec<u32> = serde_json::from_value(card["neighbours"][1].clone()).unwrap();
+        assert_eq!(feat_nb.len(), 5);
+        assert!(
+            feat_nb
+                .iter()
+                .all(|&j| (j as i64 - hover as i64).abs() <= 5)
+        );
+        assert_eq!(card["titles"][1], "nearest in backbone");
 
-    // A click on a neighbour steps to it.
-    let step = &obs["step"];
-    assert_eq!(step["state"]["card"], step["expected"]);
-    assert_eq!(step["info"]["id"], step["expected"].to_string());
-    // Zoomed in, the points are thumbnails; Escape unpins.
-    assert_eq!(obs["zoomed"]["state"]["mode"], "thumbnails");
-    assert_eq!(obs["after_escape"]["hidden"], true);
-    assert_eq!(obs["after_escape"]["pinned"], -1);
+        // A click on a neighbour steps to it.
+        let step = &obs["step"];
+        assert_eq!(step["state"]["card"], step["expected"]);
+        assert_eq!(step["info"]["id"], step["expected"].to_string());
+        // Zoomed in, the points are thumbnails; Escape unpins.
+        assert_eq!(obs["zoomed"]["state"]["mode"], "thumbnails");
+        assert_eq!(obs["after_escape"]["hidden"], true);
+        assert_eq!(obs["after_escape"]["pinned"], -1);
+
+        check_selection(&obs, &set, &coords);
+    }
+}
+
+/// The even-odd rule as the page applies it, in the same f64 operations.
+fn in_polygon(poly: &[[f64; 2]], x: f64, y: f64) -> bool {
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for p in poly {
+        (x0, x1, y0, y1) = (x0.min(p[0]), x1.max(p[0]), y0.min(p[1]), y1.max(p[1]));
+    }
+    if x < x0 || x > x1 || y < y0 || y > y1 {
+        return false;
+    }
+    let mut inside = false;
+    let mut b = poly.len() - 1;
+    for a in 0..poly.len() {
+        let ([xa, ya], [xb, yb]) = (poly[a], poly[b]);
+        if (ya > y) != (yb > y) && x < ((xb - xa) * (y - ya)) / (yb - ya) + xa {
+            inside = !inside;
+        }
+        b = a;
+    }
+    inside
+}
+
+fn csv_field(v: &str) -> String {
+    if v.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_string()
+    }
+}
+
+/// Lasso, box (added with Shift), the exports, the legend, the colouring,
+/// the URL and the search, against what Rust computes from the same data.
+fn check_selection(obs: &serde_json::Value, set: &ImageSet, coords: &[f32]) {
+    let n = set.len();
+    let ids = |v: &serde_json::Value| -> Vec<u32> { serde_json::from_value(v.clone()).unwrap() };
+    let xy = |i: usize| (f64::from(coords[2 * i]), f64::from(coords[2 * i + 1]));
+    // The lasso selects exactly the points inside its polygon.
+    let poly: Vec<[f64; 2]> = serde_json::from_value(obs["lasso"]["polygon"].clone()).unwrap();
+    assert!(poly.len() > 10, "{poly:?}");
+    let lasso: Vec<u32> = (0..n)
+        .filter(|&i| {
+            let (x, y) = xy(i);
+            in_polygon(&poly, x, y)
+        })
+        .map(|i| i as u32)
+        .collect();
+    assert!(!lasso.is_empty() && lasso.len() < n, "{lasso:?}");
+    assert_eq!(ids(&obs["lasso"]["ids"]), lasso);
+    // The box, with Shift, adds its points.
+    let bx: [[f64; 2]; 2] = serde_json::from_value(obs["box"]["box"].clone()).unwrap();
+    let in_box = |i: usize| {
+        let (x, y) = xy(i);
+        x >= bx[0][0].min(bx[1][0])
+            && x <= bx[0][0].max(bx[1][0])
+            && y >= bx[0][1].min(bx[1][1])
+            && y <= bx[0][1].max(bx[1][1])
+    };
+    let union: Vec<u32> = (0..n)
+        .filter(|&i| lasso.contains(&(i as u32)) || in_box(i))
+        .map(|i| i as u32)
+        .collect();
+    assert!(union.len() > lasso.len(), "the box added nothing");
+    assert_eq!(ids(&obs["box"]["ids"]), union);
+    let panel = &obs["box"]["panel"];
+    assert_eq!(panel["hidden"], false);
+    assert_eq!(panel["count"], format!("{} images selected", union.len()));
+    let histogram: Vec<(String, usize)> =
+        serde_json::from_value(panel["histogram"].clone()).unwrap();
+    for (name, count) in &histogram {
+        let c = set.meta.class_names.iter().position(|x| x == name).unwrap();
+        let want = union
+            .iter()
+            .filter(|&&i| set.labels[i as usize] == Some(c as i32))
+            .count();
+        assert_eq!(*count, want, "{name}");
+    }
+    assert_eq!(histogram.iter().map(|h| h.1).sum::<usize>(), union.len());
+
+    // The exports hold the selection.
+    let ex = &obs["exports"];
+    assert_eq!(ex["csv_name"], "selection.csv");
+    let mut csv = String::from("id,label,split,path\n");
+    for &i in &union {
+        let i = i as usize;
+        let label = &set.meta.class_names[set.labels[i].unwrap() as usize];
+        csv.push_str(&format!(
+            "{i},{},{},{}\n",
+            csv_field(label),
+            set.splits[i].as_str(),
+            csv_field(&set.paths[i].text)
+        ));
+    }
+    assert_eq!(ex["csv"], csv);
+    assert_eq!(ex["json_name"], "selection.json");
+    assert_eq!(ids(&ex["json"]["ids"]), union);
+    assert_eq!(ex["png_name"], "selection.png");
+    let sheet = image::open(ex["png"].as_str().unwrap()).unwrap().to_rgb8();
+    let first = union[0] as usize;
+    let (w, h) = (set.meta.width, set.meta.height);
+    let tile: Vec<u8> = image::imageops::crop_imm(&sheet, 1, 1, w, h)
+        .to_image()
+        .into_raw();
+    assert_eq!(tile, set.image(first), "the contact sheet's first image");
+    assert_eq!(sheet.width(), union.len() as u32 * (w + 1) + 1);
+
+    // The URL reopens the same view, colouring, hidden class and selection.
+    let (before, after) = (&obs["hash"]["before"], &obs["hash"]["after"]);
+    assert!(
+        obs["hash"]["url_hash"]
+            .as_str()
+            .unwrap()
+            .contains("colour=disagreement")
+    );
+    assert_eq!(before["colourBy"], "disagreement");
+    assert_eq!(before["hidden"], serde_json::json!([1]));
+    for key in ["colourBy", "hidden", "selected", "pinned", "ids"] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    assert_eq!(ids(&after["ids"]), union);
+    for key in ["cx", "cy", "scale"] {
+        let (a, b) = (before[key].as_f64().unwrap(), after[key].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+            "{key}: {a} vs {b}"
+        );
+    }
+
+    // Searching a label selects its images.
+    let plain = set
+        .meta
+        .class_names
+        .iter()
+        .position(|x| x == "plain")
+        .unwrap();
+    let want: Vec<u32> = (0..n)
+        .filter(|&i| set.labels[i] == Some(plain as i32))
+        .map(|i| i as u32)
+        .collect();
+    assert_eq!(ids(&obs["search"]["ids"]), want);
+    assert_eq!(obs["search"]["result"], format!("{} found", want.len()));
 }
 
 /// Inputs that don't fit: one error line naming the file, exit 1, and an
@@ -297,9 +460,28 @@ fn bad_inputs_are_refused_and_keep_the_earlier_page() {
         a
     };
     let explore = |a: &[String]| run("explore", &a.iter().map(String::as_str).collect::<Vec<_>>());
-    let r = explore(&args(&emb, &[]));
+    // The earlier page: one with its sheets beside it.
+    let r = explore(&args(&emb, &["--max-single-file", "0"]));
     assert!(r.ok(), "{}", r.stderr);
+    let folder = |out: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.join("map-data"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            std::fs::read(e.path()).unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
     let good = std::fs::read(out.join("map.html")).unwrap();
+    let good_files = folder(&out);
+    assert_eq!(good_files.len(), 1);
 
     // An embedding of other ids.
     let short = dir.path().join("short.parquet");
@@ -351,4 +533,10 @@ fn bad_inputs_are_refused_and_keep_the_earlier_page() {
     r.assert_user_error("embedding.parquet", &[]);
 
     assert_eq!(std::fs::read(out.join("map.html")).unwrap(), good);
+    assert_eq!(folder(&out), good_files);
+
+    // A page of one file replaces it, and the files it no longer needs go.
+    let r = explore(&args(&emb, &[]));
+    assert!(r.ok(), "{}", r.stderr);
+    assert!(!out.join("map-data").exists());
 }

@@ -126,6 +126,82 @@ try {
   await page.keyboard.press('Escape');
   await page.mouse.move(2, 790);
   obs.after_escape = await page.evaluate(() => ({ ...window.tsimcne.state(), hidden: document.getElementById('card').hidden }));
+
+  // ---- selection, exports, legend, colouring, the URL ----------------------
+  await page.keyboard.press('0');
+  await page.waitForTimeout(50);
+  // A lasso over the right half's middle: a triangle of the viewport.
+  await page.click('#tools [data-tool="lasso"]');
+  const tri = [[600, 400], [1150, 120], [1150, 680]];
+  await page.mouse.move(...tri[0]);
+  await page.mouse.down();
+  for (const p of [...tri.slice(1), tri[0]]) await page.mouse.move(...p, { steps: 12 });
+  await page.mouse.up();
+  obs.lasso = {
+    polygon: await page.evaluate(() => window.tsimcne.lastPolygon),
+    ids: await page.evaluate(() => window.tsimcne.selection()),
+  };
+  // A box added with Shift.
+  await page.click('#tools [data-tool="box"]');
+  await page.keyboard.down('Shift');
+  await page.mouse.move(360, 430);
+  await page.mouse.down();
+  await page.mouse.move(620, 720, { steps: 8 });
+  await page.mouse.up();
+  await page.keyboard.up('Shift');
+  obs.box = {
+    box: await page.evaluate(() => window.tsimcne.lastBox),
+    ids: await page.evaluate(() => window.tsimcne.selection()),
+    panel: await page.evaluate(() => ({
+      hidden: document.getElementById('selection').hidden,
+      count: document.getElementById('sel-count').textContent,
+      histogram: [...document.querySelectorAll('#sel-histogram li')].map((li) => [
+        li.querySelector('.name').textContent,
+        Number(li.querySelector('.count').textContent),
+      ]),
+    })),
+  };
+  await page.screenshot({ path: `${shots}/selection.png` });
+  // The exports, as a user gets them: downloads.
+  const fetchDownload = async (button) => {
+    const [d] = await Promise.all([page.waitForEvent('download'), page.click(button)]);
+    const { readFile } = await import('node:fs/promises');
+    return { name: d.suggestedFilename(), bytes: await readFile(await d.path()) };
+  };
+  const csv = await fetchDownload('#export-csv');
+  const json = await fetchDownload('#export-json');
+  const png = await fetchDownload('#export-png');
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(`${shots}/selection-export.png`, png.bytes);
+  obs.exports = {
+    csv_name: csv.name,
+    csv: csv.bytes.toString('utf8'),
+    json_name: json.name,
+    json: JSON.parse(json.bytes.toString('utf8')),
+    png_name: png.name,
+    png: `${shots}/selection-export.png`,
+  };
+  // The legend hides a class; the colouring changes; both go in the URL.
+  await page.click('#legend li[data-class="1"]');
+  await page.selectOption('#colour-by', 'disagreement');
+  await page.click('#tools [data-tool="pan"]');
+  await page.waitForTimeout(400);
+  const before = await page.evaluate(() => ({ ...window.tsimcne.state(), ids: window.tsimcne.selection() }));
+  const url = page.url();
+  const again = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+  await again.goto(url);
+  await again.waitForFunction(() => window.tsimcne && window.tsimcne.ready, null, { timeout: 30000 });
+  const after = await again.evaluate(() => ({ ...window.tsimcne.state(), ids: window.tsimcne.selection() }));
+  await again.screenshot({ path: `${shots}/reopened.png` });
+  obs.hash = { url_hash: new URL(url).hash, before, after };
+  // Search: a label selects its images.
+  await page.click('#legend li[data-class="1"]');
+  await page.fill('#search', 'plain');
+  await page.press('#search', 'Enter');
+  obs.search = {
+    ids: await page.evaluate(() => window.tsimcne.selection()),
+    result: await page.evaluate(() => document.getElementById('search-result').textContent),
+  };
 } finally {
   await browser.close();
 }

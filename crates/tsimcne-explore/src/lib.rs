@@ -13,6 +13,7 @@
 //! `>` and `&` are escaped, and the page only ever puts text into the
 //! document as text ([`page`]).
 
+mod layout;
 mod page;
 mod sheets;
 
@@ -83,7 +84,17 @@ pub struct ExploreConfig {
     pub threads: usize,
     /// The page's title; `None`: from the embedding's folder name.
     pub title: Option<String>,
+    /// Above this many bytes the thumbnail sheets go into files beside
+    /// `map.html` (`map-data/`) instead of into it.
+    pub single_file_max_bytes: usize,
 }
+
+/// The size above which one HTML file stops being sensible: the sheets
+/// then go beside it.
+pub const SINGLE_FILE_MAX_BYTES: usize = 100 << 20;
+
+/// The folder beside `map.html` that holds the sheets of a large page.
+pub const DATA_DIR: &str = "map-data";
 
 /// Neighbours listed per image by default.
 pub const DEFAULT_NEIGHBOURS: usize = 8;
@@ -91,13 +102,18 @@ pub const DEFAULT_NEIGHBOURS: usize = 8;
 /// The largest `metrics.json` read.
 const MAX_METRICS_BYTES: u64 = 1 << 20;
 
-/// A page, ready to be written.
+/// A page, ready to be written: `map.html`, and for a large one the sheets
+/// as scripts beside it (classic scripts load from `file://`, where `fetch`
+/// and module scripts are refused; data URLs inside them keep the canvas
+/// untainted, so the page can still read its pixels and export them).
 #[derive(Debug)]
 pub struct Page {
     html: String,
+    /// `(name, content)` of each file in [`DATA_DIR`].
+    files: Vec<(String, String)>,
     /// Points on the map.
     pub points: usize,
-    /// Thumbnail sheets embedded.
+    /// Thumbnail sheets.
     pub sheets: usize,
 }
 
@@ -107,14 +123,47 @@ impl Page {
         &self.html
     }
 
-    /// Writes `dir/map.html` atomically (making `dir` if missing) and
-    /// returns its path.
+    /// Bytes written in all: `map.html` and the files beside it.
+    pub fn bytes(&self) -> usize {
+        self.html.len() + self.files.iter().map(|f| f.1.len()).sum::<usize>()
+    }
+
+    /// Files beside `map.html` (0 for a single-file page).
+    pub fn data_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Writes `dir/map.html` (making `dir` if missing) and returns its path.
+    /// The sheet files go first, under names that hold a hash of their
+    /// content, and `map.html` last, atomically: until then an earlier page
+    /// and its files stay whole. Files of `map-data/` that the new page does
+    /// not use are removed after.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            ExploreError::Invalid(format!("{}: cannot create the folder: {e}", dir.display()))
-        })?;
+        let cannot = |what: &Path, e: std::io::Error| {
+            ExploreError::Invalid(format!("{}: cannot create the folder: {e}", what.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| cannot(dir, e))?;
+        let data = dir.join(DATA_DIR);
+        if !self.files.is_empty() {
+            std::fs::create_dir_all(&data).map_err(|e| cannot(&data, e))?;
+        }
+        for (name, content) in &self.files {
+            let path = data.join(name);
+            if std::fs::read(&path).ok().as_deref() != Some(content.as_bytes()) {
+                tsimcne_format::atomic::write_bytes_atomic(&path, content.as_bytes())?;
+            }
+        }
         let path = dir.join("map.html");
         tsimcne_format::atomic::write_bytes_atomic(&path, self.html.as_bytes())?;
+        if let Ok(entries) = std::fs::read_dir(&data) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("sheet-") && !self.files.iter().any(|f| f.0 == name) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&data); // only if empty
+        }
         Ok(path)
     }
 }
@@ -160,6 +209,20 @@ struct PageData<'a> {
     spacing: f32,
     neighbours: Vec<NeighbourSet>,
     sheets: SheetsData,
+    /// Thumbnails at the density peaks, by zoom level.
+    representatives: RepresentativesData,
+    /// Per class, the point its name is written at (`null`: no points).
+    medoids: Vec<Option<u32>>,
+}
+
+#[derive(Debug, Serialize)]
+struct RepresentativesData {
+    /// Map distance between representatives, per level.
+    radii: Vec<f32>,
+    /// u32 point indices, base64, densest first within each level.
+    ids: String,
+    /// u8 level of each, base64.
+    levels: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,8 +239,12 @@ struct SheetsData {
     /// Thumbnails per sheet: image `i` is tile `i % per_sheet` of sheet
     /// `i / per_sheet`, row-major.
     per_sheet: usize,
-    /// `data:image/png;base64,…` per sheet.
+    /// `data:image/png;base64,…` per sheet, or empty when they are in
+    /// `files`.
     urls: Vec<String>,
+    /// Scripts beside the page, relative to it, one per sheet: each calls
+    /// `tsimcneSheet(index, url)`.
+    files: Vec<String>,
 }
 
 /// Builds the page: reads and checks every input, finds the neighbours and
@@ -253,11 +320,52 @@ pub fn build(cfg: &ExploreConfig) -> Result<Page> {
         }
     }
 
+    // Sparsity: the distance to the k-th map neighbour.
+    let sparsity: Vec<f32> = if k > 0 {
+        map_nb
+            .chunks(k)
+            .enumerate()
+            .map(|(i, row)| {
+                let j = row[k - 1] as usize;
+                (coords[2 * i] - coords[2 * j]).hypot(coords[2 * i + 1] - coords[2 * j + 1])
+            })
+            .collect()
+    } else {
+        vec![0.0; n]
+    };
+    let reps = layout::representatives(&coords, &sparsity);
+    let classes: Vec<Option<usize>> = images
+        .labels
+        .iter()
+        .map(|l| l.and_then(|v| usize::try_from(v).ok()))
+        .collect();
+    let medoids = layout::medoids(&coords, &classes, images.meta.class_names.len());
+
     let packed = sheets::pack(&images, cfg.threads)?;
-    let data = page_data(cfg, &images, &coords, metrics, spacing, neighbours, &packed);
+    let mut data = page_data(cfg, &images, &coords, metrics, spacing, neighbours, &packed);
+    data.representatives = RepresentativesData {
+        radii: reps.radii,
+        ids: b64_u32(&reps.ids),
+        levels: b64(&reps.levels),
+    };
+    data.medoids = medoids;
+    let sheet_bytes: usize = data.sheets.urls.iter().map(String::len).sum();
+    let mut files = Vec::new();
+    if sheet_bytes > cfg.single_file_max_bytes {
+        for (s, url) in std::mem::take(&mut data.sheets.urls)
+            .into_iter()
+            .enumerate()
+        {
+            let content = format!("tsimcneSheet({s},{});\n", page::script_json(&url));
+            let name = format!("sheet-{s}-{:016x}.js", fnv1a(content.as_bytes()));
+            data.sheets.files.push(format!("{DATA_DIR}/{name}"));
+            files.push((name, content));
+        }
+    }
     let html = page::render(&data.title, &page::script_json(&data))?;
     Ok(Page {
         html,
+        files,
         points: n,
         sheets: packed.pngs.len(),
     })
@@ -330,7 +438,14 @@ fn page_data<'a>(
                 .iter()
                 .map(|png| format!("data:image/png;base64,{}", b64(png)))
                 .collect(),
+            files: Vec::new(),
         },
+        representatives: RepresentativesData {
+            radii: Vec::new(),
+            ids: String::new(),
+            levels: String::new(),
+        },
+        medoids: Vec::new(),
     }
 }
 
@@ -405,6 +520,13 @@ fn draw_order(n: usize, seed: u64) -> Vec<u32> {
         order.swap(i, j);
     }
     order
+}
+
+/// 64-bit FNV-1a: names a sheet file by its content.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn b64(bytes: &[u8]) -> String {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::{default_threads, run_main};
 use clap::Parser;
-use tsimcne_explore::{DEFAULT_NEIGHBOURS, ExploreConfig, FeatureSpec};
+use tsimcne_explore::{DEFAULT_NEIGHBOURS, ExploreConfig, FeatureSpec, SINGLE_FILE_MAX_BYTES};
 
 /// Write an interactive map of the images: DIR/map.html, one file that opens
 /// in a browser from disk with no server and no network. Pan and zoom, see
@@ -44,6 +44,10 @@ struct Args {
     /// Seed of the order points are drawn in.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Above this many MiB, the thumbnails go into files beside map.html
+    /// (map-data/): copy the folder, not the file alone.
+    #[arg(long, value_name = "MIB", default_value_t = SINGLE_FILE_MAX_BYTES >> 20)]
+    max_single_file: usize,
     /// Threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -71,12 +75,17 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             seed: args.seed,
             threads: args.threads.unwrap_or_else(default_threads).max(1),
             title: args.title,
+            single_file_max_bytes: args.max_single_file.saturating_mul(1 << 20),
         };
         let page = tsimcne_explore::build(&cfg)?;
         let path = page.write(&args.out)?;
-        let mib = page.html().len() as f64 / (1024.0 * 1024.0);
+        let mib = page.bytes() as f64 / (1024.0 * 1024.0);
+        let beside = match page.data_files() {
+            0 => String::new(),
+            n => format!(", the sheets in {n} files of {}", tsimcne_explore::DATA_DIR),
+        };
         eprintln!(
-            "wrote {} ({} images, {} thumbnail sheets, {mib:.1} MiB)",
+            "wrote {} ({} images, {} thumbnail sheets{beside}, {mib:.1} MiB)",
             path.display(),
             page.points,
             page.sheets

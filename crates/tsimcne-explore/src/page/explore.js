@@ -20,6 +20,13 @@
 
   function start() {
     const D = JSON.parse(document.getElementById('tsimcne-data').textContent);
+    const $ = (id) => document.getElementById(id);
+    function el(tag, props, children) {
+      const e = document.createElement(tag);
+      if (props) Object.assign(e, props);
+      if (children) e.append(...children);
+      return e;
+    }
 
     // ---- data -------------------------------------------------------------
     function bytes(b64) {
@@ -38,36 +45,99 @@
       k: s.k,
       idx: new Uint32Array(bytes(s.data).buffer), // [N, k]
     }));
+    const mapNb = neighbourSets.find((s) => s.name === 'map') || null;
     const TW = D.image.width;
     const TH = D.image.height;
+    const C = D.class_names.length;
+    // The class a point belongs to for the legend: its label, or C for none.
+    const classOf = new Uint32Array(N);
+    for (let i = 0; i < N; i++) classOf[i] = labels[i] >= 0 && labels[i] < C ? labels[i] : C;
+    const hasLabels = classOf.some((c) => c < C);
 
     function rgb(hex) {
       return [1, 3, 5].map((o) => parseInt(hex.slice(o, o + 2), 16));
     }
-    const classRgb = D.colours.map(rgb);
-    const greyRgb = rgb(D.unlabelled_colour);
-    function colourOf(i) {
-      const l = labels[i];
-      return l >= 0 && l < classRgb.length ? classRgb[l] : greyRgb;
+    const classRgb = D.colours.map(rgb).concat([rgb(D.unlabelled_colour)]); // [C + 1]
+    const greyRgb = classRgb[C];
+    const className = (c) => (c < C ? D.class_names[c] : 'unlabelled');
+    const labelName = (i) => className(classOf[i]);
+    const css = (c) => 'rgb(' + c[0] + ',' + c[1] + ',' + c[2] + ')';
+    const SPLIT_RGB = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [148, 103, 189]];
+    const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+    function ramp(t) {
+      const x = Math.min(1, Math.max(0, t)) * (RAMP.length - 1);
+      const a = Math.min(RAMP.length - 2, Math.floor(x)), f = x - a;
+      return RAMP[a].map((v, j) => Math.round(v + (RAMP[a + 1][j] - v) * f));
     }
-    function cssColour(c) {
-      return 'rgb(' + c[0] + ',' + c[1] + ',' + c[2] + ')';
+
+    // Scores for the other colourings, from the neighbour lists in Rust.
+    // kNN-label disagreement: the share of a point's map neighbours with
+    // another label (label noise and outliers stand out); NaN unlabelled.
+    const disagreement = new Float32Array(N).fill(NaN);
+    // Local density: the rank of 1 / (distance to the k-th map neighbour).
+    const density = new Float32Array(N).fill(0.5);
+    if (mapNb) {
+      const k = mapNb.k;
+      for (let i = 0; i < N; i++) {
+        if (classOf[i] === C) continue;
+        let other = 0, seen = 0;
+        for (let j = 0; j < k; j++) {
+          const n = mapNb.idx[i * k + j];
+          if (classOf[n] === C) continue;
+          seen++;
+          if (classOf[n] !== classOf[i]) other++;
+        }
+        if (seen) disagreement[i] = other / seen;
+      }
+      const r = new Float64Array(N);
+      for (let i = 0; i < N; i++) {
+        const n = mapNb.idx[i * k + k - 1];
+        r[i] = Math.hypot(coords[2 * n] - coords[2 * i], coords[2 * n + 1] - coords[2 * i + 1]);
+      }
+      const byR = Array.from({ length: N }, (_, i) => i).sort((a, b) => r[b] - r[a] || a - b);
+      byR.forEach((i, rank) => (density[i] = N > 1 ? rank / (N - 1) : 0.5));
     }
-    function labelName(i) {
-      const l = labels[i];
-      if (l < 0) return 'unlabelled';
-      return l < D.class_names.length ? D.class_names[l] : String(l);
-    }
-    // Each point's colour as one ImageData word (bytes R, G, B, A in memory).
+    const COLOURINGS = {
+      label: { name: 'label', rgb: (i) => classRgb[classOf[i]] },
+      disagreement: {
+        name: 'kNN-label disagreement',
+        rgb: (i) => (isNaN(disagreement[i]) ? greyRgb : ramp(disagreement[i])),
+        key: ['neighbours agree', 'all disagree'],
+      },
+      density: { name: 'local density', rgb: (i) => ramp(density[i]), key: ['sparse', 'dense'] },
+      split: { name: 'split', rgb: (i) => SPLIT_RGB[splitOf[i] % SPLIT_RGB.length] },
+    };
+    if (!hasLabels) delete COLOURINGS.disagreement;
+    if (!mapNb) delete COLOURINGS.density;
+
+    // Each point's colour as one ImageData word (bytes R, G, B, A in memory),
+    // full and muted (mixed with white, for points outside a selection).
     const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+    const word = (r, g, b) =>
+      littleEndian ? ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0 : ((r << 24) | (g << 16) | (b << 8) | 255) >>> 0;
     const packed = new Uint32Array(N);
-    for (let i = 0; i < N; i++) {
-      const [r, g, b] = colourOf(i);
-      packed[i] = littleEndian
-        ? ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0
-        : ((r << 24) | (g << 16) | (b << 8) | 255) >>> 0;
-    }
+    const muted = new Uint32Array(N);
     const WHITE = 0xffffffff;
+
+    // ---- state --------------------------------------------------------------
+    const view = { cx: 0, cy: 0, scale: 1 }; // scale: CSS pixels per map unit
+    let hover = -1, pinned = -1, cardPoint = -1;
+    let colourBy = 'label';
+    const hidden = new Uint8Array(C + 1); // 1: that class is not shown
+    const selected = new Uint8Array(N);
+    let selCount = 0;
+    let tool = 'pan'; // pan | lasso | box
+    let op = 'new'; // new | add | subtract | intersect
+    const shown = (i) => hidden[classOf[i]] === 0;
+
+    function recolour() {
+      const f = COLOURINGS[colourBy].rgb;
+      for (let i = 0; i < N; i++) {
+        const [r, g, b] = f(i);
+        packed[i] = word(r, g, b);
+        muted[i] = word(r + ((255 - r) * 3) / 4, g + ((255 - g) * 3) / 4, b + ((255 - b) * 3) / 4);
+      }
+    }
 
     let minX = Infinity, maxX = -Infinity, minY = Infinity, maxY = -Infinity;
     for (let i = 0; i < N; i++) {
@@ -97,7 +167,9 @@
       const fill = cellStart.slice(0, G * G);
       for (let i = 0; i < N; i++) cellItems[fill[cellIdx[i]]++] = i;
     }
-    // The point nearest to data position (x, y) within data distance r, or -1.
+    const rank = new Uint32Array(N);
+    for (let t = 0; t < N; t++) rank[order[t]] = t;
+    // The shown point nearest to map position (x, y) within distance r, or -1.
     function nearest(x, y, r) {
       const x0 = cellOf(x - r, minX, spanX), x1 = cellOf(x + r, minX, spanX);
       const y0 = cellOf(y - r, minY, spanY), y1 = cellOf(y + r, minY, spanY);
@@ -107,6 +179,7 @@
           const c = cy * G + cx;
           for (let t = cellStart[c]; t < cellStart[c + 1]; t++) {
             const i = cellItems[t];
+            if (!shown(i)) continue;
             const dx = coords[2 * i] - x, dy = coords[2 * i + 1] - y;
             const d = dx * dx + dy * dy;
             if (d <= bestD) {
@@ -119,13 +192,21 @@
       }
       return best;
     }
-    const rank = new Uint32Array(N);
-    for (let t = 0; t < N; t++) rank[order[t]] = t;
 
     // ---- thumbnails ---------------------------------------------------------
-    const sheets = D.sheets.urls.map(() => null);
-    let sheetsLeft = sheets.length;
-    D.sheets.urls.forEach((url, s) => {
+    // The sheets: in the page, or (a large page) in scripts beside it that
+    // call tsimcneSheet; either way data URLs, so the canvas stays readable.
+    const sheetCount = D.sheets.urls.length || D.sheets.files.length;
+    const sheets = new Array(sheetCount).fill(null);
+    let sheetsLeft = sheetCount;
+    D.sheets.urls.forEach((url, s) => loadSheet(s, url));
+    window.tsimcneSheet = (s, url) => loadSheet(s, url);
+    for (const file of D.sheets.files) {
+      const script = el('script', { src: file });
+      script.onerror = () => fail(file + ' is missing beside the page: copy the whole folder');
+      document.body.append(script);
+    }
+    function loadSheet(s, url) {
       const img = new Image();
       img.onload = () => {
         sheets[s] = img;
@@ -134,11 +215,12 @@
           hook.thumbnailsMs = performance.now();
           schedule();
           if (cardPoint >= 0) showCard(cardPoint);
+          renderSelection();
         }
       };
       img.onerror = () => fail('thumbnail sheet ' + s + ' could not be decoded');
       img.src = url;
-    });
+    }
     // Draws image i's thumbnail into ctx at (x, y), size w × h (ctx units).
     function drawThumb(ctx, i, x, y, w, h) {
       const s = Math.floor(i / D.sheets.per_sheet);
@@ -150,11 +232,9 @@
     }
 
     // ---- the view -------------------------------------------------------------
-    const canvas = document.getElementById('map');
+    const canvas = $('map');
     const ctx = canvas.getContext('2d', { alpha: false });
     let W = 1, H = 1, dpr = 1, frame = null, buf = null;
-    const view = { cx: 0, cy: 0, scale: 1 }; // scale: CSS pixels per map unit
-    let hover = -1, pinned = -1, cardPoint = -1;
 
     function resize() {
       dpr = window.devicePixelRatio || 1;
@@ -172,7 +252,7 @@
       view.cy = (minY + maxY) / 2;
       view.scale = Math.min((W - 2 * pad) / spanX, (H - 2 * pad) / spanY);
       if (!(view.scale > 0)) view.scale = 1;
-      schedule();
+      changed();
     }
     function toScreen(i) {
       return [
@@ -195,6 +275,13 @@
         requestAnimationFrame(draw);
       }
     }
+    // Something the URL holds changed: redraw, and update the URL soon.
+    let hashTimer = null;
+    function changed() {
+      schedule();
+      clearTimeout(hashTimer);
+      hashTimer = setTimeout(writeHash, 150);
+    }
 
     function visiblePoints(margin) {
       const [x0, y1] = toMap(-margin, -margin);
@@ -203,7 +290,7 @@
       for (let t = 0; t < N; t++) {
         const i = order[t];
         const x = coords[2 * i], y = coords[2 * i + 1];
-        if (x >= x0 && x <= x1 && y >= y0 && y <= y1) {
+        if (shown(i) && x >= x0 && x <= x1 && y >= y0 && y <= y1) {
           out.push(i);
           if (out.length > 5000) return null;
         }
@@ -213,34 +300,49 @@
 
     function draw() {
       pending = false;
+      const t0 = performance.now();
       const side = thumbSide();
       const visible = hook.thumbnailsReady && side >= 14 ? visiblePoints(side) : null;
       if (visible) {
-        ctx.setTransform(1, 0, 0, 1, 0, 0);
-        ctx.fillStyle = '#fff';
-        ctx.fillRect(0, 0, canvas.width, canvas.height);
-        ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-        ctx.imageSmoothingEnabled = false;
-        for (const i of visible) {
-          const [x, y] = toScreen(i);
-          drawThumb(ctx, i, x - side / 2, y - side / 2, side, side);
-          ctx.strokeStyle = cssColour(colourOf(i));
-          ctx.lineWidth = 2;
-          ctx.strokeRect(x - side / 2 - 1, y - side / 2 - 1, side + 2, side + 2);
-        }
+        drawThumbnails(visible, side);
         hook.mode = 'thumbnails';
       } else {
         drawPoints();
         hook.mode = 'points';
+        hook.previews = drawRepresentatives();
       }
+      hook.labelsDrawn = drawLabels();
       drawMarks();
+      hook.frameMs = performance.now() - t0;
       if (!hook.ready) {
         hook.ready = true;
         hook.firstDrawMs = performance.now();
       }
     }
 
-    // Points straight into an ImageData: a million points in a few
+    function drawThumbnails(visible, side) {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.fillStyle = '#fff';
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.imageSmoothingEnabled = false;
+      // Outside a selection first and faded, the selection on top.
+      const passes = selCount ? [0, 1] : [1];
+      for (const pass of passes) {
+        ctx.globalAlpha = pass || !selCount ? 1 : 0.25;
+        for (const i of visible) {
+          if (selCount && selected[i] !== pass) continue;
+          const [x, y] = toScreen(i);
+          drawThumb(ctx, i, x - side / 2, y - side / 2, side, side);
+          ctx.strokeStyle = css(COLOURINGS[colourBy].rgb(i));
+          ctx.lineWidth = 2;
+          ctx.strokeRect(x - side / 2 - 1, y - side / 2 - 1, side + 2, side + 2);
+        }
+      }
+      ctx.globalAlpha = 1;
+    }
+
+    // Points straight into an ImageData: a million points in a few tens of
     // milliseconds, no GPU needed.
     function drawPoints() {
       buf.fill(WHITE);
@@ -248,31 +350,117 @@
       const r = Math.max(1, Math.round(1.3 * dpr));
       const k = view.scale * dpr;
       const ox = (W / 2) * dpr - view.cx * k, oy = (H / 2) * dpr + view.cy * k;
-      for (let t = 0; t < N; t++) {
-        const i = order[t];
-        const px = Math.round(ox + coords[2 * i] * k);
-        const py = Math.round(oy - coords[2 * i + 1] * k);
-        if (px < -r || py < -r || px >= cw + r || py >= ch + r) continue;
-        const c = packed[i];
-        const xa = Math.max(0, px - r), xb = Math.min(cw - 1, px + r);
-        for (let y = Math.max(0, py - r), yb = Math.min(ch - 1, py + r); y <= yb; y++) {
-          buf.fill(c, y * cw + xa, y * cw + xb + 1);
+      const passes = selCount ? [0, 1] : [1];
+      for (const pass of passes) {
+        const colours = pass || !selCount ? packed : muted;
+        for (let t = 0; t < N; t++) {
+          const i = order[t];
+          if (hidden[classOf[i]] || (selCount && selected[i] !== pass)) continue;
+          const px = Math.round(ox + coords[2 * i] * k);
+          const py = Math.round(oy - coords[2 * i + 1] * k);
+          if (px < -r || py < -r || px >= cw + r || py >= ch + r) continue;
+          const c = colours[i];
+          const xa = Math.max(0, px - r), xb = Math.min(cw - 1, px + r);
+          for (let y = Math.max(0, py - r), yb = Math.min(ch - 1, py + r); y <= yb; y++) {
+            buf.fill(c, y * cw + xa, y * cw + xb + 1);
+          }
         }
       }
       ctx.putImageData(frame, 0, 0);
     }
 
-    // Rings around the point in the card and its neighbours in the map.
+    // Thumbnails at the density peaks (chosen in Rust, level by level): the
+    // finest level whose representatives are a thumbnail and a bit apart
+    // on screen.
+    const repIds = new Uint32Array(bytes(D.representatives.ids).buffer);
+    const repLevels = bytes(D.representatives.levels);
+    const REP_SIDE = 36;
+    let previews = true;
+    function drawRepresentatives() {
+      if (!previews || !hook.thumbnailsReady || !repIds.length) return 0;
+      const radii = D.representatives.radii;
+      let level = -1;
+      for (let l = 0; l < radii.length; l++) if (radii[l] * view.scale >= REP_SIDE * 1.2) level = l;
+      if (level < 0) return 0;
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.imageSmoothingEnabled = false;
+      let drawn = 0;
+      const h = REP_SIDE / 2;
+      for (let t = 0; t < repIds.length && repLevels[t] <= level && drawn < 800; t++) {
+        const i = repIds[t];
+        if (!shown(i) || (selCount && !selected[i])) continue;
+        const [x, y] = toScreen(i);
+        if (x < -h || y < -h || x > W + h || y > H + h) continue;
+        ctx.fillStyle = '#fff';
+        ctx.fillRect(x - h - 2, y - h - 2, REP_SIDE + 4, REP_SIDE + 4);
+        drawThumb(ctx, i, x - h, y - h, REP_SIDE, REP_SIDE);
+        ctx.strokeStyle = css(COLOURINGS[colourBy].rgb(i));
+        ctx.lineWidth = 2;
+        ctx.strokeRect(x - h - 1, y - h - 1, REP_SIDE + 2, REP_SIDE + 2);
+        drawn++;
+      }
+      return drawn;
+    }
+
+    // Class names at their medoids (found in Rust), largest class first,
+    // each only where it collides with none already written.
+    function drawLabels() {
+      if (!labelOrder.length) return 0;
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.font = '600 13px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+      ctx.textAlign = 'center';
+      ctx.textBaseline = 'middle';
+      const placed = [];
+      for (const c of labelOrder) {
+        const i = D.medoids[c];
+        if (hidden[c] || i === null || i === undefined) continue;
+        const [x, y] = toScreen(i);
+        const name = D.class_names[c];
+        const w = ctx.measureText(name).width + 8, h = 18;
+        const box = [x - w / 2, y - h / 2, x + w / 2, y + h / 2];
+        if (box[2] < 0 || box[0] > W || box[3] < 0 || box[1] > H) continue;
+        if (placed.some((b) => box[0] < b[2] && b[0] < box[2] && box[1] < b[3] && b[1] < box[3])) continue;
+        placed.push(box);
+        ctx.lineWidth = 4;
+        ctx.lineJoin = 'round';
+        ctx.strokeStyle = 'rgba(255,255,255,0.9)';
+        ctx.strokeText(name, x, y);
+        ctx.fillStyle = '#111';
+        ctx.fillText(name, x, y);
+      }
+      return placed.length;
+    }
+
+    // Rings around the point in the card and its map neighbours; the
+    // lasso or box being drawn.
     function drawMarks() {
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      if (gesture && gesture.path && gesture.path.length > 1) {
+        ctx.beginPath();
+        const p = gesture.path;
+        if (gesture.kind === 'box') {
+          const [a, b] = [p[0], p[p.length - 1]];
+          ctx.rect(a[0], a[1], b[0] - a[0], b[1] - a[1]);
+        } else {
+          ctx.moveTo(p[0][0], p[0][1]);
+          for (const q of p) ctx.lineTo(q[0], q[1]);
+          ctx.closePath();
+        }
+        ctx.fillStyle = 'rgba(30,30,30,0.08)';
+        ctx.fill();
+        ctx.setLineDash([5, 4]);
+        ctx.strokeStyle = '#222';
+        ctx.lineWidth = 1.5;
+        ctx.stroke();
+        ctx.setLineDash([]);
+      }
       const focus = pinned >= 0 ? pinned : hover;
       if (focus < 0) return;
-      const set = neighbourSets[0];
-      if (set) {
+      if (mapNb) {
         ctx.strokeStyle = 'rgba(0,0,0,0.55)';
         ctx.lineWidth = 1;
-        for (let j = 0; j < set.k; j++) {
-          const [x, y] = toScreen(set.idx[focus * set.k + j]);
+        for (let j = 0; j < mapNb.k; j++) {
+          const [x, y] = toScreen(mapNb.idx[focus * mapNb.k + j]);
           ctx.beginPath();
           ctx.arc(x, y, 4, 0, 2 * Math.PI);
           ctx.stroke();
@@ -290,29 +478,23 @@
     }
 
     // ---- the card: an image, its facts and its neighbours -------------------
-    const card = document.getElementById('card');
-    const cardThumb = document.getElementById('card-thumb');
-    const cardInfo = document.getElementById('card-info');
-    const cardNeighbours = document.getElementById('card-neighbours');
+    const card = $('card');
+    const cardThumb = $('card-thumb');
+    const cardInfo = $('card-info');
+    const cardNeighbours = $('card-neighbours');
     // Integer enlargement, so each image pixel is a square of screen pixels.
     const bigScale = Math.max(1, Math.floor(128 / Math.max(TW, TH)));
     const smallScale = Math.max(1, Math.floor(44 / Math.max(TW, TH)));
 
-    function thumbCanvas(el, i, s) {
-      el.width = TW * s;
-      el.height = TH * s;
-      const c = el.getContext('2d');
-      c.imageSmoothingEnabled = false;
-      c.fillStyle = '#eee';
-      c.fillRect(0, 0, el.width, el.height);
-      drawThumb(c, i, 0, 0, el.width, el.height);
-    }
-    function row(name, value) {
-      const dt = document.createElement('dt');
-      dt.textContent = name;
-      const dd = document.createElement('dd');
-      dd.textContent = value;
-      cardInfo.append(dt, dd);
+    function thumbCanvas(c, i, s) {
+      c.width = TW * s;
+      c.height = TH * s;
+      const g = c.getContext('2d');
+      g.imageSmoothingEnabled = false;
+      g.fillStyle = '#eee';
+      g.fillRect(0, 0, c.width, c.height);
+      drawThumb(g, i, 0, 0, c.width, c.height);
+      return c;
     }
     function showCard(i) {
       cardPoint = i;
@@ -321,26 +503,27 @@
       cardThumb.dataset.id = String(i);
       cardThumb.dataset.scale = String(bigScale);
       cardInfo.replaceChildren();
+      const row = (name, value) =>
+        cardInfo.append(el('dt', { textContent: name }), el('dd', { textContent: value }));
       row('id', String(i));
       row('label', labelName(i));
       row('split', D.splits[splitOf[i]] || '');
       if (D.paths) row('file', D.paths[i]);
+      if (colourBy === 'disagreement' && !isNaN(disagreement[i]))
+        row('disagreement', (100 * disagreement[i]).toFixed(0) + '% of map neighbours');
+      if (selCount) row('selected', selected[i] ? 'yes' : 'no');
       cardNeighbours.replaceChildren();
       for (const set of neighbourSets) {
-        const h = document.createElement('h2');
-        h.textContent = 'nearest in ' + (set.name === 'map' ? 'the map' : set.name);
-        const box = document.createElement('div');
-        box.className = 'neighbours';
+        const box = el('div', { className: 'neighbours' });
         for (let j = 0; j < set.k; j++) {
           const n = set.idx[i * set.k + j];
-          const c = document.createElement('canvas');
-          thumbCanvas(c, n, smallScale);
-          c.title = 'id ' + n + ' · ' + labelName(n);
+          const c = thumbCanvas(el('canvas', { title: 'id ' + n + ' · ' + labelName(n) }), n, smallScale);
           c.dataset.id = String(n);
           c.addEventListener('click', () => step(n));
           box.append(c);
         }
-        cardNeighbours.append(h, box);
+        const title = 'nearest in ' + (set.name === 'map' ? 'the map' : set.name);
+        cardNeighbours.append(el('h2', { textContent: title }), box);
       }
     }
     function hideCard() {
@@ -357,7 +540,12 @@
         view.cy = coords[2 * i + 1];
       }
       showCard(i);
-      schedule();
+      changed();
+    }
+    function unpin() {
+      pinned = -1;
+      hideCard();
+      changed();
     }
 
     // The point under screen position (sx, sy), or -1.
@@ -368,22 +556,238 @@
       return nearest(x, y, r);
     }
 
+    // ---- selection ---------------------------------------------------------------
+    // Applies `how` (new, add, subtract, intersect) with the points `ids`.
+    function applySelection(ids, how) {
+      if (how === 'new') selected.fill(0);
+      if (how === 'intersect') {
+        const keep = new Uint8Array(N);
+        for (const i of ids) keep[i] = selected[i];
+        selected.set(keep);
+      } else {
+        const v = how === 'subtract' ? 0 : 1;
+        for (const i of ids) selected[i] = v;
+      }
+      selCount = 0;
+      for (let i = 0; i < N; i++) selCount += selected[i];
+      if (cardPoint >= 0) showCard(cardPoint);
+      renderSelection();
+      changed();
+    }
+    // Shown points inside the polygon of map positions (even-odd rule).
+    function inPolygon(poly) {
+      let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+      for (const [x, y] of poly) {
+        x0 = Math.min(x0, x); x1 = Math.max(x1, x);
+        y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+      }
+      const out = [];
+      const n = poly.length;
+      for (let i = 0; i < N; i++) {
+        const x = coords[2 * i], y = coords[2 * i + 1];
+        if (x < x0 || x > x1 || y < y0 || y > y1 || !shown(i)) continue;
+        let inside = false;
+        for (let a = 0, b = n - 1; a < n; b = a++) {
+          const [xa, ya] = poly[a], [xb, yb] = poly[b];
+          if (ya > y !== yb > y && x < ((xb - xa) * (y - ya)) / (yb - ya) + xa) inside = !inside;
+        }
+        if (inside) out.push(i);
+      }
+      return out;
+    }
+    function inBox(a, b) {
+      const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])];
+      const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])];
+      const out = [];
+      for (let i = 0; i < N; i++) {
+        const x = coords[2 * i], y = coords[2 * i + 1];
+        if (x >= x0 && x <= x1 && y >= y0 && y <= y1 && shown(i)) out.push(i);
+      }
+      return out;
+    }
+    const selectedIds = () => {
+      const out = [];
+      for (let i = 0; i < N; i++) if (selected[i]) out.push(i);
+      return out;
+    };
+
+    const MOSAIC_MAX = 400;
+    function renderSelection() {
+      const panel = $('selection');
+      panel.hidden = selCount === 0;
+      if (!selCount) return;
+      $('sel-count').textContent = selCount + (selCount === 1 ? ' image selected' : ' images selected');
+      // The label histogram, largest first.
+      const counts = new Uint32Array(C + 1);
+      const ids = selectedIds();
+      for (const i of ids) counts[classOf[i]]++;
+      const hist = $('sel-histogram');
+      hist.replaceChildren();
+      const rows = [...counts.keys()].filter((c) => counts[c]).sort((a, b) => counts[b] - counts[a] || a - b);
+      for (const c of rows) {
+        const bar = el('span', { className: 'bar' });
+        bar.style.width = Math.max(1, Math.round((80 * counts[c]) / counts[rows[0]])) + 'px';
+        bar.style.background = css(classRgb[c]);
+        hist.append(
+          el('li', null, [
+            el('span', { className: 'name', textContent: className(c) }),
+            el('span', { className: 'bars' }, [bar]),
+            el('span', { className: 'count', textContent: String(counts[c]) }),
+          ])
+        );
+      }
+      // A mosaic of the first selected images; a click steps to one.
+      const m = $('sel-mosaic');
+      const shownIds = ids.slice(0, MOSAIC_MAX);
+      const s = Math.max(1, Math.floor(28 / Math.max(TW, TH)));
+      const cols = Math.max(1, Math.floor(280 / (TW * s)));
+      m.width = cols * TW * s;
+      m.height = Math.ceil(shownIds.length / cols) * TH * s;
+      m.dataset.columns = String(cols);
+      m.dataset.scale = String(s);
+      const g = m.getContext('2d');
+      g.imageSmoothingEnabled = false;
+      g.clearRect(0, 0, m.width, m.height);
+      shownIds.forEach((i, t) => drawThumb(g, i, (t % cols) * TW * s, Math.floor(t / cols) * TH * s, TW * s, TH * s));
+      m.onclick = (e) => {
+        const r = m.getBoundingClientRect();
+        const t = Math.floor((e.clientY - r.top) / (TH * s)) * cols + Math.floor((e.clientX - r.left) / (TW * s));
+        if (t >= 0 && t < shownIds.length) step(shownIds[t]);
+      };
+      $('sel-more').textContent = ids.length > MOSAIC_MAX ? 'the first ' + MOSAIC_MAX + ' shown' : '';
+    }
+
+    // ---- exports ---------------------------------------------------------------
+    function download(name, blob) {
+      const a = el('a', { download: name, href: URL.createObjectURL(blob) });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    }
+    function csvField(v) {
+      return /[",\r\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
+    }
+    function selectionCsv() {
+      const head = ['id', 'label', 'split'].concat(D.paths ? ['path'] : []);
+      const lines = [head.join(',')];
+      for (const i of selectedIds()) {
+        const row = [String(i), classOf[i] < C ? D.class_names[classOf[i]] : '', D.splits[splitOf[i]] || ''];
+        if (D.paths) row.push(D.paths[i]);
+        lines.push(row.map(csvField).join(','));
+      }
+      return lines.join('\n') + '\n';
+    }
+    function selectionJson() {
+      return JSON.stringify({ title: D.title, count: selCount, ids: selectedIds() }) + '\n';
+    }
+    // A contact sheet: every selected thumbnail at its own size, 1 px apart.
+    function contactSheet(then) {
+      const ids = selectedIds().slice(0, 10000);
+      const cols = Math.max(1, Math.min(ids.length, Math.floor(4096 / (TW + 1))));
+      const c = el('canvas');
+      c.width = cols * (TW + 1) + 1;
+      c.height = Math.ceil(ids.length / cols) * (TH + 1) + 1;
+      const g = c.getContext('2d');
+      g.fillStyle = '#fff';
+      g.fillRect(0, 0, c.width, c.height);
+      ids.forEach((i, t) => drawThumb(g, i, 1 + (t % cols) * (TW + 1), 1 + Math.floor(t / cols) * (TH + 1), TW, TH));
+      c.toBlob(then, 'image/png');
+    }
+    $('export-csv').addEventListener('click', () =>
+      download('selection.csv', new Blob([selectionCsv()], { type: 'text/csv' }))
+    );
+    $('export-json').addEventListener('click', () =>
+      download('selection.json', new Blob([selectionJson()], { type: 'application/json' }))
+    );
+    $('export-png').addEventListener('click', () => contactSheet((b) => download('selection.png', b)));
+    $('sel-clear').addEventListener('click', () => applySelection([], 'new'));
+
+    // ---- the URL: view, colouring, hidden classes, selection, pinned image ----
+    function ranges(ids) {
+      const out = [];
+      for (let a = 0; a < ids.length; ) {
+        let b = a;
+        while (b + 1 < ids.length && ids[b + 1] === ids[b] + 1) b++;
+        out.push(b > a ? ids[a] + '-' + ids[b] : String(ids[a]));
+        a = b + 1;
+      }
+      return out.join('.');
+    }
+    function unranges(s) {
+      const out = [];
+      for (const part of s.split('.')) {
+        const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+        if (!m) continue;
+        const a = Number(m[1]), b = Math.min(N - 1, Number(m[2] || m[1]));
+        for (let i = a; i <= b; i++) out.push(i);
+      }
+      return out;
+    }
+    function writeHash() {
+      const p = new URLSearchParams();
+      p.set('view', [view.cx, view.cy, view.scale].map((v) => Number(v.toPrecision(7))).join(','));
+      if (colourBy !== 'label') p.set('colour', colourBy);
+      const hid = [];
+      hidden.forEach((h, c) => h && hid.push(c));
+      if (hid.length) p.set('hide', hid.join('.'));
+      if (selCount) p.set('sel', ranges(selectedIds()));
+      if (pinned >= 0) p.set('pin', String(pinned));
+      const hash = '#' + p.toString();
+      if (location.hash !== hash) history.replaceState(null, '', hash);
+    }
+    // Applies the URL's state; false when it has no view.
+    function readHash() {
+      const p = new URLSearchParams(location.hash.slice(1));
+      const v = (p.get('view') || '').split(',').map(Number);
+      const c = p.get('colour') || 'label';
+      setColouring(COLOURINGS[c] ? c : 'label');
+      hidden.fill(0);
+      for (const h of (p.get('hide') || '').split('.')) if (/^\d+$/.test(h) && +h <= C) hidden[+h] = 1;
+      renderLegend();
+      applySelection(unranges(p.get('sel') || ''), 'new');
+      const pin = Number(p.get('pin'));
+      if (p.has('pin') && Number.isInteger(pin) && pin >= 0 && pin < N) {
+        pinned = pin;
+        showCard(pin);
+      } else {
+        pinned = -1;
+        hideCard();
+      }
+      if (v.length === 3 && v.every(Number.isFinite) && v[2] > 0) {
+        [view.cx, view.cy, view.scale] = v;
+        schedule();
+        return true;
+      }
+      return false;
+    }
+    window.addEventListener('hashchange', () => readHash() || fit());
+
     // ---- input -----------------------------------------------------------------
-    let drag = null;
+    // The gesture under way: a pan, or a lasso or box being drawn.
+    let gesture = null;
+    const opFor = (e) => (e.shiftKey && e.altKey ? 'intersect' : e.shiftKey ? 'add' : e.altKey ? 'subtract' : op);
     canvas.addEventListener('pointerdown', (e) => {
-      drag = { x: e.clientX, y: e.clientY, cx: view.cx, cy: view.cy, moved: false };
+      const kind = tool === 'pan' || e.button !== 0 ? 'pan' : tool;
+      gesture = { kind, x: e.clientX, y: e.clientY, cx: view.cx, cy: view.cy, moved: false, how: opFor(e) };
+      if (kind !== 'pan') gesture.path = [[e.clientX, e.clientY]];
       canvas.setPointerCapture(e.pointerId);
     });
     canvas.addEventListener('pointermove', (e) => {
-      if (drag) {
-        const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
-        if (Math.abs(dx) + Math.abs(dy) > 3) {
-          drag.moved = true;
+      const g = gesture;
+      if (g) {
+        const dx = e.clientX - g.x, dy = e.clientY - g.y;
+        if (Math.abs(dx) + Math.abs(dy) > 3) g.moved = true;
+        if (!g.moved) return;
+        if (g.kind === 'pan') {
           canvas.classList.add('dragging');
-        }
-        if (drag.moved) {
-          view.cx = drag.cx - dx / view.scale;
-          view.cy = drag.cy + dy / view.scale;
+          view.cx = g.cx - dx / view.scale;
+          view.cy = g.cy + dy / view.scale;
+          changed();
+        } else {
+          const last = g.path[g.path.length - 1];
+          if (g.kind === 'box') g.path = [g.path[0], [e.clientX, e.clientY]];
+          else if (Math.abs(e.clientX - last[0]) + Math.abs(e.clientY - last[1]) >= 2) g.path.push([e.clientX, e.clientY]);
           schedule();
         }
         return;
@@ -399,23 +803,30 @@
       }
     });
     canvas.addEventListener('pointerup', (e) => {
-      const d = drag;
-      drag = null;
+      const g = gesture;
+      gesture = null;
       canvas.classList.remove('dragging');
-      if (d && !d.moved) {
+      if (!g) return;
+      if (g.moved && g.kind === 'lasso' && g.path.length > 2) {
+        hook.lastPolygon = g.path.map(([x, y]) => toMap(x, y));
+        applySelection(inPolygon(hook.lastPolygon), g.how);
+      } else if (g.moved && g.kind === 'box') {
+        hook.lastBox = [toMap(g.x, g.y), toMap(e.clientX, e.clientY)];
+        applySelection(inBox(...hook.lastBox), g.how);
+      } else if (!g.moved) {
+        // A click: with Shift or Alt, or with a selection tool, it selects;
+        // otherwise it pins the card.
         const i = pick(e.clientX, e.clientY);
-        if (i >= 0) {
-          pinned = i;
-          showCard(i);
-        } else {
-          pinned = -1;
-          hideCard();
-        }
-        schedule();
+        if (tool !== 'pan' || e.shiftKey || e.altKey) {
+          if (i >= 0) applySelection([i], g.how);
+          else if (g.how === 'new') applySelection([], 'new');
+        } else if (i >= 0) step(i);
+        else unpin();
       }
+      schedule();
     });
     canvas.addEventListener('pointerleave', () => {
-      if (!drag && hover >= 0) {
+      if (!gesture && hover >= 0) {
         hover = -1;
         if (pinned < 0) hideCard();
         schedule();
@@ -426,7 +837,7 @@
       view.scale *= factor;
       view.cx = x - (sx - W / 2) / view.scale;
       view.cy = y + (sy - H / 2) / view.scale;
-      schedule();
+      changed();
     }
     canvas.addEventListener(
       'wheel',
@@ -438,78 +849,200 @@
       { passive: false }
     );
     window.addEventListener('keydown', (e) => {
+      if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
       if (e.key === '0' || e.key === 'Home') fit();
       else if (e.key === '+' || e.key === '=') zoomAt(W / 2, H / 2, 1.25);
       else if (e.key === '-') zoomAt(W / 2, H / 2, 0.8);
-      else if (e.key === 'Escape') {
-        pinned = -1;
-        hideCard();
-        schedule();
-      }
+      else if (e.key === 'Escape') unpin();
+      else if (e.key === 'p') setTool('pan');
+      else if (e.key === 'l') setTool('lasso');
+      else if (e.key === 'b') setTool('box');
+      else if (e.key === 't') setPreviews(!previews);
     });
     window.addEventListener('resize', resize);
 
-    // ---- the panel: title, metrics, legend ------------------------------------
-    document.getElementById('title').textContent = D.title;
+    // ---- the toolbar: tools, operation, search, colouring ----------------------
+    function setTool(t) {
+      tool = t;
+      for (const b of document.querySelectorAll('#tools [data-tool]')) b.setAttribute('aria-pressed', String(b.dataset.tool === t));
+      canvas.dataset.tool = t;
+    }
+    function setOp(o) {
+      op = o;
+      $('op').value = o;
+    }
+    for (const b of document.querySelectorAll('#tools [data-tool]')) b.addEventListener('click', () => setTool(b.dataset.tool));
+    $('op').addEventListener('change', () => setOp($('op').value));
+    function setPreviews(on) {
+      previews = on;
+      $('previews').checked = on;
+      schedule();
+    }
+    $('previews').addEventListener('change', () => setPreviews($('previews').checked));
+    const colourSelect = $('colour-by');
+    for (const [key, c] of Object.entries(COLOURINGS)) colourSelect.append(el('option', { value: key, textContent: c.name }));
+    function setColouring(c) {
+      colourBy = c;
+      colourSelect.value = c;
+      recolour();
+      renderKey();
+      if (cardPoint >= 0) showCard(cardPoint);
+    }
+    colourSelect.addEventListener('change', () => {
+      setColouring(colourSelect.value);
+      changed();
+    });
+    // Search: an id steps to that image; other text selects the images whose
+    // label or file name contains it (with the chosen operation).
+    function search(q) {
+      q = q.trim();
+      const out = $('search-result');
+      if (!q) {
+        out.textContent = '';
+        return;
+      }
+      if (/^\d+$/.test(q)) {
+        const i = Number(q);
+        if (i < N) {
+          step(i);
+          out.textContent = 'image ' + i;
+        } else out.textContent = 'no image ' + q;
+        return;
+      }
+      const needle = q.toLowerCase();
+      const names = D.class_names.map((n) => n.toLowerCase().includes(needle));
+      const hits = [];
+      for (let i = 0; i < N; i++) {
+        if ((classOf[i] < C && names[classOf[i]]) || (D.paths && D.paths[i].toLowerCase().includes(needle))) hits.push(i);
+      }
+      applySelection(hits, op);
+      out.textContent = hits.length + ' found';
+    }
+    $('search').addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') search(e.target.value);
+    });
+
+    // ---- the panel: title, metrics, colour key, legend ------------------------
+    $('title').textContent = D.title;
     const stats = [N + ' images, ' + TW + '×' + TH + (D.image.channels === 1 ? ' grey' : ' colour')];
     const m = D.metrics;
     if (m && m.knn_accuracy && m.knn_accuracy.holdout) {
       const h = m.knn_accuracy.holdout;
-      stats.push(
-        'kNN@' + m.k + ' accuracy ' + Number(h.mean).toFixed(3) + ' ± ' + Number(h.std).toFixed(3)
-      );
+      stats.push('kNN@' + m.k + ' accuracy ' + Number(h.mean).toFixed(3) + ' ± ' + Number(h.std).toFixed(3));
     }
     if (m && m.neighbor_preservation) {
       for (const [name, v] of Object.entries(m.neighbor_preservation)) {
         stats.push('neighbours kept (' + name + ') ' + Number(v).toFixed(3));
       }
     }
-    document.getElementById('stats').textContent = stats.join('\n');
-    const counts = new Map();
-    for (let i = 0; i < N; i++) {
-      const l = labels[i] >= 0 && labels[i] < classRgb.length ? labels[i] : -1;
-      counts.set(l, (counts.get(l) || 0) + 1);
+    $('stats').textContent = stats.join('\n');
+    function renderKey() {
+      const key = $('key');
+      key.replaceChildren();
+      const c = COLOURINGS[colourBy];
+      if (c.key) {
+        const bar = el('span', { className: 'ramp' });
+        bar.style.background = 'linear-gradient(to right,' + RAMP.map(css).join(',') + ')';
+        key.append(el('span', { textContent: c.key[0] }), bar, el('span', { textContent: c.key[1] }));
+      } else if (colourBy === 'split') {
+        D.splits.forEach((name, s) => {
+          const sw = el('span', { className: 'swatch' });
+          sw.style.background = css(SPLIT_RGB[s % SPLIT_RGB.length]);
+          key.append(sw, el('span', { textContent: name }));
+        });
+      }
+      key.hidden = !key.firstChild;
     }
-    const legend = document.getElementById('legend');
-    const entries = D.class_names.map((name, l) => [l, name]).filter(([l]) => counts.has(l));
-    if (counts.has(-1)) entries.push([-1, 'unlabelled']);
-    for (const [l, name] of entries) {
-      const li = document.createElement('li');
-      const sw = document.createElement('span');
-      sw.className = 'swatch';
-      sw.style.background = cssColour(l >= 0 ? classRgb[l] : greyRgb);
-      const label = document.createElement('span');
-      label.className = 'name';
-      label.textContent = name;
-      const count = document.createElement('span');
-      count.className = 'count';
-      count.textContent = String(counts.get(l));
-      li.append(sw, label, count);
-      legend.append(li);
+    const classCounts = new Uint32Array(C + 1);
+    for (let i = 0; i < N; i++) classCounts[classOf[i]]++;
+    // Classes whose names are written on the map, largest first.
+    const labelOrder = [...Array(C).keys()]
+      .filter((c) => classCounts[c] > 0)
+      .sort((a, b) => classCounts[b] - classCounts[a] || a - b);
+    // The legend: a click shows or hides a class, a double click shows it
+    // alone (or everything again). Built once; renderLegend marks hidden
+    // classes (a double click must land on the element its clicks hit).
+    const legendItems = [];
+    function renderLegend() {
+      for (const li of legendItems) li.classList.toggle('off', hidden[Number(li.dataset.class)] === 1);
+    }
+    function buildLegend() {
+      const legend = $('legend');
+      for (let c = 0; c <= C; c++) {
+        if (!classCounts[c]) continue;
+        const sw = el('span', { className: 'swatch' });
+        sw.style.background = css(classRgb[c]);
+        const li = el('li', { title: 'click: show or hide · double click: only this' }, [
+          sw,
+          el('span', { className: 'name', textContent: className(c) }),
+          el('span', { className: 'count', textContent: String(classCounts[c]) }),
+        ]);
+        li.dataset.class = String(c);
+        li.addEventListener('click', () => toggleClass(c));
+        li.addEventListener('dblclick', () => soloClass(c));
+        legend.append(li);
+        legendItems.push(li);
+      }
+      renderLegend();
+    }
+    function classesChanged() {
+      renderLegend();
+      if (pinned >= 0 && !shown(pinned)) unpin();
+      changed();
+    }
+    function toggleClass(c) {
+      hidden[c] ^= 1;
+      classesChanged();
+    }
+    function soloClass(c) {
+      // (The double click's two clicks toggled c twice: it is as it was.)
+      let alone = true;
+      for (let d = 0; d <= C; d++) if (classCounts[d] && d !== c && !hidden[d]) alone = false;
+      if (alone && !hidden[c]) hidden.fill(0);
+      else for (let d = 0; d <= C; d++) hidden[d] = d === c ? 0 : 1;
+      classesChanged();
     }
 
     // ---- the test hook ------------------------------------------------------------
-    hook.n = N;
-    hook.toScreen = toScreen;
-    hook.pick = pick;
-    hook.step = step;
-    hook.state = () => ({
-      cx: view.cx,
-      cy: view.cy,
-      scale: view.scale,
-      hover: hover,
-      pinned: pinned,
-      card: cardPoint,
-      mode: hook.mode,
+    Object.assign(hook, {
+      n: N,
+      toScreen,
+      toMap,
+      pick,
+      step,
+      selection: selectedIds,
+      selectionCsv,
+      inPolygon,
+      state: () => ({
+        cx: view.cx,
+        cy: view.cy,
+        scale: view.scale,
+        hover,
+        pinned,
+        card: cardPoint,
+        mode: hook.mode,
+        tool,
+        op,
+        colourBy,
+        previews: hook.previews,
+        labels: hook.labelsDrawn,
+        hidden: [...hidden.keys()].filter((c) => hidden[c]),
+        selected: selCount,
+      }),
+      setView(cx, cy, scale) {
+        view.cx = cx;
+        view.cy = cy;
+        view.scale = scale;
+        changed();
+      },
+      setTool,
     });
-    hook.setView = (cx, cy, scale) => {
-      view.cx = cx;
-      view.cy = cy;
-      view.scale = scale;
-      schedule();
-    };
 
     resize();
-    fit();
+    setTool('pan');
+    recolour();
+    buildLegend();
+    renderKey();
+    if (!readHash()) fit();
   }
 })();

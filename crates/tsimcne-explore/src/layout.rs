@@ -1,0 +1,197 @@
+//! What the page shows between the points: thumbnails at the density peaks,
+//! level by level, and a place for each class's name.
+
+/// Representative images, coarse to fine: at level `l`, no two of the
+/// images of levels `0..=l` are closer than `radii[l]` in the map, and every
+/// point is within `radii[l]` of one of them. Denser points are chosen
+/// first, so each representative sits at a local density peak.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Representatives {
+    /// Map distance per level, halving from a sixth of the map's extent.
+    pub radii: Vec<f32>,
+    /// The representatives, in the order they were chosen.
+    pub ids: Vec<u32>,
+    /// Each representative's level (the coarsest where it is one).
+    pub levels: Vec<u8>,
+}
+
+/// Levels of representatives.
+pub(crate) const LEVELS: usize = 6;
+
+/// Chooses the representatives of `coords` (`[n, 2]`), densest first by
+/// `sparsity` (any per-point measure, smaller is denser, e.g. the distance
+/// to the k-th neighbour).
+pub(crate) fn representatives(coords: &[f32], sparsity: &[f32]) -> Representatives {
+    let n = sparsity.len();
+    if n == 0 {
+        return Representatives::default();
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for p in coords.chunks(2) {
+        (x0, x1, y0, y1) = (x0.min(p[0]), x1.max(p[0]), y0.min(p[1]), y1.max(p[1]));
+    }
+    let extent = (x1 - x0).max(y1 - y0).max(f32::MIN_POSITIVE);
+    let mut by_density: Vec<u32> = (0..n as u32).collect();
+    by_density.sort_by(|&a, &b| {
+        sparsity[a as usize]
+            .total_cmp(&sparsity[b as usize])
+            .then(a.cmp(&b))
+    });
+    let mut out = Representatives::default();
+    let mut is_rep = vec![false; n];
+    for level in 0..LEVELS {
+        let r = extent / 6.0 / (1u32 << level) as f32;
+        let grid = Grid::new(r, x0, y0);
+        let mut cells: std::collections::HashMap<(i64, i64), Vec<u32>> = Default::default();
+        for &i in &out.ids {
+            cells.entry(grid.cell(coords, i)).or_default().push(i);
+        }
+        for &i in &by_density {
+            if is_rep[i as usize] {
+                continue;
+            }
+            let (cx, cy) = grid.cell(coords, i);
+            let near = (cx - 1..=cx + 1).any(|x| {
+                (cy - 1..=cy + 1).any(|y| {
+                    cells
+                        .get(&(x, y))
+                        .is_some_and(|v| v.iter().any(|&j| dist2(coords, i, j) < r * r))
+                })
+            });
+            if !near {
+                is_rep[i as usize] = true;
+                out.ids.push(i);
+                out.levels.push(level as u8);
+                cells.entry((cx, cy)).or_default().push(i);
+            }
+        }
+        out.radii.push(r);
+    }
+    out
+}
+
+/// Each class's medoid in the map (exact over an even sample of at most
+/// `MEDOID_SAMPLE` of its points): where the page writes its name. `None`
+/// for a class without points.
+pub(crate) fn medoids(coords: &[f32], classes: &[Option<usize>], count: usize) -> Vec<Option<u32>> {
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); count];
+    for (i, c) in classes.iter().enumerate() {
+        if let Some(c) = *c
+            && c < count
+        {
+            members[c].push(i as u32);
+        }
+    }
+    members
+        .iter()
+        .map(|m| {
+            let step = m.len().div_ceil(MEDOID_SAMPLE).max(1);
+            let sample: Vec<u32> = m.iter().step_by(step).copied().collect();
+            sample
+                .iter()
+                .map(|&i| {
+                    let sum: f64 = sample
+                        .iter()
+                        .map(|&j| f64::from(dist2(coords, i, j)).sqrt())
+                        .sum();
+                    (sum, i)
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                .map(|(_, i)| i)
+        })
+        .collect()
+}
+
+/// Points of a class a medoid is chosen among.
+const MEDOID_SAMPLE: usize = 500;
+
+fn dist2(coords: &[f32], i: u32, j: u32) -> f32 {
+    let (i, j) = (i as usize, j as usize);
+    let dx = coords[2 * i] - coords[2 * j];
+    let dy = coords[2 * i + 1] - coords[2 * j + 1];
+    dx * dx + dy * dy
+}
+
+/// Square cells of side `r` from `(x0, y0)`.
+struct Grid {
+    r: f32,
+    x0: f32,
+    y0: f32,
+}
+
+impl Grid {
+    fn new(r: f32, x0: f32, y0: f32) -> Self {
+        Self { r, x0, y0 }
+    }
+
+    fn cell(&self, coords: &[f32], i: u32) -> (i64, i64) {
+        let i = i as usize;
+        (
+            ((coords[2 * i] - self.x0) / self.r).floor() as i64,
+            ((coords[2 * i + 1] - self.y0) / self.r).floor() as i64,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tsimcne_rng::SplitMix64;
+
+    fn cloud(n: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = SplitMix64::new(3);
+        let coords: Vec<f32> = (0..2 * n)
+            .map(|i| (rng.normal() + if i % 4 < 2 { 4.0 } else { -4.0 }) as f32)
+            .collect();
+        // Sparsity: the distance from the centre of the point's cluster.
+        let sparsity = coords
+            .chunks(2)
+            .map(|p| (p[0].abs() - 4.0).hypot(p[1].abs() - 4.0))
+            .collect();
+        (coords, sparsity)
+    }
+
+    /// At each level the representatives so far are `radii[l]` apart and
+    /// cover every point within `radii[l]`; the densest point comes first.
+    #[test]
+    fn representatives_are_spread_and_cover_every_point() {
+        let (coords, sparsity) = cloud(3000);
+        let reps = representatives(&coords, &sparsity);
+        assert_eq!(reps.radii.len(), LEVELS);
+        assert_eq!(reps.ids.len(), reps.levels.len());
+        let densest = (0..3000)
+            .min_by(|&a, &b| sparsity[a].total_cmp(&sparsity[b]))
+            .unwrap();
+        assert_eq!(reps.ids[0], densest as u32);
+        for (l, &r) in reps.radii.iter().enumerate() {
+            let at: Vec<u32> = reps
+                .ids
+                .iter()
+                .zip(&reps.levels)
+                .filter(|(_, lv)| usize::from(**lv) <= l)
+                .map(|(&i, _)| i)
+                .collect();
+            for (a, &i) in at.iter().enumerate() {
+                for &j in &at[a + 1..] {
+                    assert!(dist2(&coords, i, j) >= r * r, "level {l}: {i} and {j}");
+                }
+            }
+            for p in 0..3000u32 {
+                assert!(
+                    at.iter().any(|&i| dist2(&coords, p, i) < r * r),
+                    "level {l}: point {p} uncovered"
+                );
+            }
+        }
+        assert!(reps.levels.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_medoid_minimises_the_distance_sum_of_its_class() {
+        // Class 0 on a line at 0, 1, 2, 10: the medoid is 1 or 2 (sum 11);
+        // the smaller index wins. Class 1 alone; class 2 empty.
+        let coords = [0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 10.0, 0.0, 5.0, 5.0];
+        let classes = [Some(0), Some(0), Some(0), Some(0), Some(1)];
+        assert_eq!(medoids(&coords, &classes, 3), vec![Some(1), Some(4), None]);
+    }
+}
