@@ -11,7 +11,8 @@
 #    each: the same.
 # In Chromium (software rendering, 1200×800): the first points and usable
 # thumbnails in ms after navigation, one frame of panning (median and worst
-# of 20), one hover pick (mean of 2,000), one lasso over half the screen.
+# of 20), one hover pick (mean of 2,000), one lasso over half the screen
+# (median of 5).
 # Needs node, /usr/bin/chromium and `npm ci` in tests/browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -41,9 +41,15 @@ try {
     const pickMs = (performance.now() - t0) / picks;
     // A lasso over half the screen: a triangle, in map coordinates.
     const poly = [[600, 400], [1150, 120], [1150, 680]].map(([x, y]) => t.toMap(x, y));
-    t0 = performance.now();
-    const inside = t.inPolygon(poly).length;
-    const lassoMs = performance.now() - t0;
+    const lassos = [];
+    let inside = 0;
+    for (let r = 0; r < 5; r++) {
+      t0 = performance.now();
+      inside = t.inPolygon(poly).length;
+      lassos.push(performance.now() - t0);
+    }
+    lassos.sort((a, b) => a - b);
+    const lassoMs = lassos[2];
     return {
       n: t.n,
       first_draw_ms: t.firstDrawMs,

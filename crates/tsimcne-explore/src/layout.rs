@@ -102,6 +102,48 @@ pub(crate) fn medoids(coords: &[f32], classes: &[Option<usize>], count: usize) -
         .collect()
 }
 
+/// Each point's density rank (by `sparsity`, smaller is denser; ties by
+/// index) scaled to 0 (sparsest) – 254 (densest).
+pub(crate) fn density_ranks(sparsity: &[f32]) -> Vec<u8> {
+    let n = sparsity.len();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_by(|&a, &b| {
+        sparsity[b as usize]
+            .total_cmp(&sparsity[a as usize])
+            .then(a.cmp(&b))
+    });
+    let mut out = vec![127u8; n];
+    if n > 1 {
+        for (rank, &i) in order.iter().enumerate() {
+            out[i as usize] = (rank * 254 / (n - 1)) as u8;
+        }
+    }
+    out
+}
+
+/// The kNN-label disagreement of each point: the share of its labelled
+/// neighbours (rows of `k` in `nb`) whose label differs from its own,
+/// scaled to 0–254; 255 where it is unlabelled or has no labelled
+/// neighbour.
+pub(crate) fn disagreement(labels: &[Option<i32>], nb: &[u32], k: usize) -> Vec<u8> {
+    if k == 0 {
+        return vec![255; labels.len()];
+    }
+    labels
+        .iter()
+        .zip(nb.chunks(k))
+        .map(|(own, row)| {
+            let Some(own) = own else { return 255 };
+            let seen: Vec<i32> = row.iter().filter_map(|&j| labels[j as usize]).collect();
+            if seen.is_empty() {
+                return 255;
+            }
+            let other = seen.iter().filter(|&&l| l != *own).count();
+            (other * 254 / seen.len()) as u8
+        })
+        .collect()
+}
+
 /// Points of a class a medoid is chosen among.
 const MEDOID_SAMPLE: usize = 500;
 
@@ -184,6 +226,18 @@ mod tests {
             }
         }
         assert!(reps.levels.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn density_and_disagreement_scores() {
+        assert_eq!(density_ranks(&[3.0, 1.0, 2.0]), vec![0, 254, 127]);
+        assert_eq!(density_ranks(&[1.0]), vec![127]);
+        // Point 0 (label 1): neighbours 1 (label 1) and 2 (label 2): half
+        // disagree. Point 1: neighbours 0 and 3 (unlabelled): none. Point
+        // 3 is unlabelled.
+        let labels = [Some(1), Some(1), Some(2), None];
+        let nb = [1, 2, 0, 3, 0, 1, 0, 1];
+        assert_eq!(disagreement(&labels, &nb, 2), vec![127, 0, 254, 255]);
     }
 
     #[test]

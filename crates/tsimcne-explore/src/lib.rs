@@ -209,6 +209,13 @@ struct PageData<'a> {
     spacing: f32,
     neighbours: Vec<NeighbourSet>,
     sheets: SheetsData,
+    /// `[n]` u8, base64: the rank of each point's density (1 / the
+    /// distance to its k-th map neighbour) scaled to 0–254.
+    density: String,
+    /// `[n]` u8, base64: the share of a point's labelled map neighbours
+    /// with another label, scaled to 0–254; 255 where the point or all its
+    /// neighbours are unlabelled.
+    disagreement: String,
     /// Thumbnails at the density peaks, by zoom level.
     representatives: RepresentativesData,
     /// Per class, the point its name is written at (`null`: no points).
@@ -239,8 +246,11 @@ struct SheetsData {
     /// Thumbnails per sheet: image `i` is tile `i % per_sheet` of sheet
     /// `i / per_sheet`, row-major.
     per_sheet: usize,
-    /// `data:image/png;base64,…` per sheet, or empty when they are in
-    /// `files`.
+    /// Sheets in all.
+    count: usize,
+    /// `data:image/png;base64,…` per sheet, in the page's own block after
+    /// the code (`#tsimcne-sheets`), or empty when they are in `files`.
+    #[serde(skip)]
     urls: Vec<String>,
     /// Scripts beside the page, relative to it, one per sheet: each calls
     /// `tsimcneSheet(index, url)`.
@@ -349,6 +359,8 @@ pub fn build(cfg: &ExploreConfig) -> Result<Page> {
         levels: b64(&reps.levels),
     };
     data.medoids = medoids;
+    data.density = b64(&layout::density_ranks(&sparsity));
+    data.disagreement = b64(&layout::disagreement(&images.labels, &map_nb, k));
     let sheet_bytes: usize = data.sheets.urls.iter().map(String::len).sum();
     let mut files = Vec::new();
     if sheet_bytes > cfg.single_file_max_bytes {
@@ -362,7 +374,8 @@ pub fn build(cfg: &ExploreConfig) -> Result<Page> {
             files.push((name, content));
         }
     }
-    let html = page::render(&data.title, &page::script_json(&data))?;
+    let sheets_json = page::script_json(&data.sheets.urls);
+    let html = page::render(&data.title, &page::script_json(&data), &sheets_json)?;
     Ok(Page {
         html,
         files,
@@ -431,6 +444,7 @@ fn page_data<'a>(
         spacing,
         neighbours,
         sheets: SheetsData {
+            count: packed.pngs.len(),
             columns: packed.columns,
             per_sheet: packed.per_sheet,
             urls: packed
@@ -440,6 +454,8 @@ fn page_data<'a>(
                 .collect(),
             files: Vec::new(),
         },
+        density: String::new(),
+        disagreement: String::new(),
         representatives: RepresentativesData {
             radii: Vec::new(),
             ids: String::new(),

@@ -51,16 +51,20 @@ pub(crate) fn html_text(text: &str) -> String {
     out
 }
 
-/// The page: the template with its four slots filled, in one pass, so text
-/// in one slot is never read as another slot's marker.
-pub(crate) fn render(title: &str, data_json: &str) -> Result<String> {
+/// The page: the template with its five slots filled, in one pass, so text
+/// in one slot is never read as another slot's marker. The thumbnail sheets
+/// (`sheets_json`, most of a page's bytes) come after the code, so the
+/// browser runs it, and draws the points, before it has parsed them.
+pub(crate) fn render(title: &str, data_json: &str, sheets_json: &str) -> Result<String> {
     let slots = [
         ("{{TITLE}}", html_text(title)),
         ("{{STYLE}}", STYLE.to_string()),
         ("{{DATA}}", data_json.to_string()),
         ("{{SCRIPT}}", SCRIPT.to_string()),
+        ("{{SHEETS}}", sheets_json.to_string()),
     ];
-    let mut out = String::with_capacity(TEMPLATE.len() + data_json.len() + SCRIPT.len());
+    let mut out =
+        String::with_capacity(TEMPLATE.len() + data_json.len() + SCRIPT.len() + sheets_json.len());
     let mut rest = TEMPLATE;
     for (marker, value) in &slots {
         let (head, tail) = rest
@@ -94,12 +98,12 @@ mod tests {
 
     #[test]
     fn the_page_has_each_slot_once() {
-        let html = render("a <b> & \"c\"", "{\"x\":\"{{SCRIPT}}\"}").unwrap();
+        let html = render("a <b> & \"c\"", "{\"x\":\"{{SCRIPT}}\"}", "[]").unwrap();
         assert!(html.contains("<title>a &lt;b&gt; &amp; &quot;c&quot;</title>"));
         // A slot marker inside the data is data, not a slot.
         assert!(html.contains("{\"x\":\"{{SCRIPT}}\"}"));
-        assert_eq!(html.matches("<script").count(), 2);
-        for slot in ["{{TITLE}}", "{{STYLE}}", "{{DATA}}"] {
+        assert_eq!(html.matches("<script").count(), 3);
+        for slot in ["{{TITLE}}", "{{STYLE}}", "{{DATA}}", "{{SHEETS}}"] {
             assert!(!html.contains(slot), "unfilled {slot}");
         }
         assert_eq!(html.matches("{{SCRIPT}}").count(), 1);

@@ -70,41 +70,20 @@
       return RAMP[a].map((v, j) => Math.round(v + (RAMP[a + 1][j] - v) * f));
     }
 
-    // Scores for the other colourings, from the neighbour lists in Rust.
-    // kNN-label disagreement: the share of a point's map neighbours with
-    // another label (label noise and outliers stand out); NaN unlabelled.
-    const disagreement = new Float32Array(N).fill(NaN);
-    // Local density: the rank of 1 / (distance to the k-th map neighbour).
-    const density = new Float32Array(N).fill(0.5);
-    if (mapNb) {
-      const k = mapNb.k;
-      for (let i = 0; i < N; i++) {
-        if (classOf[i] === C) continue;
-        let other = 0, seen = 0;
-        for (let j = 0; j < k; j++) {
-          const n = mapNb.idx[i * k + j];
-          if (classOf[n] === C) continue;
-          seen++;
-          if (classOf[n] !== classOf[i]) other++;
-        }
-        if (seen) disagreement[i] = other / seen;
-      }
-      const r = new Float64Array(N);
-      for (let i = 0; i < N; i++) {
-        const n = mapNb.idx[i * k + k - 1];
-        r[i] = Math.hypot(coords[2 * n] - coords[2 * i], coords[2 * n + 1] - coords[2 * i + 1]);
-      }
-      const byR = Array.from({ length: N }, (_, i) => i).sort((a, b) => r[b] - r[a] || a - b);
-      byR.forEach((i, rank) => (density[i] = N > 1 ? rank / (N - 1) : 0.5));
-    }
+    // Scores for the other colourings, computed in Rust (u8, 0–254; 255:
+    // none): kNN-label disagreement, the share of a point's map neighbours
+    // with another label (label noise and outliers stand out), and the
+    // rank of its local density.
+    const disagreement = bytes(D.disagreement);
+    const density = bytes(D.density);
     const COLOURINGS = {
       label: { name: 'label', rgb: (i) => classRgb[classOf[i]] },
       disagreement: {
         name: 'kNN-label disagreement',
-        rgb: (i) => (isNaN(disagreement[i]) ? greyRgb : ramp(disagreement[i])),
+        rgb: (i) => (disagreement[i] === 255 ? greyRgb : ramp(disagreement[i] / 254)),
         key: ['neighbours agree', 'all disagree'],
       },
-      density: { name: 'local density', rgb: (i) => ramp(density[i]), key: ['sparse', 'dense'] },
+      density: { name: 'local density', rgb: (i) => ramp(density[i] / 254), key: ['sparse', 'dense'] },
       split: { name: 'split', rgb: (i) => SPLIT_RGB[splitOf[i] % SPLIT_RGB.length] },
     };
     if (!hasLabels) delete COLOURINGS.disagreement;
@@ -115,8 +94,12 @@
     const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
     const word = (r, g, b) =>
       littleEndian ? ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0 : ((r << 24) | (g << 16) | (b << 8) | 255) >>> 0;
-    const packed = new Uint32Array(N);
-    const muted = new Uint32Array(N);
+    // The frame loop reads everything in draw order, sequentially: random
+    // reads into a million points cost more than the drawing.
+    const packed = new Uint32Array(N); // [draw order]
+    const muted = new Uint32Array(N); // [draw order]
+    const drawX = new Float32Array(N), drawY = new Float32Array(N), drawClass = new Uint32Array(N);
+    const drawSelected = new Uint8Array(N); // [draw order]
     const WHITE = 0xffffffff;
 
     // ---- state --------------------------------------------------------------
@@ -132,10 +115,10 @@
 
     function recolour() {
       const f = COLOURINGS[colourBy].rgb;
-      for (let i = 0; i < N; i++) {
-        const [r, g, b] = f(i);
-        packed[i] = word(r, g, b);
-        muted[i] = word(r + ((255 - r) * 3) / 4, g + ((255 - g) * 3) / 4, b + ((255 - b) * 3) / 4);
+      for (let t = 0; t < N; t++) {
+        const [r, g, b] = f(order[t]);
+        packed[t] = word(r, g, b);
+        muted[t] = word(r + ((255 - r) * 3) / 4, g + ((255 - g) * 3) / 4, b + ((255 - b) * 3) / 4);
       }
     }
 
@@ -168,7 +151,13 @@
       for (let i = 0; i < N; i++) cellItems[fill[cellIdx[i]]++] = i;
     }
     const rank = new Uint32Array(N);
-    for (let t = 0; t < N; t++) rank[order[t]] = t;
+    for (let t = 0; t < N; t++) {
+      const i = order[t];
+      rank[i] = t;
+      drawX[t] = coords[2 * i];
+      drawY[t] = coords[2 * i + 1];
+      drawClass[t] = classOf[i];
+    }
     // The shown point nearest to map position (x, y) within distance r, or -1.
     function nearest(x, y, r) {
       const x0 = cellOf(x - r, minX, spanX), x1 = cellOf(x + r, minX, spanX);
@@ -196,11 +185,16 @@
     // ---- thumbnails ---------------------------------------------------------
     // The sheets: in the page, or (a large page) in scripts beside it that
     // call tsimcneSheet; either way data URLs, so the canvas stays readable.
-    const sheetCount = D.sheets.urls.length || D.sheets.files.length;
-    const sheets = new Array(sheetCount).fill(null);
-    let sheetsLeft = sheetCount;
-    D.sheets.urls.forEach((url, s) => loadSheet(s, url));
+    // The page's own sheets are in the block after this code: read once
+    // the parser has reached it, after the first points are drawn.
+    const sheets = new Array(D.sheets.count).fill(null);
+    let sheetsLeft = D.sheets.count;
     window.tsimcneSheet = (s, url) => loadSheet(s, url);
+    function readSheetBlock() {
+      JSON.parse($('tsimcne-sheets').textContent).forEach((url, s) => loadSheet(s, url));
+    }
+    if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', readSheetBlock);
+    else readSheetBlock();
     for (const file of D.sheets.files) {
       const script = el('script', { src: file });
       script.onerror = () => fail(file + ' is missing beside the page: copy the whole folder');
@@ -288,10 +282,9 @@
       const [x1, y0] = toMap(W + margin, H + margin);
       const out = [];
       for (let t = 0; t < N; t++) {
-        const i = order[t];
-        const x = coords[2 * i], y = coords[2 * i + 1];
-        if (shown(i) && x >= x0 && x <= x1 && y >= y0 && y <= y1) {
-          out.push(i);
+        const x = drawX[t], y = drawY[t];
+        if (!hidden[drawClass[t]] && x >= x0 && x <= x1 && y >= y0 && y <= y1) {
+          out.push(order[t]);
           if (out.length > 5000) return null;
         }
       }
@@ -305,6 +298,7 @@
       const visible = hook.thumbnailsReady && side >= 14 ? visiblePoints(side) : null;
       if (visible) {
         drawThumbnails(visible, side);
+        drawnReps = [];
         hook.mode = 'thumbnails';
       } else {
         drawPoints();
@@ -354,15 +348,14 @@
       for (const pass of passes) {
         const colours = pass || !selCount ? packed : muted;
         for (let t = 0; t < N; t++) {
-          const i = order[t];
-          if (hidden[classOf[i]] || (selCount && selected[i] !== pass)) continue;
-          const px = Math.round(ox + coords[2 * i] * k);
-          const py = Math.round(oy - coords[2 * i + 1] * k);
+          if (hidden[drawClass[t]] || (selCount && drawSelected[t] !== pass)) continue;
+          const px = Math.round(ox + drawX[t] * k);
+          const py = Math.round(oy - drawY[t] * k);
           if (px < -r || py < -r || px >= cw + r || py >= ch + r) continue;
-          const c = colours[i];
+          const c = colours[t];
           const xa = Math.max(0, px - r), xb = Math.min(cw - 1, px + r);
           for (let y = Math.max(0, py - r), yb = Math.min(ch - 1, py + r); y <= yb; y++) {
-            buf.fill(c, y * cw + xa, y * cw + xb + 1);
+            for (let o = y * cw + xa, e = y * cw + xb; o <= e; o++) buf[o] = c;
           }
         }
       }
@@ -376,7 +369,10 @@
     const repLevels = bytes(D.representatives.levels);
     const REP_SIDE = 36;
     let previews = true;
+    // The previews drawn last frame, [i, x, y]: hovering one picks its image.
+    let drawnReps = [];
     function drawRepresentatives() {
+      drawnReps = [];
       if (!previews || !hook.thumbnailsReady || !repIds.length) return 0;
       const radii = D.representatives.radii;
       let level = -1;
@@ -397,6 +393,7 @@
         ctx.strokeStyle = css(COLOURINGS[colourBy].rgb(i));
         ctx.lineWidth = 2;
         ctx.strokeRect(x - h - 1, y - h - 1, REP_SIDE + 2, REP_SIDE + 2);
+        drawnReps.push([i, x, y]);
         drawn++;
       }
       return drawn;
@@ -509,8 +506,8 @@
       row('label', labelName(i));
       row('split', D.splits[splitOf[i]] || '');
       if (D.paths) row('file', D.paths[i]);
-      if (colourBy === 'disagreement' && !isNaN(disagreement[i]))
-        row('disagreement', (100 * disagreement[i]).toFixed(0) + '% of map neighbours');
+      if (colourBy === 'disagreement' && disagreement[i] !== 255)
+        row('disagreement', ((100 * disagreement[i]) / 254).toFixed(0) + '% of map neighbours');
       if (selCount) row('selected', selected[i] ? 'yes' : 'no');
       cardNeighbours.replaceChildren();
       for (const set of neighbourSets) {
@@ -548,8 +545,15 @@
       changed();
     }
 
-    // The point under screen position (sx, sy), or -1.
+    // The point under screen position (sx, sy), or -1: a preview's image
+    // where one is drawn there, else the nearest shown point.
     function pick(sx, sy) {
+      if (hook.mode === 'points') {
+        for (let r = drawnReps.length - 1; r >= 0; r--) {
+          const [i, x, y] = drawnReps[r];
+          if (Math.abs(sx - x) <= REP_SIDE / 2 + 2 && Math.abs(sy - y) <= REP_SIDE / 2 + 2) return i;
+        }
+      }
       const side = hook.mode === 'thumbnails' ? thumbSide() / 2 : 0;
       const r = Math.max(8, side) / view.scale;
       const [x, y] = toMap(sx, sy);
@@ -570,26 +574,32 @@
       }
       selCount = 0;
       for (let i = 0; i < N; i++) selCount += selected[i];
+      for (let t = 0; t < N; t++) drawSelected[t] = selected[order[t]];
       if (cardPoint >= 0) showCard(cardPoint);
       renderSelection();
       changed();
     }
     // Shown points inside the polygon of map positions (even-odd rule).
     function inPolygon(poly) {
+      const n = poly.length;
+      const px = new Float64Array(n), py = new Float64Array(n);
       let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-      for (const [x, y] of poly) {
-        x0 = Math.min(x0, x); x1 = Math.max(x1, x);
-        y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+      for (let a = 0; a < n; a++) {
+        px[a] = poly[a][0];
+        py[a] = poly[a][1];
+        x0 = Math.min(x0, px[a]);
+        x1 = Math.max(x1, px[a]);
+        y0 = Math.min(y0, py[a]);
+        y1 = Math.max(y1, py[a]);
       }
       const out = [];
-      const n = poly.length;
       for (let i = 0; i < N; i++) {
         const x = coords[2 * i], y = coords[2 * i + 1];
-        if (x < x0 || x > x1 || y < y0 || y > y1 || !shown(i)) continue;
+        if (x < x0 || x > x1 || y < y0 || y > y1 || hidden[classOf[i]]) continue;
         let inside = false;
         for (let a = 0, b = n - 1; a < n; b = a++) {
-          const [xa, ya] = poly[a], [xb, yb] = poly[b];
-          if (ya > y !== yb > y && x < ((xb - xa) * (y - ya)) / (yb - ya) + xa) inside = !inside;
+          const ya = py[a], yb = py[b];
+          if (ya > y !== yb > y && x < ((px[b] - px[a]) * (y - ya)) / (yb - ya) + px[a]) inside = !inside;
         }
         if (inside) out.push(i);
       }
