@@ -289,6 +289,89 @@ fn the_page_draws_hovers_and_keeps_hostile_names_inert() {
     }
 }
 
+/// An unlabelled collection (a folder without class folders) and a foreign
+/// map (a t-SNE-like table with its own column name): the page draws, with
+/// an "unlabelled" legend entry, and hovers.
+#[test]
+fn an_unlabelled_collection_with_a_foreign_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flat");
+    for i in 0..30u32 {
+        save_rgb(&input.join(format!("{i:02}.png")), 8, 8, |x, y| {
+            [(i * 8) as u8, (x * 30) as u8, (y * 30) as u8]
+        });
+    }
+    let table = dir.path().join("images.parquet");
+    let r = run(
+        "prep",
+        &[
+            "folder",
+            "--input",
+            s(&input),
+            "--out",
+            s(&table),
+            "--size",
+            "8",
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    let set = read_image_table(&table).unwrap();
+    assert!(set.meta.class_names.is_empty());
+    // A foreign table: `id` and one vector column of another name.
+    let n = set.len();
+    let ids: Vec<u32> = (0..n as u32).collect();
+    let values: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let (a, r) = (i as f32 * 0.7, 1.0 + i as f32 / 10.0);
+            [a.cos() * r, a.sin() * r]
+        })
+        .collect();
+    let emb = dir.path().join("tsne.parquet");
+    let col = VectorColumn {
+        name: "tsne",
+        dim: 2,
+        values: &values,
+    };
+    write_vectors(&emb, KIND_FEATURES, &ids, &[col], &[]).unwrap();
+    let out = dir.path().join("explore");
+    let r = run(
+        "explore",
+        &[
+            "--embedding",
+            s(&emb),
+            "--images",
+            s(&table),
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(r.ok(), "{}", r.stderr);
+    let Some(driver) = browser() else { return };
+    let hover = n - 1; // the outermost point of the spiral
+    let output = Command::new("node")
+        .arg(&driver)
+        .arg(out.join("map.html"))
+        .arg(hover.to_string())
+        .arg(dir.path())
+        .arg("basic")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let obs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(obs["page_errors"], serde_json::json!([]), "{obs}");
+    assert_eq!(obs["error"], serde_json::Value::Null, "{obs}");
+    assert_eq!(obs["legend"], serde_json::json!(["unlabelled"]));
+    assert!(obs["canvas"]["ink"].as_u64().unwrap() > 30, "{obs}");
+    let info = &obs["hover"]["info"];
+    assert_eq!(info["id"], hover.to_string());
+    assert_eq!(info["label"], "unlabelled");
+    assert_eq!(info["file"], set.paths[hover].text.as_str());
+}
+
 /// The even-odd rule as the page applies it, in the same f64 operations.
 fn in_polygon(poly: &[[f64; 2]], x: f64, y: f64) -> bool {
     let (mut x0, mut x1, mut y0, mut y1) = (

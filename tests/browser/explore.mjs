@@ -1,13 +1,14 @@
 // Drives an `explore` page in headless Chromium and prints what it saw as
 // JSON; tests/explore.rs runs it and checks the observations against what
 // Rust wrote. Usage:
-//   node tests/browser/explore.mjs MAP.html HOVER_ID SCREENSHOT_DIR
+//   node tests/browser/explore.mjs MAP.html HOVER_ID SCREENSHOT_DIR [basic]
 // HOVER_ID: an image to hover (the test picks one that no other point hides).
+// `basic`: only load, draw and hover (for pages without classes to click).
 import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const [html, hoverArg, shots] = process.argv.slice(2);
+const [html, hoverArg, shots, mode] = process.argv.slice(2);
 const hoverId = Number(hoverArg);
 const obs = { dialogs: [], page_errors: [], console_errors: [] };
 
@@ -103,6 +104,11 @@ try {
   };
   obs.hover_canvas = await canvasStats();
   await page.screenshot({ path: `${shots}/hover.png` });
+  if (mode === 'basic') {
+    console.log(JSON.stringify(obs));
+    await browser.close();
+    process.exit(0);
+  }
 
   // Pin it, then click its first neighbour in the map: the card steps there.
   await page.mouse.click(x, y);
