@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use tsimcne_format::{ImageSet, Split, read_image_table};
@@ -728,7 +728,7 @@ fn bad_folders() {
     let root = dir.path().join("empty");
     std::fs::create_dir_all(root.join("a")).unwrap();
     prep(&["folder", "--input", s(&root), "--out", s(&out)])
-        .assert_user_error("empty/a", &["holds no PNG or JPEG"]);
+        .assert_user_error("empty/a", &["holds no images"]);
     assert_no_output(&out);
 }
 
@@ -759,6 +759,104 @@ fn a_cut_jpeg_is_an_error_not_a_grey_image() {
     let set = read_image_table(&out).unwrap();
     let want = image::open(root.join("a/whole.jpg")).unwrap().to_rgb8();
     assert_eq!(set.pixels, want.into_raw());
+}
+
+/// The format fixtures (tests/golden/make_format_fixtures.py), without
+/// their `.expected.png` references.
+fn format_fixtures() -> Vec<String> {
+    let dir = repo_root().join("tests/golden/formats");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".expected.png"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// WebP, TIFF (uncompressed, LZW, Deflate, 16-bit grey), BMP and GIF (the
+/// first frame of an animated one) read exactly as Pillow reads them
+/// (tests/golden/make_format_fixtures.py).
+#[test]
+fn every_format_reads_as_pillow_reads_it() {
+    let fixtures = repo_root().join("tests/golden/formats");
+    let names = format_fixtures();
+    assert_eq!(names.len(), 8, "{names:?}");
+    for name in names {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::copy(fixtures.join(&name), root.join(&name)).unwrap();
+        let want = image::open(fixtures.join(format!("{name}.expected.png"))).unwrap();
+        let grey = want.color() == image::ColorType::L8;
+        let out = dir.path().join("t.parquet");
+        let channels = if grey { "1" } else { "3" };
+        prep_ok(&[
+            "folder",
+            "--input",
+            s(&root),
+            "--out",
+            s(&out),
+            "--channels",
+            channels,
+        ]);
+        let set = read_image_table(&out).unwrap();
+        let want = if grey {
+            want.to_luma8().into_raw()
+        } else {
+            want.to_rgb8().into_raw()
+        };
+        assert_eq!((set.meta.width, set.meta.height), (12, 10), "{name}");
+        assert_eq!(set.pixels, want, "{name}: pixels differ from Pillow's");
+    }
+}
+
+/// A file cut short is an error in every format, naming it, never an image
+/// with its missing part filled in; `--skip-unreadable` leaves it out and
+/// lists it.
+#[test]
+fn a_cut_file_is_an_error_in_every_format() {
+    let fixtures = repo_root().join("tests/golden/formats");
+    let dir = tempfile::tempdir().unwrap();
+    let made = dir.path().join("made");
+    save_rgb(&made.join("x.png"), 12, 10, |x, y| {
+        [(x * 20) as u8, (y * 25) as u8, 7]
+    });
+    save_rgb(&made.join("x.jpg"), 12, 10, |x, y| {
+        [(x * 20) as u8, (y * 25) as u8, 7]
+    });
+    let mut files: Vec<PathBuf> = format_fixtures().iter().map(|n| fixtures.join(n)).collect();
+    files.extend([made.join("x.png"), made.join("x.jpg")]);
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let root = dir.path().join(format!("in-{name}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(root.join(format!("whole-{name}")), &bytes).unwrap();
+        let cut = format!("cut-{name}");
+        std::fs::write(root.join(&cut), &bytes[..bytes.len() / 2]).unwrap();
+        let out = dir.path().join(format!("{name}.parquet"));
+        let args = [
+            "folder",
+            "--input",
+            s(&root),
+            "--out",
+            s(&out),
+            "--channels",
+            "3",
+        ];
+        prep(&args).assert_user_error(&cut, &["--skip-unreadable"]);
+        assert_no_output(&out);
+        let mut skip = args.to_vec();
+        skip.push("--skip-unreadable");
+        prep_ok(&skip);
+        assert_eq!(read_image_table(&out).unwrap().len(), 1, "{name}");
+        let list = std::fs::read_to_string(dir.path().join(format!("{name}.skipped.csv"))).unwrap();
+        assert!(
+            list.lines().nth(1).unwrap().starts_with(&cut),
+            "{name}: {list}"
+        );
+    }
 }
 
 #[test]

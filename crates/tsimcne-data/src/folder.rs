@@ -1,4 +1,4 @@
-//! Image folders, PNG and JPEG: one subfolder per class (torchvision's
+//! Image folders (PNG, JPEG, WebP, TIFF, BMP, GIF): one subfolder per class (torchvision's
 //! `ImageFolder` layout) or a flat folder of unlabelled images.
 //!
 //! **Invariant:** the output is independent of the thread count: files are
@@ -17,7 +17,10 @@ use crate::checksum::{listing_checksum, md5_bytes};
 use crate::error::{PrepError, Result};
 use crate::progress::{Progress, Unit};
 
-const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+/// The file names read (in any case); a GIF's first frame counts.
+const EXTENSIONS: [&str; 9] = [
+    "png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif", "jfif",
+];
 const MAX_DEPTH: usize = 16;
 /// The largest side an image table accepts (`tsimcne.height`, `tsimcne.width`).
 const MAX_SIDE: u32 = 1 << 15;
@@ -254,7 +257,10 @@ pub fn scan(root: &Path) -> Result<FolderListing> {
         });
     }
     if class_dirs.is_empty() {
-        return Err(PrepError::invalid(root, "holds no PNG or JPEG images"));
+        return Err(PrepError::invalid(
+            root,
+            "holds no images (PNG, JPEG, WebP, TIFF, BMP or GIF)",
+        ));
     }
     let mut listing = FolderListing {
         class_names: Vec::new(),
@@ -266,7 +272,7 @@ pub fn scan(root: &Path) -> Result<FolderListing> {
         if files.is_empty() {
             return Err(PrepError::invalid(
                 dir,
-                "class folder holds no PNG or JPEG images",
+                "class folder holds no images (PNG, JPEG, WebP, TIFF, BMP or GIF)",
             ));
         }
         let label =
