@@ -32,7 +32,7 @@ SNAKEMAKE ?= snakemake
 DATASETS := cifar10 cifar100 fashion-mnist demo tiny
 STAGES   := prep pretrain project finetune evaluate explore
 
-.PHONY: help build test bench bench-prep bench-augment bench-evaluate bench-train bench-explore clean \
+.PHONY: help build test bench bench-prep bench-prep-folder bench-augment bench-evaluate bench-train bench-explore clean \
 	pipeline pipeline-dir pipeline-estimate $(STAGES:%=pipeline-%) \
 	pipeline-test pipeline-test-make pipeline-test-dvc pipeline-test-snakemake \
 	$(DATASETS) $(foreach d,$(DATASETS),$(STAGES:%=$(d)-%) $(d)-dir)
@@ -46,7 +46,7 @@ help:
 	@echo "make tiny            300 Fashion-MNIST images, tiny network, one epoch per stage (seconds)"
 	@echo "make <dataset>-<stage>  run up to one stage ($(STAGES)); make <dataset>-dir prints the run folder"
 	@echo "make test            run the test suite (what CI runs)"
-	@echo "make bench           run the benchmarks (bench-prep, bench-augment, bench-evaluate, bench-train, bench-explore)"
+	@echo "make bench           run the benchmarks (bench-prep, bench-prep-folder, bench-augment, bench-evaluate, bench-train, bench-explore)"
 	@echo "make build           build the release binaries (DEVICE=cuda: the CUDA build, scripts/build-cuda.sh)"
 	@echo "Override any hyperparameter: make cifar10 PRETRAIN_EPOCHS=500 BATCH=512 DEVICE=cuda THREADS=8"
 	@echo "(see docs/pipelines.md); runs go to $(RUNS)/<dataset>/<run>, RUN=name picks the folder."
@@ -65,10 +65,14 @@ test:
 	$(CARGO) test --profile $(PROFILE) --workspace
 	$(MAKE) --no-print-directory pipeline-test
 
-bench: bench-prep bench-augment bench-evaluate bench-train bench-explore
+bench: bench-prep bench-prep-folder bench-augment bench-evaluate bench-train bench-explore
 
 bench-prep:
 	bench/prep.sh
+
+# prep folder on 20,000 photo-like JPEGs beside a Pillow loop (and torchvision when installed).
+bench-prep-folder:
+	bench/prep_folder.sh 2
 
 # The CPU training step beside PyTorch's (when python3 has torch), with ratios.
 bench-train:

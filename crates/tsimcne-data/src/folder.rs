@@ -416,25 +416,47 @@ fn reduce<P: image::Pixel<Subpixel = u8> + 'static>(
 ) -> image::ImageBuffer<P, Vec<u8>> {
     let (w, h) = img.dimensions();
     let (tw, th) = (w / fx, h / fy);
-    let c = usize::from(P::CHANNEL_COUNT);
-    let area = fy * fx;
-    let src = img.as_raw();
-    let mut out = vec![0u8; (th * tw) as usize * c];
-    for y in 0..th as usize {
-        for x in 0..tw as usize {
-            for k in 0..c {
-                let mut sum = 0u32;
-                for dy in 0..fy as usize {
-                    let row = (y * fy as usize + dy) * w as usize;
-                    for dx in 0..fx as usize {
-                        sum += u32::from(src[(row + x * fx as usize + dx) * c + k]);
+    let out = match P::CHANNEL_COUNT {
+        1 => reduce_channels::<1>(img.as_raw(), w, (fy, fx), (th, tw)),
+        3 => reduce_channels::<3>(img.as_raw(), w, (fy, fx), (th, tw)),
+        4 => reduce_channels::<4>(img.as_raw(), w, (fy, fx), (th, tw)),
+        2 => reduce_channels::<2>(img.as_raw(), w, (fy, fx), (th, tw)),
+        c => unreachable!("{c} channels"),
+    };
+    image::ImageBuffer::from_raw(tw, th, out).expect("buffer of the right size")
+}
+
+/// [`reduce`] of `C`-channel rows: each block's rows are summed into one
+/// row of sums, read once and in order.
+fn reduce_channels<const C: usize>(
+    src: &[u8],
+    w: u32,
+    (fy, fx): (u32, u32),
+    (th, tw): (u32, u32),
+) -> Vec<u8> {
+    let (w, fx, fy, tw) = (w as usize, fx as usize, fy as usize, tw as usize);
+    let area = (fy * fx) as u32;
+    let mut out = vec![0u8; th as usize * tw * C];
+    let mut sums = vec![[0u32; C]; tw]; // [tw][C]
+    for (y, out_row) in out.chunks_exact_mut(tw * C).enumerate() {
+        sums.iter_mut().for_each(|s| *s = [0; C]);
+        for dy in 0..fy {
+            let row = &src[(y * fy + dy) * w * C..][..tw * fx * C];
+            for (sum, block) in sums.iter_mut().zip(row.chunks_exact(fx * C)) {
+                for px in block.chunks_exact(C) {
+                    for k in 0..C {
+                        sum[k] += u32::from(px[k]);
                     }
                 }
-                out[(y * tw as usize + x) * c + k] = ((sum + area / 2) / area) as u8;
+            }
+        }
+        for (o, sum) in out_row.chunks_exact_mut(C).zip(&sums) {
+            for k in 0..C {
+                o[k] = ((sum[k] + area / 2) / area) as u8;
             }
         }
     }
-    image::ImageBuffer::from_raw(tw, th, out).expect("buffer of the right size")
+    out
 }
 
 /// Resizes every image of a table read from another source (IDX, CIFAR) to
