@@ -1102,8 +1102,9 @@ fn a_link_cycle_is_named() {
 }
 
 /// EXIF orientation, against Pillow's `ImageOps.exif_transpose`
-/// (tests/golden/make_exif_fixtures.py): every JPEG orientation and a PNG's
-/// eXIf chunk, within a few levels of Pillow's JPEG decoding.
+/// (tests/golden/make_exif_fixtures.py): every JPEG orientation, a PNG's
+/// eXIf chunk and a WebP's EXIF chunk, within a few levels of Pillow's JPEG
+/// decoding.
 #[test]
 fn exif_orientation_is_applied() {
     let fixtures = repo_root().join("tests/golden/exif");
@@ -1113,7 +1114,7 @@ fn exif_orientation_is_applied() {
         .filter(|n| !n.ends_with(".expected.png"))
         .collect();
     names.sort();
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 10, "{names:?}");
     for name in names {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("in");

@@ -2,8 +2,9 @@
 
 Writes tests/golden/exif/: a 16x8 picture of four flat 8x8-aligned colour
 blocks (so JPEG keeps them within a few levels) saved as JPEG (4:4:4, quality
-95) with each EXIF orientation 1-8, and as PNG with orientation 6 in its eXIf
-chunk; and beside each, `<name>.expected.png`: the pixels Pillow shows after
+95) with each EXIF orientation 1-8, as PNG with orientation 6 in its eXIf
+chunk, and as lossless WebP with orientation 6 in its EXIF chunk; and beside
+each, `<name>.expected.png`: the pixels Pillow shows after
 `ImageOps.exif_transpose`, the orientation applied. Run with Pillow >= 10:
     python3 tests/golden/make_exif_fixtures.py
 """
@@ -38,3 +39,4 @@ def save(name, fmt, orientation, **kw):
 for o in range(1, 9):
     save(f"orientation{o}.jpg", "JPEG", o, quality=95, subsampling=0)
 save("orientation6.png", "PNG", 6)
+save("orientation6.webp", "WEBP", 6, lossless=True)

@@ -492,7 +492,7 @@ pub fn resize_set(set: ImageSet, size: (u32, u32), mode: Fit) -> ImageSet {
 const MAX_DECODED_BYTES: usize = 512 << 20;
 
 /// Decodes a whole file exactly, or fails, and turns it as its EXIF
-/// orientation says (JPEG, PNG), as Pillow's `ImageOps.exif_transpose`:
+/// orientation says (JPEG, PNG, WebP), as Pillow's `ImageOps.exif_transpose`:
 /// phone photos come upright. The image crate's JPEG decoding
 /// fills what it cannot read (a file cut short, corrupt entropy-coded data)
 /// with grey and returns an image; here such a file is an error, as in
