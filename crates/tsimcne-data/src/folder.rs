@@ -519,6 +519,14 @@ fn decode_exact(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     }
     use zune_core::colorspace::ColorSpace;
     let jpeg_error = |e: zune_jpeg::errors::DecodeErrors| image_error(path, format!("JPEG: {e}"));
+    // zune-jpeg's strict mode still pads the last few bytes of a scan that
+    // is cut short; a JPEG must reach its end-of-image marker.
+    if !jpeg_reaches_eoi(bytes) {
+        return Err(image_error(
+            path,
+            "JPEG: the file ends before its end-of-image marker (cut short)",
+        ));
+    }
     let options = zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
         .set_max_width(usize::from(u16::MAX))
@@ -556,6 +564,59 @@ fn decode_exact(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
         img.apply_orientation(o);
     }
     Ok(img)
+}
+
+/// Whether a JPEG's marker segments run to its end-of-image marker (EOI):
+/// walks the segments by their lengths and each scan's entropy-coded data
+/// to the next marker (a stuffed `FF 00` or a restart marker is data).
+/// False only when the bytes end first; a structure it cannot follow is
+/// left to the decoder to judge. Bytes after the EOI (appended data, as
+/// some cameras write) are allowed.
+fn jpeg_reaches_eoi(b: &[u8]) -> bool {
+    if b.len() < 2 || b[0] != 0xFF || b[1] != 0xD8 {
+        return true;
+    }
+    let mut i = 2;
+    loop {
+        if i >= b.len() {
+            return false;
+        }
+        if b[i] != 0xFF {
+            return true;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return false;
+        };
+        i += 1;
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                let Some(len) = b.get(i..i + 2) else {
+                    return false;
+                };
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if len < 2 {
+                    return true;
+                }
+                i += len;
+                if marker == 0xDA {
+                    loop {
+                        if i + 1 >= b.len() {
+                            return false;
+                        }
+                        if b[i] == 0xFF && b[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&b[i + 1]) {
+                            break;
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Decodes one file into `out` (HWC); returns the file's MD5.
@@ -806,6 +867,24 @@ fn all_skipped(root: &Path, skipped: &[Skipped]) -> PrepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jpeg_must_reach_its_end_marker() {
+        let img = RgbImage::from_fn(40, 24, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 9) as u8, 77])
+        });
+        let mut jpeg = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        assert!(jpeg_reaches_eoi(&jpeg));
+        for cut in 0..jpeg.len() {
+            assert!(!jpeg_reaches_eoi(&jpeg[..cut]) || cut < 2, "cut at {cut}");
+        }
+        // Data appended after the end marker is allowed.
+        let mut more = jpeg.clone();
+        more.extend_from_slice(b"\xff\xd8 appended video");
+        assert!(jpeg_reaches_eoi(&more));
+    }
 
     #[test]
     fn luma_matches_pil() {
