@@ -57,7 +57,7 @@ fn cifar10_archive_tar_and_directory_agree() {
     let archive = dir.path().join("cifar-10-binary.tar.gz");
     write_tar(&archive, &members, true);
     let out = dir.path().join("c10.parquet");
-    prep_ok(&[
+    let r = prep_ok(&[
         "cifar10",
         "--input",
         s(&archive),
@@ -65,6 +65,15 @@ fn cifar10_archive_tar_and_directory_agree() {
         "--out",
         s(&out),
     ]);
+    // Fewer records than the official archive: said, not silent.
+    assert!(
+        r.stderr.contains(&format!(
+            "warning: {} holds 20 train and 4 test records; the official cifar-10-binary.tar.gz holds 50000 and 10000",
+            s(&archive)
+        )),
+        "{}",
+        r.stderr
+    );
     let from_gz = read_image_table(&out).unwrap();
     check_cifar10(&from_gz, 4);
     assert!(from_gz.meta.source_checksum.starts_with("md5:"));

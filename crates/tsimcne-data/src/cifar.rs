@@ -35,6 +35,8 @@ pub struct CifarSpec {
     pub test: &'static [&'static str],
     /// Records in one official member; the upper bound on a member's size.
     pub max_records: usize,
+    /// Records of the official archive: (train, test).
+    pub records: (usize, usize),
     /// (file, number of classes) for the fine labels.
     pub names: (&'static str, usize),
     /// (file, number of classes) for the coarse labels, CIFAR-100 only.
@@ -58,6 +60,7 @@ pub const CIFAR10: CifarSpec = CifarSpec {
     ],
     test: &["test_batch.bin"],
     max_records: 10_000,
+    records: (50_000, 10_000),
     names: ("batches.meta.txt", 10),
     coarse_names: None,
 };
@@ -73,6 +76,7 @@ pub const CIFAR100: CifarSpec = CifarSpec {
     train: &["train.bin"],
     test: &["test.bin"],
     max_records: 50_000,
+    records: (50_000, 10_000),
     names: ("fine_label_names.txt", 100),
     coarse_names: Some(("coarse_label_names.txt", 20)),
 };

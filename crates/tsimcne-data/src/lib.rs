@@ -87,6 +87,10 @@ pub struct PrepSummary {
     pub duplicates: Vec<Duplicate>,
     /// Where they are listed (when there are any).
     pub duplicates_list: Option<PathBuf>,
+    /// What the user should know about a table that was written: a CIFAR
+    /// archive that holds fewer records than the official one (possible
+    /// only with `--no-verify` or an extracted folder).
+    pub warnings: Vec<String>,
 }
 
 /// `OUT.<what>.csv` beside the table `OUT.parquet`: `skipped`, `duplicates`.
@@ -198,6 +202,7 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
     }
     let mut skipped = Vec::new();
     let mut duplicates = Vec::new();
+    let mut warnings = Vec::new();
     let set = match cfg.source {
         Source::Cifar10 | Source::Cifar100 => {
             let spec = cfg.source.cifar_spec().expect("cifar source");
@@ -207,7 +212,24 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
                 let expect = cfg.verify.then_some((spec.size, spec.md5));
                 download::download(url, &cfg.input, expect, progress)?;
             }
-            cifar::read_cifar(spec, &cfg.input, cfg.verify, progress)?
+            let set = cifar::read_cifar(spec, &cfg.input, cfg.verify, progress)?;
+            let train = set
+                .splits
+                .iter()
+                .filter(|s| **s == tsimcne_format::Split::Train)
+                .count();
+            let official = spec.records;
+            if (train, set.len() - train) != official {
+                warnings.push(format!(
+                    "{} holds {train} train and {} test records; the official {} holds {} and {}",
+                    cfg.input.display(),
+                    set.len() - train,
+                    spec.archive_name,
+                    official.0,
+                    official.1
+                ));
+            }
+            set
         }
         Source::Mnist => idx::read_idx_dir(IdxDataset::Mnist, &cfg.input, progress)?,
         Source::FashionMnist => idx::read_idx_dir(IdxDataset::FashionMnist, &cfg.input, progress)?,
@@ -286,6 +308,7 @@ pub fn prep(cfg: &PrepConfig, progress: &dyn Progress) -> Result<PrepSummary> {
         skipped_list,
         duplicates,
         duplicates_list,
+        warnings,
     })
 }
 

@@ -177,6 +177,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         s.classes,
         start.elapsed().as_secs_f64()
     );
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(list) = &s.skipped_list {
         eprintln!(
             "skipped {} unreadable file{}, listed in {}",
