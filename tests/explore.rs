@@ -43,13 +43,20 @@ fn folder_table(dir: &Path) -> (PathBuf, ImageSet) {
             });
         }
     }
+    let (table, set) = prep_folder(&input, dir);
+    assert_eq!(set.meta.class_names.len(), CLASSES.len());
+    (table, set)
+}
+
+/// `input` through the real `prep folder --size 8` into `dir/images.parquet`.
+fn prep_folder(input: &Path, dir: &Path) -> (PathBuf, ImageSet) {
     let table = dir.join("images.parquet");
     let r = run(
         "prep",
         &[
             "folder",
             "--input",
-            s(&input),
+            s(input),
             "--out",
             s(&table),
             "--size",
@@ -58,8 +65,32 @@ fn folder_table(dir: &Path) -> (PathBuf, ImageSet) {
     );
     assert!(r.ok(), "{}", r.stderr);
     let set = read_image_table(&table).unwrap();
-    assert_eq!(set.meta.class_names.len(), CLASSES.len());
     (table, set)
+}
+
+/// Runs tests/browser/explore.mjs on `html` (hovering `hover`, screenshots
+/// into `shots`, `extra` arguments after) and returns what it saw.
+fn drive(
+    driver: &Path,
+    html: &Path,
+    hover: usize,
+    shots: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let output = Command::new("node")
+        .arg(driver)
+        .arg(html)
+        .arg(hover.to_string())
+        .arg(shots)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// A 2-D map with one cluster per class, and `isolated` alone in the middle
@@ -216,19 +247,7 @@ fn the_page_draws_hovers_and_keeps_hostile_names_inert() {
             .map(|d| PathBuf::from(d).join(name))
             .unwrap_or_else(|| dir.path().join("shots").join(name));
         std::fs::create_dir_all(&shots).unwrap();
-        let output = Command::new("node")
-            .arg(driver)
-            .arg(&html_path)
-            .arg(hover.to_string())
-            .arg(&shots)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let obs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let obs = drive(driver, &html_path, hover, &shots, &[]);
         let empty = serde_json::json!([]);
         for key in ["dialogs", "page_errors", "console_errors", "requests"] {
             assert_eq!(obs[key], empty, "{key}: {obs}");
@@ -301,21 +320,7 @@ fn an_unlabelled_collection_with_a_foreign_map() {
             [(i * 8) as u8, (x * 30) as u8, (y * 30) as u8]
         });
     }
-    let table = dir.path().join("images.parquet");
-    let r = run(
-        "prep",
-        &[
-            "folder",
-            "--input",
-            s(&input),
-            "--out",
-            s(&table),
-            "--size",
-            "8",
-        ],
-    );
-    assert!(r.ok(), "{}", r.stderr);
-    let set = read_image_table(&table).unwrap();
+    let (table, set) = prep_folder(&input, dir.path());
     assert!(set.meta.class_names.is_empty());
     // A foreign table: `id` and one vector column of another name.
     let n = set.len();
@@ -348,20 +353,13 @@ fn an_unlabelled_collection_with_a_foreign_map() {
     assert!(r.ok(), "{}", r.stderr);
     let Some(driver) = browser() else { return };
     let hover = n - 1; // the outermost point of the spiral
-    let output = Command::new("node")
-        .arg(&driver)
-        .arg(out.join("map.html"))
-        .arg(hover.to_string())
-        .arg(dir.path())
-        .arg("basic")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let obs = drive(
+        &driver,
+        &out.join("map.html"),
+        hover,
+        dir.path(),
+        &["basic"],
     );
-    let obs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(obs["page_errors"], serde_json::json!([]), "{obs}");
     assert_eq!(obs["error"], serde_json::Value::Null, "{obs}");
     assert_eq!(obs["legend"], serde_json::json!(["unlabelled"]));

@@ -770,10 +770,10 @@ fn a_cut_jpeg_is_an_error_not_a_grey_image() {
     assert_eq!(set.pixels, want.into_raw());
 }
 
-/// The format fixtures (tests/golden/make_format_fixtures.py), without
-/// their `.expected.png` references.
-fn format_fixtures() -> Vec<String> {
-    let dir = repo_root().join("tests/golden/formats");
+/// The fixtures in `tests/golden/<folder>` (made by a Pillow script there),
+/// without their `.expected.png` references, sorted.
+fn fixtures(folder: &str) -> Vec<String> {
+    let dir = repo_root().join("tests/golden").join(folder);
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -788,15 +788,15 @@ fn format_fixtures() -> Vec<String> {
 /// (tests/golden/make_format_fixtures.py).
 #[test]
 fn every_format_reads_as_pillow_reads_it() {
-    let fixtures = repo_root().join("tests/golden/formats");
-    let names = format_fixtures();
+    let golden = repo_root().join("tests/golden/formats");
+    let names = fixtures("formats");
     assert_eq!(names.len(), 8, "{names:?}");
     for name in names {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("in");
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::copy(fixtures.join(&name), root.join(&name)).unwrap();
-        let want = image::open(fixtures.join(format!("{name}.expected.png"))).unwrap();
+        std::fs::copy(golden.join(&name), root.join(&name)).unwrap();
+        let want = image::open(golden.join(format!("{name}.expected.png"))).unwrap();
         let grey = want.color() == image::ColorType::L8;
         let out = dir.path().join("t.parquet");
         let channels = if grey { "1" } else { "3" };
@@ -825,7 +825,7 @@ fn every_format_reads_as_pillow_reads_it() {
 /// lists it.
 #[test]
 fn a_cut_file_is_an_error_in_every_format() {
-    let fixtures = repo_root().join("tests/golden/formats");
+    let golden = repo_root().join("tests/golden/formats");
     let dir = tempfile::tempdir().unwrap();
     let made = dir.path().join("made");
     save_rgb(&made.join("x.png"), 12, 10, |x, y| {
@@ -834,7 +834,7 @@ fn a_cut_file_is_an_error_in_every_format() {
     save_rgb(&made.join("x.jpg"), 12, 10, |x, y| {
         [(x * 20) as u8, (y * 25) as u8, 7]
     });
-    let mut files: Vec<PathBuf> = format_fixtures().iter().map(|n| fixtures.join(n)).collect();
+    let mut files: Vec<PathBuf> = fixtures("formats").iter().map(|n| golden.join(n)).collect();
     files.extend([made.join("x.png"), made.join("x.jpg")]);
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
@@ -1116,19 +1116,14 @@ fn a_link_cycle_is_named() {
 /// decoding.
 #[test]
 fn exif_orientation_is_applied() {
-    let fixtures = repo_root().join("tests/golden/exif");
-    let mut names: Vec<String> = std::fs::read_dir(&fixtures)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".expected.png"))
-        .collect();
-    names.sort();
+    let names = fixtures("exif");
+    let golden = repo_root().join("tests/golden/exif");
     assert_eq!(names.len(), 10, "{names:?}");
     for name in names {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("in");
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::copy(fixtures.join(&name), root.join(&name)).unwrap();
+        std::fs::copy(golden.join(&name), root.join(&name)).unwrap();
         let out = dir.path().join("t.parquet");
         prep_ok(&[
             "folder",
@@ -1140,7 +1135,7 @@ fn exif_orientation_is_applied() {
             "3",
         ]);
         let set = read_image_table(&out).unwrap();
-        let want = image::open(fixtures.join(format!("{name}.expected.png")))
+        let want = image::open(golden.join(format!("{name}.expected.png")))
             .unwrap()
             .to_rgb8();
         assert_eq!(

@@ -307,7 +307,6 @@ pub fn build(cfg: &ExploreConfig) -> Result<Page> {
     } else {
         Vec::new()
     };
-    let spacing = median_spacing(&coords, &map_nb, k);
     if k > 0 {
         neighbours.push(NeighbourSet {
             name: "map".to_string(),
@@ -330,37 +329,9 @@ pub fn build(cfg: &ExploreConfig) -> Result<Page> {
         }
     }
 
-    // Sparsity: the distance to the k-th map neighbour.
-    let sparsity: Vec<f32> = if k > 0 {
-        map_nb
-            .chunks(k)
-            .enumerate()
-            .map(|(i, row)| {
-                let j = row[k - 1] as usize;
-                (coords[2 * i] - coords[2 * j]).hypot(coords[2 * i + 1] - coords[2 * j + 1])
-            })
-            .collect()
-    } else {
-        vec![0.0; n]
-    };
-    let reps = layout::representatives(&coords, &sparsity);
-    let classes: Vec<Option<usize>> = images
-        .labels
-        .iter()
-        .map(|l| l.and_then(|v| usize::try_from(v).ok()))
-        .collect();
-    let medoids = layout::medoids(&coords, &classes, images.meta.class_names.len());
-
+    let layout = map_layout(&coords, &images, &map_nb, k);
     let packed = sheets::pack(&images, cfg.threads)?;
-    let mut data = page_data(cfg, &images, &coords, metrics, spacing, neighbours, &packed);
-    data.representatives = RepresentativesData {
-        radii: reps.radii,
-        ids: b64_u32(&reps.ids),
-        levels: b64(&reps.levels),
-    };
-    data.medoids = medoids;
-    data.density = b64(&layout::density_ranks(&sparsity));
-    data.disagreement = b64(&layout::disagreement(&images.labels, &map_nb, k));
+    let mut data = page_data(cfg, &images, &coords, metrics, neighbours, layout, &packed);
     let sheet_bytes: usize = data.sheets.urls.iter().map(String::len).sum();
     let mut files = Vec::new();
     if sheet_bytes > cfg.single_file_max_bytes {
@@ -384,13 +355,57 @@ pub fn build(cfg: &ExploreConfig) -> Result<Page> {
     })
 }
 
+/// What the page shows beside the points, from the map and its neighbour
+/// lists (`k` per point in `map_nb`).
+#[derive(Debug)]
+struct MapLayout {
+    spacing: f32,
+    density: String,
+    disagreement: String,
+    representatives: RepresentativesData,
+    medoids: Vec<Option<u32>>,
+}
+
+fn map_layout(coords: &[f32], images: &ImageSet, map_nb: &[u32], k: usize) -> MapLayout {
+    // Sparsity: the distance to the k-th map neighbour.
+    let sparsity: Vec<f32> = if k > 0 {
+        map_nb
+            .chunks(k)
+            .enumerate()
+            .map(|(i, row)| {
+                let j = row[k - 1] as usize;
+                (coords[2 * i] - coords[2 * j]).hypot(coords[2 * i + 1] - coords[2 * j + 1])
+            })
+            .collect()
+    } else {
+        vec![0.0; images.len()]
+    };
+    let reps = layout::representatives(coords, &sparsity);
+    let classes: Vec<Option<usize>> = images
+        .labels
+        .iter()
+        .map(|l| l.and_then(|v| usize::try_from(v).ok()))
+        .collect();
+    MapLayout {
+        spacing: median_spacing(coords, map_nb, k),
+        density: b64(&layout::density_ranks(&sparsity)),
+        disagreement: b64(&layout::disagreement(&images.labels, map_nb, k)),
+        representatives: RepresentativesData {
+            radii: reps.radii,
+            ids: b64_u32(&reps.ids),
+            levels: b64(&reps.levels),
+        },
+        medoids: layout::medoids(coords, &classes, images.meta.class_names.len()),
+    }
+}
+
 fn page_data<'a>(
     cfg: &ExploreConfig,
     images: &'a ImageSet,
     coords: &[f32],
     metrics: Option<serde_json::Value>,
-    spacing: f32,
     neighbours: Vec<NeighbourSet>,
+    layout: MapLayout,
     packed: &sheets::Sheets,
 ) -> PageData<'a> {
     let n = images.len();
@@ -441,7 +456,7 @@ fn page_data<'a>(
             .collect::<Vec<u8>>()),
         split: b64(&split),
         order: b64_u32(&draw_order(n, cfg.seed)),
-        spacing,
+        spacing: layout.spacing,
         neighbours,
         sheets: SheetsData {
             count: packed.pngs.len(),
@@ -454,14 +469,10 @@ fn page_data<'a>(
                 .collect(),
             files: Vec::new(),
         },
-        density: String::new(),
-        disagreement: String::new(),
-        representatives: RepresentativesData {
-            radii: Vec::new(),
-            ids: String::new(),
-            levels: String::new(),
-        },
-        medoids: Vec::new(),
+        density: layout.density,
+        disagreement: layout.disagreement,
+        representatives: layout.representatives,
+        medoids: layout.medoids,
     }
 }
 
