@@ -7,6 +7,8 @@
 //!   pass (the default on the CPU, see [`Kernels`]);
 //! - `cuda` (feature `cuda`): the same backbone on a GPU, cuDNN
 //!   convolutions and our batch-norm kernels, with its own backward pass;
+//! - [`Objective`]: what a training step minimises, as a candle graph and,
+//!   for the CPU's fast path, on host rows with the head's own kernels;
 //! - [`Model`]: a network with its variables, safetensors load and save under
 //!   the reference PyTorch names;
 //! - [`DeviceSpec`]: `cpu`, `cuda` or `cuda:N` (CUDA with the `cuda` feature).
@@ -18,6 +20,7 @@ mod error;
 pub mod fast;
 pub mod init;
 mod model;
+mod objective;
 pub mod preset;
 pub mod resnet;
 
@@ -25,5 +28,6 @@ pub use device::{CUDA_BUILT, DeviceSpec};
 pub use error::{ModelError, Result};
 pub use fast::Acts;
 pub use model::{Backprop, ConvMath, Kernels, Model, infer_arch};
+pub use objective::{HostObjective, Objective};
 pub use preset::{PRESETS, check_input, preset};
 pub use tsimcne_format::model_keys::ResNetArch;

@@ -16,6 +16,7 @@ use crate::cuda::CudaBackbone;
 use crate::error::{ModelError, Result};
 use crate::fast::{Acts, FastBackbone, Pass};
 use crate::init::initial_values;
+use crate::objective::{HostHead, Objective};
 use crate::resnet::Net;
 
 /// The network, its variables, and the BatchNorm step counter.
@@ -283,17 +284,17 @@ impl Model {
         &mut self,
         x: &Tensor,
         backprop: Backprop,
-        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+        objective: &impl Objective,
     ) -> Result<(Tensor, GradStore)> {
         self.num_batches_tracked += 1;
         match (self.kernels, backprop) {
             (Kernels::Candle, Backprop::Full) => {
-                let l = loss(&self.net.forward_t(x, true)?)?;
+                let l = objective.loss(&self.net.forward_t(x, true)?)?;
                 let grads = l.backward()?;
                 Ok((l, grads))
             }
             (Kernels::Candle, Backprop::OutputOnly) => {
-                let l = loss(&self.net.forward_output_only_t(x, true)?)?;
+                let l = objective.loss(&self.net.forward_output_only_t(x, true)?)?;
                 let grads = l.backward()?;
                 Ok((l, grads))
             }
@@ -302,14 +303,14 @@ impl Model {
                 let (f, _) = self.fast_forward(&vars, x, Pass::Train)?;
                 // [batch, feature] → [batch, hidden], no gradient → [batch, out_dim]
                 let h = self.net.head.hidden(&f)?.detach();
-                let l = loss(&self.net.head.output(&h)?)?;
+                let l = objective.loss(&self.net.head.output(&h)?)?;
                 let grads = l.backward()?;
                 Ok((l, grads))
             }
             (Kernels::Fast, Backprop::Full) => {
                 let vars = self.vars();
                 let (f, tape) = self.fast_forward(&vars, x, Pass::TrainRecord)?;
-                self.head_and_backward(&vars, &f, tape, loss)
+                self.head_and_backward(&vars, &f, tape, objective)
             }
         }
     }
@@ -322,11 +323,29 @@ impl Model {
         vars: &HashMap<String, Var>,
         f: &Tensor,
         tape: Option<FastTape>,
-        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+        objective: &impl Objective,
     ) -> Result<(Tensor, GradStore)> {
         let tape = tape.ok_or_else(|| ModelError::Invalid("no tape recorded".into()))?;
+        if let (FastTape::Cpu(_), Some(host)) = (&tape, objective.on_host()) {
+            // The head and the loss on host rows, no graph.
+            let (rows, feature) = f.dims2()?;
+            let head = HostHead::read(&self.arch, vars)?;
+            let (loss, g) = head.loss_and_grads(&f.flatten_all()?.to_vec1::<f32>()?, rows, host);
+            let mut grads = GradStore::default();
+            for (name, grad, shape) in g.params {
+                grads.insert(
+                    vars[&name].as_tensor(),
+                    Tensor::from_vec(grad, shape, &self.device)?,
+                );
+            }
+            let d_feat = Tensor::from_vec(g.input, (rows, feature), &self.device)?;
+            for (name, g) in self.fast_backward(vars, tape, &d_feat)? {
+                grads.insert(vars[&name].as_tensor(), g);
+            }
+            return Ok((Tensor::new(loss, &self.device)?, grads));
+        }
         let f = Var::from_tensor(f)?;
-        let l = loss(&self.net.head.forward(f.as_tensor())?)?;
+        let l = objective.loss(&self.net.head.forward(f.as_tensor())?)?;
         let mut grads = l.backward()?;
         let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
             ModelError::Invalid("the loss does not depend on the features".into())
@@ -335,6 +354,30 @@ impl Model {
             grads.insert(vars[&name].as_tensor(), g);
         }
         Ok((l, grads))
+    }
+
+    /// The head's output for backbone features `f` `[n, feature]`:
+    /// `[n, out_dim]` (differentiable; BatchNorm-free).
+    pub fn head_forward(&self, f: &Tensor) -> Result<Tensor> {
+        Ok(self.net.head.forward(f)?)
+    }
+
+    /// The objective's loss of the head's outputs for features `f`
+    /// `[n, feature]` on host rows, with the gradient by `f` `[n, feature]`
+    /// (the CPU's fast path from the features on); an error where the
+    /// objective has no host form.
+    pub fn head_loss_and_grads(
+        &self,
+        f: &Tensor,
+        objective: &impl Objective,
+    ) -> Result<(f32, Vec<f32>)> {
+        let host = objective
+            .on_host()
+            .ok_or_else(|| ModelError::Invalid("the objective has no host form".into()))?;
+        let (rows, _) = f.dims2()?;
+        let head = HostHead::read(&self.arch, &self.vars())?;
+        let (loss, g) = head.loss_and_grads(&f.flatten_all()?.to_vec1::<f32>()?, rows, host);
+        Ok((loss, g.input))
     }
 
     /// The fast CPU backbone, or a one-line error naming what `what` needs.
@@ -367,11 +410,11 @@ impl Model {
         &mut self,
         x: &Tensor,
         blocks: usize,
-        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+        objective: &impl Objective,
     ) -> Result<(Tensor, GradStore)> {
         if self.kernels == Kernels::Fast && self.device.is_cpu() {
             let acts = self.frozen_prefix(x, blocks)?;
-            return self.loss_and_grads_from(acts, blocks, loss);
+            return self.loss_and_grads_from(acts, blocks, objective);
         }
         let total = self.fast.blocks.len();
         if blocks > total {
@@ -381,7 +424,7 @@ impl Model {
         }
         self.num_batches_tracked += 1;
         let f = self.net.backbone.forward_frozen_t(x, blocks)?;
-        let l = loss(&self.net.head.forward(&f)?)?;
+        let l = objective.loss(&self.net.head.forward(&f)?)?;
         let grads = l.backward()?;
         Ok((l, grads))
     }
@@ -395,7 +438,7 @@ impl Model {
         &mut self,
         acts: Acts,
         first: usize,
-        loss: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+        objective: &impl Objective,
     ) -> Result<(Tensor, GradStore)> {
         let vars = self.vars();
         let (f, tape) = self.fast_cpu("training with frozen layers")?.forward_from(
@@ -404,7 +447,7 @@ impl Model {
             first,
             Pass::TrainRecord,
         )?;
-        let out = self.head_and_backward(&vars, &f, tape.map(FastTape::Cpu), loss)?;
+        let out = self.head_and_backward(&vars, &f, tape.map(FastTape::Cpu), objective)?;
         self.num_batches_tracked += 1;
         Ok(out)
     }

@@ -85,8 +85,8 @@ fn check(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare) {
     let mut gm = Model::new(arch, 3, &gpu).unwrap();
     gm.set_kernels(Kernels::Fast).unwrap();
     for step in 0..2 {
-        let (lg, gg) = gm.loss_and_grads(&xg, Backprop::Full, loss).unwrap();
-        let (lc, gc) = cpu.loss_and_grads(&xc, Backprop::Full, loss).unwrap();
+        let (lg, gg) = gm.loss_and_grads(&xg, Backprop::Full, &loss).unwrap();
+        let (lc, gc) = cpu.loss_and_grads(&xc, Backprop::Full, &loss).unwrap();
         assert_close(&format!("step {step} loss"), &lg, &lc, 1e-4);
         let trainable = if compare == Compare::Everything {
             cpu.trainable(None)
@@ -115,8 +115,10 @@ fn check(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare) {
     let (fc, zc) = cpu.infer(&xc).unwrap();
     assert_close("eval features", &fg, &fc, 1e-4);
     assert_close("eval outputs", &zg, &zc, 1e-4);
-    let (lg, _) = gm.loss_and_grads(&xg, Backprop::OutputOnly, loss).unwrap();
-    let (lc, _) = cpu.loss_and_grads(&xc, Backprop::OutputOnly, loss).unwrap();
+    let (lg, _) = gm.loss_and_grads(&xg, Backprop::OutputOnly, &loss).unwrap();
+    let (lc, _) = cpu
+        .loss_and_grads(&xc, Backprop::OutputOnly, &loss)
+        .unwrap();
     assert_close("output-only loss", &lg, &lc, 1e-4);
 }
 

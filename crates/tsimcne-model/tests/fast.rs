@@ -56,8 +56,8 @@ fn check(arch: &ResNetArch, n: usize, h: usize, w: usize) {
     fast.set_kernels(Kernels::Fast).unwrap();
     slow.set_kernels(Kernels::Candle).unwrap();
     for step in 0..2 {
-        let (lf, gf) = fast.loss_and_grads(&x, Backprop::Full, loss).unwrap();
-        let (ls, gs) = slow.loss_and_grads(&x, Backprop::Full, loss).unwrap();
+        let (lf, gf) = fast.loss_and_grads(&x, Backprop::Full, &loss).unwrap();
+        let (ls, gs) = slow.loss_and_grads(&x, Backprop::Full, &loss).unwrap();
         assert_close(&format!("step {step} loss"), &lf, &ls, 1e-4);
         for (name, var) in slow.trainable(None) {
             let fv = &fast.vars()[&name];
@@ -80,8 +80,12 @@ fn check(arch: &ResNetArch, n: usize, h: usize, w: usize) {
     assert_close("eval features", &ff, &fs, 1e-4);
     assert_close("eval outputs", &zf, &zs, 1e-4);
     // The output-only pass: same loss, and only head gradients.
-    let (lf, gf) = fast.loss_and_grads(&x, Backprop::OutputOnly, loss).unwrap();
-    let (ls, gs) = slow.loss_and_grads(&x, Backprop::OutputOnly, loss).unwrap();
+    let (lf, gf) = fast
+        .loss_and_grads(&x, Backprop::OutputOnly, &loss)
+        .unwrap();
+    let (ls, gs) = slow
+        .loss_and_grads(&x, Backprop::OutputOnly, &loss)
+        .unwrap();
     assert_close("output-only loss", &lf, &ls, 1e-4);
     for (name, var) in slow.trainable(Some(&["projection_head.layers.2"])) {
         let fv = &fast.vars()[&name];
@@ -141,8 +145,8 @@ fn check_frozen(arch: &ResNetArch, n: usize, h: usize, w: usize, blocks: usize) 
     // Running statistics away from their initial 0 and 1, so eval mode differs
     // from training mode.
     for _ in 0..2 {
-        fast.loss_and_grads(&x, Backprop::Full, loss).unwrap();
-        slow.loss_and_grads(&x, Backprop::Full, loss).unwrap();
+        fast.loss_and_grads(&x, Backprop::Full, &loss).unwrap();
+        slow.loss_and_grads(&x, Backprop::Full, &loss).unwrap();
     }
     let before = fast.vars();
     let before: Vec<(String, Vec<f32>)> = before
@@ -161,8 +165,8 @@ fn check_frozen(arch: &ResNetArch, n: usize, h: usize, w: usize, blocks: usize) 
         arch.frozen_prefixes(layers)
     };
     let is_frozen = |name: &str| frozen.iter().any(|p| name.starts_with(p.as_str()));
-    let (lf, gf) = fast.loss_and_grads_frozen(&x, blocks, loss).unwrap();
-    let (ls, gs) = slow.loss_and_grads_frozen(&x, blocks, loss).unwrap();
+    let (lf, gf) = fast.loss_and_grads_frozen(&x, blocks, &loss).unwrap();
+    let (ls, gs) = slow.loss_and_grads_frozen(&x, blocks, &loss).unwrap();
     assert_close("frozen loss", &lf, &ls, 1e-4);
     for (name, var) in slow.trainable(None) {
         let fv = &fast.vars()[&name];

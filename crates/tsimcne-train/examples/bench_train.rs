@@ -6,6 +6,9 @@
 //! bench_train step  PRESET VIEWS [fast|candle|fast-tf32]   full step: forward + backward + SGD
 //! bench_train fwd   PRESET VIEWS [fast|candle|fast-tf32]   forward only (training mode)
 //! bench_train ops   [fast|candle]                per-op timings at 128 images
+//! bench_train frozen PRESET VIEWS SIDE CHANNELS LAYERS   a 2-D fine-tuning step
+//!     with the stem and the first LAYERS stages frozen (their output given),
+//!     split into its parts: the backbone's rest with the head and loss, and SGD
 //! ```
 //!
 //! Any mode takes `--device cpu|cuda|cuda:N` (default cpu; CUDA in a build
@@ -21,9 +24,9 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model};
+use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model, Objective};
 use tsimcne_ops::{BnStats, ConvGeom};
-use tsimcne_train::{Sgd, SgdConfig, Similarity, info_nce};
+use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -99,7 +102,11 @@ fn model_run(
     let secs = match what {
         "step" => time(reps, || {
             let (loss, grads) = model
-                .loss_and_grads(&x, Backprop::Full, |z| info_nce(z, Similarity::Cauchy))
+                .loss_and_grads(
+                    &x,
+                    Backprop::Full,
+                    &Contrastive::new(Similarity::Cauchy, None),
+                )
                 .expect("step");
             loss.to_scalar::<f32>().expect("loss");
             sgd.step(&grads, 0.01).expect("sgd");
@@ -109,9 +116,11 @@ fn model_run(
         // backbone's forward pass and BatchNorm updates, no backbone backward.
         "fwd" => time(reps, || {
             let (loss, _) = model
-                .loss_and_grads(&x, Backprop::OutputOnly, |z| {
-                    info_nce(z, Similarity::Cauchy)
-                })
+                .loss_and_grads(
+                    &x,
+                    Backprop::OutputOnly,
+                    &Contrastive::new(Similarity::Cauchy, None),
+                )
                 .expect("forward");
             loss.to_scalar::<f32>().expect("loss");
             sync(dev);
@@ -284,6 +293,74 @@ fn layers(preset: &str, views: usize, side: usize, channels: usize) -> candle_co
     Ok(())
 }
 
+/// A fine-tuning step of a 2-D model whose stem and first `layers`
+/// stages are frozen (`finetune --freeze-layers`), as the trainer runs it with the
+/// demo's views: the frozen part's output is given (computed once here), so
+/// the step is the rest of the backbone, the head, the loss and SGD.
+fn frozen(
+    preset: &str,
+    views: usize,
+    side: usize,
+    channels: usize,
+    layers: usize,
+) -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let arch = tsimcne_model::preset(preset, channels, 2).map_err(candle_core::Error::wrap)?;
+    let blocks = arch.blocks_in(layers);
+    let mut model = Model::new(&arch, 0, &dev).map_err(candle_core::Error::wrap)?;
+    let x = Tensor::from_vec(
+        random(views * channels * side * side, 1),
+        (views, channels, side, side),
+        &dev,
+    )?;
+    let acts = model
+        .frozen_prefix(&x, blocks)
+        .map_err(candle_core::Error::wrap)?;
+    let frozen = arch.frozen_prefixes(layers);
+    let mut sgd = Sgd::new(
+        model
+            .trainable(None)
+            .into_iter()
+            .filter(|(name, _)| !frozen.iter().any(|p| name.starts_with(p.as_str())))
+            .collect(),
+        SgdConfig::default(),
+    );
+    let reps = 15;
+    // The demo's objective: the Cauchy loss at a fixed spread.
+    let objective = Contrastive::new(Similarity::Cauchy, Some(11.0));
+    let step_s = time(reps, || {
+        let (l, _) = model
+            .loss_and_grads_from(acts.clone(), blocks, &objective)
+            .expect("step");
+        l.to_scalar::<f32>().expect("loss");
+    });
+    let (_, grads) = model
+        .loss_and_grads_from(acts.clone(), blocks, &objective)
+        .expect("step");
+    let sgd_s = time(reps, || sgd.step(&grads, 0.01).expect("sgd"));
+    // The head and the loss alone, from the backbone's output: on host rows
+    // (what the step above runs) and as a candle graph (what it ran before).
+    let width = arch.feature_dim();
+    let feat = Tensor::from_vec(random(views * width, 2), (views, width), &dev)?;
+    let graph = |z: &Tensor| objective.loss(z);
+    let graph_s = time(reps, || {
+        let f = Var::from_tensor(&feat).expect("var");
+        let l = graph(&model.head_forward(f.as_tensor()).expect("head")).expect("loss");
+        let g = l.backward().expect("backward");
+        assert!(g.get(f.as_tensor()).is_some());
+    });
+    let host_s = time(reps, || {
+        let (l, g) = model
+            .head_loss_and_grads(&feat, &objective)
+            .expect("host head");
+        assert!(l.is_finite() && !g.is_empty());
+    });
+    println!(
+        "frozen_{preset}_{views}_{layers} {step_s:.4} (head and loss: host {host_s:.4}, graph {graph_s:.4}; then sgd {sgd_s:.4})"
+    );
+    Ok(())
+}
+
 fn main() -> candle_core::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut spec = DeviceSpec::Cpu;
@@ -317,6 +394,13 @@ fn main() -> candle_core::Result<()> {
             }
             ops(k, &dev)?
         }
+        Some("frozen") => frozen(
+            args.get(1).map_or("small", String::as_str),
+            args.get(2).and_then(|v| v.parse().ok()).unwrap_or(512),
+            args.get(3).and_then(|v| v.parse().ok()).unwrap_or(14),
+            args.get(4).and_then(|v| v.parse().ok()).unwrap_or(1),
+            args.get(5).and_then(|v| v.parse().ok()).unwrap_or(2),
+        )?,
         Some("layers") if !dev.is_cpu() => {
             eprintln!("layers times the fast kernels, which run on the CPU only");
             std::process::exit(2);

@@ -18,7 +18,7 @@ use tsimcne_format::model_keys::{HEAD, HEAD_OUT, ResNetArch};
 use tsimcne_model::{Backprop, Model};
 
 use crate::error::{Result, TrainError};
-use crate::loss::{Similarity, info_nce};
+use crate::loss::{Contrastive, Similarity};
 use crate::sgd::{Sgd, SgdConfig};
 
 /// What a pipeline trains: the network, the images and each stage's epochs.
@@ -251,15 +251,15 @@ impl<'a> Timer<'a> {
                     .recv()
                     .map_err(|_| TrainError::Invalid("augmentation worker stopped".into()))?;
                 let x = Tensor::from_vec(buf, dims, model.device())?;
-                let loss = |z: &Tensor| info_nce(z, Similarity::Cauchy);
+                let loss = Contrastive::new(Similarity::Cauchy, None);
                 let (_, grads) = match step_kind {
-                    Step::Full => model.loss_and_grads(&x, Backprop::Full, loss)?,
-                    Step::OutputOnly => model.loss_and_grads(&x, Backprop::OutputOnly, loss)?,
+                    Step::Full => model.loss_and_grads(&x, Backprop::Full, &loss)?,
+                    Step::OutputOnly => model.loss_and_grads(&x, Backprop::OutputOnly, &loss)?,
                     Step::Frozen {
                         blocks,
                         cached: false,
                         ..
-                    } => model.loss_and_grads_frozen(&x, blocks, loss)?,
+                    } => model.loss_and_grads_frozen(&x, blocks, &loss)?,
                     Step::Frozen {
                         blocks,
                         cached: true,
@@ -268,7 +268,7 @@ impl<'a> Timer<'a> {
                         // The cache's rows, made outside the timed span.
                         let acts = model.frozen_prefix(&x, blocks)?;
                         t0 = Instant::now();
-                        model.loss_and_grads_from(acts, blocks, loss)?
+                        model.loss_and_grads_from(acts, blocks, &loss)?
                     }
                 };
                 // A tiny rate: the update's cost counts, the model is random.

@@ -13,7 +13,7 @@ pub mod stage;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
-pub use loss::{Similarity, fixed_scale, info_nce};
+pub use loss::{Contrastive, Similarity, fixed_scale, info_nce};
 pub use schedule::{base_lr, lr_schedule};
 pub use sgd::{Sgd, SgdConfig};
 pub use trainer::{EpochLog, Images, Observer, Settings, Silent, train};

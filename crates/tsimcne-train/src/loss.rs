@@ -8,6 +8,8 @@
 //! Self-pairs are masked with −∞ before a max-shifted log-sum-exp.
 
 use candle_core::{DType, Result, Tensor};
+use tsimcne_model::{HostObjective, Objective};
+use tsimcne_ops::{fixed_scale_backward, fixed_scale_forward, info_nce_cauchy};
 
 /// Which similarity the InfoNCE loss uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,6 +92,59 @@ pub fn fixed_scale(z: &Tensor, scale: f64) -> Result<Tensor> {
     // A tiny floor keeps identical views (spread 0) finite.
     let rms = (centred.sqr()?.mean_all()? + 1e-12)?.sqrt()?; // []
     centred.broadcast_div(&rms)? * scale
+}
+
+/// What every stage minimises: InfoNCE with `similarity`, of the outputs
+/// at a fixed spread ([`fixed_scale`]) when `map_scale` is given. With the
+/// Cauchy similarity it also runs on host rows
+/// ([`tsimcne_ops::info_nce_cauchy`]), which the CPU's fast path uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Contrastive {
+    pub similarity: Similarity,
+    pub map_scale: Option<f64>,
+    host: Option<CauchyOnHost>,
+}
+
+impl Contrastive {
+    pub fn new(similarity: Similarity, map_scale: Option<f64>) -> Self {
+        Self {
+            similarity,
+            map_scale,
+            host: (similarity == Similarity::Cauchy).then_some(CauchyOnHost { map_scale }),
+        }
+    }
+}
+
+impl Objective for Contrastive {
+    fn loss(&self, z: &Tensor) -> Result<Tensor> {
+        match self.map_scale {
+            None => info_nce(z, self.similarity),
+            Some(scale) => info_nce(&fixed_scale(z, scale)?, self.similarity),
+        }
+    }
+
+    fn on_host(&self) -> Option<&dyn HostObjective> {
+        self.host.as_ref().map(|h| h as &dyn HostObjective)
+    }
+}
+
+/// [`Contrastive`] with the Cauchy similarity, on host rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct CauchyOnHost {
+    map_scale: Option<f64>,
+}
+
+impl HostObjective for CauchyOnHost {
+    fn loss_and_grad(&self, z: &[f32], rows: usize, dim: usize) -> (f32, Vec<f32>) {
+        match self.map_scale {
+            None => info_nce_cauchy(z, rows, dim),
+            Some(scale) => {
+                let (y, fs) = fixed_scale_forward(z, rows, dim, scale);
+                let (loss, dy) = info_nce_cauchy(&y, rows, dim);
+                (loss, fixed_scale_backward(&fs, &dy, rows, dim))
+            }
+        }
+    }
 }
 
 /// Helper for tests and tools: the loss of two `[N, D]` view batches.

@@ -21,7 +21,7 @@ use tsimcne_model::{Acts, Backprop, Model};
 use tsimcne_rng::SplitMix64;
 
 use crate::error::{Result, TrainError};
-use crate::loss::{Similarity, fixed_scale, info_nce};
+use crate::loss::{Contrastive, Similarity};
 use crate::schedule::lr_schedule;
 use crate::sgd::{Sgd, SgdConfig};
 
@@ -645,6 +645,7 @@ pub fn train(
     // The lists partners are drawn from; rebuilt only when the feature list
     // changes (the lists are shared, so a copy is a reference count).
     let mut partners: Option<Option<Neighbours>> = None;
+    let objective = Contrastive::new(s.similarity, s.map_scale);
     for (epoch, &lr) in lrs.iter().enumerate().skip(start) {
         let t0 = Instant::now();
         if let Some(f) = &s.positives.features {
@@ -736,22 +737,18 @@ pub fn train(
                 let batch = rx
                     .recv()
                     .map_err(|_| TrainError::Invalid("augmentation worker stopped".into()))?;
-                let loss_of = |z: &Tensor| match s.map_scale {
-                    None => info_nce(z, s.similarity),
-                    Some(scale) => info_nce(&fixed_scale(z, scale)?, s.similarity),
-                };
                 let (loss, grads) = match batch {
                     Batch::Cached { acts, first } => {
-                        model.loss_and_grads_from(acts, first, loss_of)?
+                        model.loss_and_grads_from(acts, first, &objective)?
                     }
                     Batch::Views(buf) => {
                         let x = Tensor::from_vec(buf, dims, model.device())?;
                         match frozen_blocks {
-                            Some(blocks) => model.loss_and_grads_frozen(&x, blocks, loss_of)?,
+                            Some(blocks) => model.loss_and_grads_frozen(&x, blocks, &objective)?,
                             None if output_only => {
-                                model.loss_and_grads(&x, Backprop::OutputOnly, loss_of)?
+                                model.loss_and_grads(&x, Backprop::OutputOnly, &objective)?
                             }
-                            None => model.loss_and_grads(&x, Backprop::Full, loss_of)?,
+                            None => model.loss_and_grads(&x, Backprop::Full, &objective)?,
                         }
                     }
                 };

@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use tsimcne_model::{Backprop, ConvMath, DeviceSpec, Kernels, Model, preset};
-use tsimcne_train::{Sgd, SgdConfig, Similarity, info_nce};
+use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity};
 
 /// The first CUDA device, or `None` (with a note) unless asked for.
 fn cuda() -> Option<Device> {
@@ -87,7 +87,11 @@ fn our_kernels_on_cuda_repeat_bit_for_bit() {
         let mut sgd = Sgd::new(m.trainable(None), SgdConfig::default());
         for _ in 0..3 {
             let (_, g) = m
-                .loss_and_grads(&x, Backprop::Full, |z| info_nce(z, Similarity::Cauchy))
+                .loss_and_grads(
+                    &x,
+                    Backprop::Full,
+                    &Contrastive::new(Similarity::Cauchy, None),
+                )
                 .unwrap();
             sgd.step(&g, 0.05).unwrap();
         }
@@ -114,12 +118,12 @@ fn steps_agree(gpu: &Device, kernels: Kernels, math: ConvMath, slack: f64) {
     let mut cpu_sgd = Sgd::new(cpu_model.trainable(None), SgdConfig::default());
     let mut gpu_sgd = Sgd::new(gpu_model.trainable(None), SgdConfig::default());
     for step in 0..2 {
-        let loss = |z: &Tensor| info_nce(z, Similarity::Cauchy);
+        let loss = Contrastive::new(Similarity::Cauchy, None);
         let (l_cpu, g_cpu) = cpu_model
-            .loss_and_grads(&x_cpu, Backprop::Full, loss)
+            .loss_and_grads(&x_cpu, Backprop::Full, &loss)
             .unwrap();
         let (l_gpu, g_gpu) = gpu_model
-            .loss_and_grads(&x_gpu, Backprop::Full, loss)
+            .loss_and_grads(&x_gpu, Backprop::Full, &loss)
             .unwrap();
         close(&format!("loss, step {step}"), &l_gpu, &l_cpu, 1e-5);
         for ((name, v_cpu), (_, v_gpu)) in cpu_sgd.params().iter().zip(gpu_sgd.params()) {
@@ -145,14 +149,18 @@ fn steps_agree(gpu: &Device, kernels: Kernels, math: ConvMath, slack: f64) {
     close("eval outputs", &z_gpu, &z_cpu, 1e-4);
     // The project stage's pass: only the output layer gets a gradient.
     let (l_cpu, _) = cpu_model
-        .loss_and_grads(&x_cpu, Backprop::OutputOnly, |z| {
-            info_nce(z, Similarity::Cauchy)
-        })
+        .loss_and_grads(
+            &x_cpu,
+            Backprop::OutputOnly,
+            &Contrastive::new(Similarity::Cauchy, None),
+        )
         .unwrap();
     let (l_gpu, _) = gpu_model
-        .loss_and_grads(&x_gpu, Backprop::OutputOnly, |z| {
-            info_nce(z, Similarity::Cauchy)
-        })
+        .loss_and_grads(
+            &x_gpu,
+            Backprop::OutputOnly,
+            &Contrastive::new(Similarity::Cauchy, None),
+        )
         .unwrap();
     close("output-only loss", &l_gpu, &l_cpu, 1e-5);
     // Saved from the GPU, loaded on the CPU: the same bytes as the GPU's state.

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
-use tsimcne_model::{Model, preset};
-use tsimcne_train::{Sgd, SgdConfig, Similarity, fixed_scale, info_nce, lr_schedule};
+use tsimcne_model::{Backprop, Model, Objective, preset};
+use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity, fixed_scale, info_nce, lr_schedule};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
@@ -287,6 +287,148 @@ fn fixed_scale_loss_gradients_match_finite_differences_and_ignore_shift_and_scal
     }
     let rms = (s.iter().map(|v| v * v).sum::<f64>() / s.len() as f64).sqrt();
     assert!((rms - 11.0).abs() < 1e-9, "{rms}");
+}
+
+/// The views `[a; b]` of a loss fixture as host rows: (rows, dim, values).
+fn host_rows(g: &HashMap<String, Tensor>, inputs: &str) -> (usize, usize, Vec<f32>) {
+    let z = Tensor::cat(&[&g[&format!("{inputs}.a")], &g[&format!("{inputs}.b")]], 0).unwrap();
+    let (rows, dim) = z.dims2().unwrap();
+    let v = f32(&z).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    (rows, dim, v)
+}
+
+/// The loss on host rows (the CPU's fast path, `tsimcne_ops::contrastive`)
+/// against PyTorch, on the graph's fixtures: value and gradients.
+#[test]
+fn host_losses_and_their_gradients_match_pytorch() {
+    let g = golden();
+    for (what, inputs, expected, scale) in [
+        ("cauchy d2", "loss.cauchy.d2", "loss.cauchy.d2", None),
+        ("cauchy d16", "loss.cauchy.d16", "loss.cauchy.d16", None),
+        (
+            "scale 11",
+            "loss.cauchy.d2",
+            "loss.cauchy_scale11.d2",
+            Some(11.0),
+        ),
+    ] {
+        let (rows, dim, z) = host_rows(&g, inputs);
+        let objective = Contrastive::new(Similarity::Cauchy, scale);
+        let (loss, grad) = objective
+            .on_host()
+            .expect("the Cauchy loss has a host form")
+            .loss_and_grad(&z, rows, dim);
+        let key = |s: &str| g[&format!("{expected}.{s}")].clone();
+        let t = |v: Vec<f32>, r: usize| Tensor::from_vec(v, (r, dim), &Device::Cpu).unwrap();
+        close(
+            &format!("host {what} value"),
+            &Tensor::new(&[loss], &Device::Cpu).unwrap(),
+            &key("value"),
+            1e-5,
+            1e-6,
+        );
+        let half = rows / 2 * dim;
+        close(
+            &format!("host {what} grad a"),
+            &t(grad[..half].to_vec(), rows / 2),
+            &key("grad_a"),
+            1e-4,
+            1e-6,
+        );
+        close(
+            &format!("host {what} grad b"),
+            &t(grad[half..].to_vec(), rows / 2),
+            &key("grad_b"),
+            1e-4,
+            1e-6,
+        );
+    }
+    // The cosine loss has no host form: the graph runs it.
+    assert!(
+        Contrastive::new(Similarity::SIMCLR, None)
+            .on_host()
+            .is_none()
+    );
+}
+
+/// The host loss's gradient against central differences of its own value
+/// (in f32, so at a coarse step and tolerance), with and without the fixed
+/// map scale.
+#[test]
+fn host_loss_gradients_match_finite_differences() {
+    let g = golden();
+    for (inputs, scale) in [
+        ("loss.cauchy.d2", Some(11.0)),
+        ("loss.cauchy.d2", None),
+        ("loss.cauchy.d16", None),
+    ] {
+        let (rows, dim, z) = host_rows(&g, inputs);
+        let objective = Contrastive::new(Similarity::Cauchy, scale);
+        let host = objective.on_host().unwrap();
+        let (_, grad) = host.loss_and_grad(&z, rows, dim);
+        let h = 2e-3f32;
+        for i in 0..z.len() {
+            let (mut p, mut m) = (z.clone(), z.clone());
+            p[i] += h;
+            m[i] -= h;
+            let fd = f64::from(
+                host.loss_and_grad(&p, rows, dim).0 - host.loss_and_grad(&m, rows, dim).0,
+            ) / f64::from(2.0 * h);
+            let got = f64::from(grad[i]);
+            assert!(
+                (fd - got).abs() < 5e-4 + 3e-2 * fd.abs(),
+                "{inputs} {scale:?} [{i}]: fd {fd}, host {got}"
+            );
+        }
+    }
+}
+
+/// A training step with the head and the loss on host rows (the fast path
+/// with [`Contrastive`]) gives the loss and every gradient of the same step
+/// with them on candle's graph; frozen layers included.
+#[test]
+fn host_head_and_loss_give_the_graphs_step() {
+    let g = golden();
+    let x = f32(&g["model.x"]);
+    let objective = Contrastive::new(Similarity::Cauchy, Some(11.0));
+    let graph = |z: &Tensor| objective.loss(z);
+    for frozen in [None, Some(2)] {
+        let (mut on_host, mut on_graph) = (tiny(), tiny());
+        let ((lh, gh), (lg, gg)) = match frozen {
+            None => (
+                on_host
+                    .loss_and_grads(&x, Backprop::Full, &objective)
+                    .unwrap(),
+                on_graph.loss_and_grads(&x, Backprop::Full, &graph).unwrap(),
+            ),
+            Some(blocks) => (
+                on_host
+                    .loss_and_grads_frozen(&x, blocks, &objective)
+                    .unwrap(),
+                on_graph.loss_and_grads_frozen(&x, blocks, &graph).unwrap(),
+            ),
+        };
+        close(
+            "loss",
+            &lh.reshape(1).unwrap(),
+            &lg.reshape(1).unwrap(),
+            1e-5,
+            1e-6,
+        );
+        let (vh, vg) = (on_host.vars(), on_graph.vars());
+        let mut compared = 0;
+        for (name, _) in on_host.trainable(None) {
+            match (gh.get(vh[&name].as_tensor()), gg.get(vg[&name].as_tensor())) {
+                (Some(a), Some(b)) => {
+                    close(&format!("{frozen:?} {name}"), a, b, 1e-3, 1e-6);
+                    compared += 1;
+                }
+                (None, None) => {}
+                _ => panic!("{frozen:?} {name}: a gradient on one side only"),
+            }
+        }
+        assert!(compared >= 4, "{frozen:?}: {compared} gradients compared");
+    }
 }
 
 #[test]
