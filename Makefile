@@ -159,7 +159,7 @@ DEF_EVAL_SEED  := 0
 DEF_REFERENCES := pixels head
 DEF_EVAL_FLAGS :=
 
-# The demo's CPU preset, for about 11 minutes of training on 2 cores: 14x14 images, the
+# The demo's CPU preset, for about 9 minutes of training on 2 cores: 14x14 images, the
 # small network, 40 + 5 + 200 epochs without warm-up, a PCA start of the map,
 # fine-tuning at 0.05 with the stem, layer1 and layer2 frozen (their output
 # computed once per image and flip), and (opt-in, not t-SimCNE) nearest images as
