@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tsimcne_data::{Progress, Unit};
-use tsimcne_model::{ConvMath, DeviceSpec, Kernels};
+use tsimcne_model::{DeviceSpec, Kernels};
 
 /// A progress bar on stderr with a rate and an ETA. indicatif draws nothing
 /// when stderr is not a terminal, so logs and CI stay clean.
@@ -75,56 +75,18 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// `--kernels`: which implementation runs the backbone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KernelsArg {
-    /// Our kernels: on the CPU channels-last im2col + gemm convolutions, on a
-    /// CUDA GPU cuDNN convolutions; fused BatchNorm and our own backward pass.
-    Fast,
-    /// candle's own ops and autograd (the reference; much slower on the CPU).
-    Candle,
-}
-
-impl From<KernelsArg> for Kernels {
-    fn from(k: KernelsArg) -> Self {
-        match k {
-            KernelsArg::Fast => Kernels::Fast,
-            KernelsArg::Candle => Kernels::Candle,
-        }
-    }
-}
-
-/// `--conv-math`: the arithmetic of a GPU's convolutions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ConvMathArg {
-    /// f32 multiply-adds: the CPU's results within float rounding.
-    Exact,
-    /// TF32 tensor cores (PyTorch's default for convolutions): about twice
-    /// as fast a step on an H200, products rounded to 10 mantissa bits.
-    Tf32,
-}
-
-impl From<ConvMathArg> for ConvMath {
-    fn from(m: ConvMathArg) -> Self {
-        match m {
-            ConvMathArg::Exact => ConvMath::Exact,
-            ConvMathArg::Tf32 => ConvMath::Tf32,
-        }
-    }
-}
-
 /// `--kernels` on `--device`: not given, the device's default (ours on the
 /// CPU, candle's on a GPU); ours on a GPU need a build with the `cuda` feature.
 pub fn kernels_for(
-    kernels: Option<KernelsArg>,
+    kernels: Option<Kernels>,
     device: DeviceSpec,
 ) -> anyhow::Result<Option<Kernels>> {
-    if kernels == Some(KernelsArg::Fast) && !device.is_cpu() && !tsimcne_model::CUDA_BUILT {
+    if kernels == Some(Kernels::Fast) && !device.is_cpu() && !tsimcne_model::CUDA_BUILT {
         anyhow::bail!(
             "--kernels fast on --device {device} needs the CUDA build (scripts/build-cuda.sh)"
         );
     }
-    Ok(kernels.map(Kernels::from))
+    Ok(kernels)
 }
 
 /// The number of threads to use when the user gives none.

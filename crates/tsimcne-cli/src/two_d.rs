@@ -7,32 +7,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use clap::{Args, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{Args, Command, CommandFactory, FromArgMatches, Parser};
 use tsimcne_train::stage::{LossKind, OutputInit, TwoDConfig, TwoDStage, train_2d};
 
 use tsimcne_format::model_config::{AugmentSettings, KnnSpace};
-use tsimcne_model::DeviceSpec;
+use tsimcne_model::{ConvMath, DeviceSpec, Kernels};
 
-use crate::{
-    ConvMathArg, KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads,
-};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LossArg {
-    /// t-SimCNE: InfoNCE with the Cauchy kernel 1/(1+d²).
-    Cauchy,
-    /// SimCLR: cosine similarity over temperature 0.5.
-    Cosine,
-}
-
-impl From<LossArg> for LossKind {
-    fn from(l: LossArg) -> Self {
-        match l {
-            LossArg::Cauchy => LossKind::Cauchy,
-            LossArg::Cosine => LossKind::Cosine,
-        }
-    }
-}
+use crate::{TrainBar, default_threads, kernels_for, run_main, set_compute_threads};
 
 /// The augmentation flags every training stage shares; the defaults are
 /// the recipe's.
@@ -57,20 +38,12 @@ pub struct AugmentArgs {
     /// backbone features of the --from model; 2-D stages), both (either
     /// list) or joint (one list, by the mean of the pixel and the feature
     /// cosine similarities, each space centred on its mean).
-    #[arg(long, value_enum, default_value_t = KnnSpaceArg::Pixels)]
-    pub knn_space: KnnSpaceArg,
+    #[arg(long, value_enum, default_value_t = KnnSpace::Pixels)]
+    pub knn_space: KnnSpace,
     /// Recompute the feature-space neighbours from the model being trained
     /// every N epochs (0: never; a 2-D stage computes them once at its start).
     #[arg(long, default_value_t = AugmentSettings::RECIPE.knn_refresh, value_name = "N")]
     pub knn_refresh: usize,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum KnnSpaceArg {
-    Pixels,
-    Features,
-    Both,
-    Joint,
 }
 
 impl AugmentArgs {
@@ -80,12 +53,7 @@ impl AugmentArgs {
             crop_min: self.crop_min,
             jitter_p: self.jitter_p,
             knn_positives: self.knn_positives,
-            knn_space: match self.knn_space {
-                KnnSpaceArg::Pixels => KnnSpace::Pixels,
-                KnnSpaceArg::Features => KnnSpace::Features,
-                KnnSpaceArg::Both => KnnSpace::Both,
-                KnnSpaceArg::Joint => KnnSpace::Joint,
-            },
+            knn_space: self.knn_space,
             knn_refresh: self.knn_refresh,
         };
         s.check()
@@ -142,8 +110,8 @@ pub struct TwoDArgs {
     /// Dimension of the map: 2, or 3 for a 3-D map (project only; finetune keeps its input's).
     #[arg(long, default_value_t = 2)]
     out_dim: usize,
-    #[arg(long, value_enum, default_value_t = LossArg::Cauchy)]
-    loss: LossArg,
+    #[arg(long, value_enum, default_value_t = LossKind::Cauchy)]
+    loss: LossKind,
     /// Threads for training and augmentation [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -153,11 +121,11 @@ pub struct TwoDArgs {
     device: DeviceSpec,
     /// The backbone's implementation [default: fast; candle where fast does not run].
     #[arg(long, value_enum)]
-    kernels: Option<KernelsArg>,
+    kernels: Option<Kernels>,
     /// On a GPU with our kernels: the convolutions' arithmetic, exact f32 or
     /// TF32 tensor cores (faster; recorded in config.json).
     #[arg(long, value_enum, default_value = "exact")]
-    conv_math: ConvMathArg,
+    conv_math: ConvMath,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
@@ -166,18 +134,10 @@ pub struct TwoDArgs {
     restart: bool,
     /// Project only: how the new output layer starts. `random`: the
     /// recipe's fresh layer; `pca`: the PCA of the pretrained 128-D outputs.
-    #[arg(long, value_enum, default_value_t = InitArg::Random)]
-    init: InitArg,
+    #[arg(long, value_enum, default_value_t = OutputInit::Random)]
+    init: OutputInit,
     #[command(flatten)]
     augment: AugmentArgs,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum InitArg {
-    /// Weights N(0, 1), bias uniform in ±1/√hidden (the paper).
-    Random,
-    /// The previous outputs projected on their top principal components.
-    Pca,
 }
 
 #[derive(Debug, Parser)]
@@ -229,7 +189,7 @@ pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
         if epochs == 0 || a.out_dim == 0 || a.checkpoint_every == 0 {
             bail!("--epochs, --out-dim and --checkpoint-every must be positive");
         }
-        if stage == TwoDStage::Finetune && matches!(a.init, InitArg::Pca) {
+        if stage == TwoDStage::Finetune && a.init == OutputInit::Pca {
             bail!("--init is for project; finetune starts from the project model");
         }
         let kernels = kernels_for(a.kernels, a.device)?;
@@ -246,17 +206,14 @@ pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
             weight_decay: a.weight_decay,
             seed: a.seed,
             out_dim: a.out_dim,
-            loss: a.loss.into(),
+            loss: a.loss,
             threads,
             checkpoint_every: a.checkpoint_every,
             restart: a.restart,
-            init: match a.init {
-                InitArg::Random => OutputInit::Random,
-                InitArg::Pca => OutputInit::Pca,
-            },
+            init: a.init,
             device: a.device,
             kernels,
-            conv_math: a.conv_math.into(),
+            conv_math: a.conv_math,
             augment,
             map_scale: a.map_scale,
             freeze_layers: a.freeze_layers,

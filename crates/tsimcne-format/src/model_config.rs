@@ -115,8 +115,10 @@ fn is_zero(v: &usize) -> bool {
     *v == 0
 }
 
-/// The space whose nearest neighbours serve as positives.
+/// The space whose nearest neighbours serve as positives (`--knn-space`;
+/// a variant's first paragraph is its `--help` line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum KnnSpace {
     /// The images' pixels (Euclidean on the u8 values).

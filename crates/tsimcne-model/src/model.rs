@@ -44,16 +44,21 @@ enum FastTape {
 }
 
 /// Which implementation runs the backbone in [`Model::infer`] and
-/// [`Model::loss_and_grads`].
+/// [`Model::loss_and_grads`] (`--kernels`; a variant's first paragraph is
+/// its `--help` line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Kernels {
-    /// candle's ops and autograd ([`crate::resnet`]): any device; the reference.
-    Candle,
-    /// Our kernels with a hand-written backward pass. On the CPU
-    /// ([`crate::fast`]): channels-last im2col + gemm convolutions, fused
-    /// BatchNorm. On a CUDA GPU (`crate::cuda`, feature `cuda`): cuDNN
-    /// convolutions with per-shape plans, fused BatchNorm kernels.
+    /// Our kernels: on the CPU channels-last im2col + gemm convolutions, on a
+    /// CUDA GPU cuDNN convolutions; fused BatchNorm and our own backward pass.
+    ///
+    /// On the CPU [`crate::fast`]; on a CUDA GPU `crate::cuda` (feature
+    /// `cuda`), cuDNN convolutions with per-shape plans.
     Fast,
+    /// candle's own ops and autograd (the reference; much slower on the CPU).
+    ///
+    /// [`crate::resnet`]: any device.
+    Candle,
 }
 
 impl Kernels {
@@ -75,15 +80,19 @@ impl Kernels {
 
 /// The arithmetic of the convolutions on a GPU ([`Kernels::Fast`] in the
 /// `cuda` build); the CPU always computes exact f32.
+/// (`--conv-math`; a variant's first paragraph is its `--help` line.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ConvMath {
-    /// Plain f32 multiply-adds (no tensor cores): the CPU path's values
-    /// within float rounding.
+    /// f32 multiply-adds: the CPU's results within float rounding.
+    ///
+    /// No tensor cores.
     #[default]
     Exact,
-    /// TF32 tensor cores (products of inputs rounded to 10 mantissa bits,
-    /// f32 sums), PyTorch's default for cuDNN convolutions
-    /// (`torch.backends.cudnn.allow_tf32`).
+    /// TF32 tensor cores (PyTorch's default for convolutions): about twice
+    /// as fast a step on an H200, products rounded to 10 mantissa bits.
+    ///
+    /// f32 sums; PyTorch's `torch.backends.cudnn.allow_tf32`.
     Tf32,
 }
 

@@ -122,9 +122,15 @@ fn the_small_preset_on_fashion_mnist_shapes() {
     check(&a, 6, 28, 28);
 }
 
+/// Ours are the CPU's default and run there in every build; candle's can
+/// be chosen. (Refusing ours on a GPU without the CUDA build needs a GPU
+/// device, which a CPU-only build cannot make: `tests/cuda.rs` of
+/// tsimcne-train covers the GPU side.)
 #[test]
-fn fast_kernels_are_refused_off_the_cpu_only_when_unavailable() {
+fn fast_kernels_are_the_cpu_default_and_candle_can_be_chosen() {
     let a = arch(1, vec![4, 4, 4, 4], vec![1, 1, 1, 1]);
+    assert!(Kernels::fast_runs_on(&Device::Cpu));
+    assert_eq!(Kernels::default_for(&Device::Cpu), Kernels::Fast);
     let mut m = Model::new(&a, 0, &Device::Cpu).unwrap();
     assert_eq!(m.kernels(), Kernels::Fast, "the CPU default");
     m.set_kernels(Kernels::Candle).unwrap();

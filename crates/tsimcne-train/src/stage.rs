@@ -23,10 +23,14 @@ use crate::trainer::{
 
 pub const FEATURES_FILE: &str = "features.parquet";
 
-/// The contrastive loss by name.
+/// The contrastive loss by name (`--loss`; a variant's first paragraph is
+/// its `--help` line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LossKind {
+    /// t-SimCNE: InfoNCE with the Cauchy kernel 1/(1+d²).
     Cauchy,
+    /// SimCLR: cosine similarity over temperature 0.5.
     Cosine,
 }
 
@@ -500,14 +504,17 @@ pub struct TwoDConfig {
     pub freeze_layers: usize,
 }
 
-/// How `project` initialises the new low-dimensional output layer.
+/// How `project` initialises the new low-dimensional output layer
+/// (`--init`; a variant's first paragraph is its `--help` line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum OutputInit {
-    /// The recipe: weights N(0, 1), bias uniform in ±1/√hidden.
+    /// Weights N(0, 1), bias uniform in ±1/√hidden (the paper).
     #[default]
     Random,
-    /// The projection of the previous 128-D output onto its top principal
-    /// components: the map starts as the PCA of the pretrained outputs.
+    /// The previous outputs projected on their top principal components.
+    ///
+    /// The map starts as the PCA of the pretrained outputs.
     Pca,
 }
 

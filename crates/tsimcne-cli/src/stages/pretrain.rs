@@ -4,15 +4,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::two_d::{AugmentArgs, LossArg};
-use crate::{
-    ConvMathArg, KernelsArg, TrainBar, default_threads, kernels_for, run_main, set_compute_threads,
-};
+use crate::two_d::AugmentArgs;
+use crate::{TrainBar, default_threads, kernels_for, run_main, set_compute_threads};
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use tsimcne_format::model_config::Normalize;
-use tsimcne_model::DeviceSpec;
-use tsimcne_train::stage::{PretrainConfig, pretrain};
+use tsimcne_model::{ConvMath, DeviceSpec, Kernels};
+use tsimcne_train::stage::{LossKind, PretrainConfig, pretrain};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum NormalizeArg {
@@ -59,8 +57,8 @@ struct Args {
     backbone: String,
     #[arg(long, default_value_t = 128)]
     out_dim: usize,
-    #[arg(long, value_enum, default_value_t = LossArg::Cauchy)]
-    loss: LossArg,
+    #[arg(long, value_enum, default_value_t = LossKind::Cauchy)]
+    loss: LossKind,
     /// Per-channel normalisation after the augmentations.
     #[arg(long, value_enum, default_value_t = NormalizeArg::None)]
     normalize: NormalizeArg,
@@ -73,11 +71,11 @@ struct Args {
     device: DeviceSpec,
     /// The backbone's implementation [default: fast; candle where fast does not run].
     #[arg(long, value_enum)]
-    kernels: Option<KernelsArg>,
+    kernels: Option<Kernels>,
     /// On a GPU with our kernels: the convolutions' arithmetic, exact f32 or
     /// TF32 tensor cores (faster; recorded in config.json).
     #[arg(long, value_enum, default_value = "exact")]
-    conv_math: ConvMathArg,
+    conv_math: ConvMath,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_every: usize,
@@ -124,14 +122,14 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         seed: args.seed,
         backbone: args.backbone,
         out_dim: args.out_dim,
-        loss: args.loss.into(),
+        loss: args.loss,
         threads,
         checkpoint_every: args.checkpoint_every,
         restart: args.restart,
         normalize,
         device: args.device,
         kernels,
-        conv_math: args.conv_math.into(),
+        conv_math: args.conv_math,
         augment,
     };
     let summary = pretrain(&cfg, &TrainBar::new(cfg.batch_size))?;
