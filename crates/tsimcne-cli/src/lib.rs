@@ -4,6 +4,7 @@
 //! `src/main.rs` is the one executable, `tsimcne`, that runs every stage.
 
 pub mod stages;
+pub mod train_args;
 pub mod two_d;
 
 use std::process::ExitCode;

@@ -1,0 +1,114 @@
+//! The flags every training stage (`pretrain`, `project`, `finetune`)
+//! shares, each written once and flattened into the stages' commands.
+
+use clap::Args;
+use tsimcne_format::model_config::{AugmentSettings, KnnSpace};
+use tsimcne_model::{ConvMath, DeviceSpec, Kernels};
+use tsimcne_train::stage::LossKind;
+
+use crate::{default_threads, kernels_for};
+
+/// What every training stage optimises, besides its schedule.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct TrainArgs {
+    /// Images per batch; each image gives two views.
+    #[arg(long, default_value_t = 512)]
+    pub batch_size: usize,
+    /// SGD's L2 weight decay.
+    #[arg(long, default_value_t = tsimcne_train::sgd::SgdConfig::default().weight_decay)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = LossKind::Cauchy)]
+    pub loss: LossKind,
+}
+
+/// How a training stage runs: where, on how many threads, how often it
+/// saves. The thread count and the checkpoint interval never change a
+/// result; the device and kernels change it within float rounding (and
+/// `--conv-math tf32` more), which is why they are recorded in config.json.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RunArgs {
+    /// Threads for training and augmentation [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where to train: cpu, cuda (the first GPU) or cuda:N; a GPU needs the
+    /// CUDA build (scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// The backbone's implementation [default: fast; candle where fast does not run].
+    #[arg(long, value_enum)]
+    pub kernels: Option<Kernels>,
+    /// On a GPU with our kernels: the convolutions' arithmetic, exact f32 or
+    /// TF32 tensor cores (faster; recorded in config.json).
+    #[arg(long, value_enum, default_value = "exact")]
+    pub conv_math: ConvMath,
+    /// Save a checkpoint every N epochs.
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint_every: usize,
+    /// Start over, discarding a checkpoint made with other settings.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+impl RunArgs {
+    /// `--threads`, or all cores.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(default_threads).max(1)
+    }
+
+    /// `--kernels` checked against `--device` (see [`kernels_for`]).
+    pub fn kernels(&self) -> anyhow::Result<Option<Kernels>> {
+        kernels_for(self.kernels, self.device)
+    }
+}
+
+/// The augmentation flags every training stage shares; the defaults are
+/// the recipe's.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct AugmentArgs {
+    /// Lower bound of the random crop's area scale (RandomResizedCrop scale
+    /// CROP_MIN–1); larger is weaker.
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.crop_min)]
+    pub crop_min: f64,
+    /// Probability of the colour jitter (brightness, contrast, saturation,
+    /// hue 0.4/0.4/0.4/0.1); 0 turns it off.
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.jitter_p)]
+    pub jitter_p: f64,
+    /// Opt-in, not t-SimCNE: make each image's second view from one of its
+    /// K nearest images in pixel space (Euclidean), as in contrastive
+    /// neighbour embeddings; 0 keeps both views of the image itself. Pixel
+    /// neighbours are semantic on simple images (digits, Fashion-MNIST), not
+    /// on natural ones (CIFAR).
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.knn_positives, value_name = "K")]
+    pub knn_positives: usize,
+    /// Where the --knn-positives neighbours are found: pixels, features (the
+    /// backbone features of the --from model; 2-D stages), both (either
+    /// list) or joint (one list, by the mean of the pixel and the feature
+    /// cosine similarities, each space centred on its mean).
+    #[arg(long, value_enum, default_value_t = KnnSpace::Pixels)]
+    pub knn_space: KnnSpace,
+    /// Recompute the feature-space neighbours from the model being trained
+    /// every N epochs (0: never; a 2-D stage computes them once at its start).
+    #[arg(long, default_value_t = AugmentSettings::RECIPE.knn_refresh, value_name = "N")]
+    pub knn_refresh: usize,
+}
+
+impl AugmentArgs {
+    /// The settings, checked.
+    pub fn settings(self) -> anyhow::Result<AugmentSettings> {
+        let s = AugmentSettings {
+            crop_min: self.crop_min,
+            jitter_p: self.jitter_p,
+            knn_positives: self.knn_positives,
+            knn_space: self.knn_space,
+            knn_refresh: self.knn_refresh,
+        };
+        s.check()
+            .map_err(|e| anyhow::anyhow!("--crop-min/--jitter-p: {e}"))?;
+        if s.knn_positives == 0 && (!s.knn_space.is_pixels() || s.knn_refresh > 0) {
+            anyhow::bail!("--knn-space and --knn-refresh need --knn-positives K > 0");
+        }
+        Ok(s)
+    }
+}
