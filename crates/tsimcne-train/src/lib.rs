@@ -1,19 +1,23 @@
 //! The training core of t-SimCNE: the contrastive losses ([`loss`]), SGD
 //! with momentum and saveable state ([`sgd`]), the learning-rate schedule
-//! ([`schedule`]), the checkpointed training loop ([`trainer`]) and the
+//! ([`schedule`]), the checkpointed training loop ([`trainer`]) with its
+//! positive partners ([`positives`]) and its resume state ([`checkpoint`]), and the
 //! stages built on it ([`stage`]), and how long they will take here
 //! ([`estimate`]).
 
+pub mod checkpoint;
 mod error;
 pub mod estimate;
 pub mod loss;
+pub mod positives;
 pub mod schedule;
 pub mod sgd;
 pub mod stage;
 pub mod trainer;
 
+pub use checkpoint::EpochLog;
 pub use error::{Result, TrainError};
 pub use loss::{Contrastive, Similarity, fixed_scale, info_nce};
 pub use schedule::{base_lr, lr_schedule};
 pub use sgd::{Sgd, SgdConfig};
-pub use trainer::{EpochLog, Images, Observer, Settings, Silent, train};
+pub use trainer::{Images, Observer, Settings, Silent, train};

@@ -13,13 +13,12 @@ use tsimcne_format::model_config::{
 use tsimcne_format::vectors::{KIND_FEATURES, VectorColumn, write_vectors};
 use tsimcne_model::{ConvMath, DeviceSpec, Kernels, Model, check_input, preset};
 
+use crate::checkpoint::{CHECKPOINT_FILE, EpochLog, LOG_FILE};
 use crate::error::{Result, TrainError};
 use crate::loss::Similarity;
+use crate::positives::{FeatureNeighbours, Neighbours, Positives};
 use crate::sgd::SgdConfig;
-use crate::trainer::{
-    CHECKPOINT_FILE, EpochLog, FeatureNeighbours, Images, LOG_FILE, Neighbours, Observer,
-    Positives, Settings, embed_all, train,
-};
+use crate::trainer::{Images, Observer, Settings, embed_all, train};
 
 pub const FEATURES_FILE: &str = "features.parquet";
 
