@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use tsimcne_rng::SplitMix64;
 
 const PRETRAIN: &str = "pretrain";
 const PROJECT: &str = "project";
@@ -24,23 +25,6 @@ const FINETUNE: &str = "finetune";
 /// Kills per stage (3 stages).
 const KILLS: usize = 8;
 const EPOCHS: &str = "10";
-
-/// A small deterministic generator for the kill schedule (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// The temporaries in `dir`: all, or those of process `pid`.
 fn temporaries(dir: &Path, pid: Option<u32>) -> Vec<String> {
@@ -128,14 +112,20 @@ const OUTPUTS: [&str; 5] = [
 
 /// Runs `bin args` (writing into `out`) to the end, killing it `KILLS`
 /// times first, at epochs spread over the run.
-fn run_with_kills(bin: &str, args: &[String], out: &Path, epoch_secs: f64, rng: &mut Rng) -> Tally {
+fn run_with_kills(
+    bin: &str,
+    args: &[String],
+    out: &Path,
+    epoch_secs: f64,
+    rng: &mut SplitMix64,
+) -> Tally {
     let epochs: usize = EPOCHS.parse().unwrap();
     let mut t = Tally::default();
     for i in 0..KILLS {
         let when = if i + 1 == KILLS {
             When::OutputWrite
         } else {
-            [When::MidEpoch, When::AfterLog, When::CheckpointWrite][(rng.next() % 3) as usize]
+            [When::MidEpoch, When::AfterLog, When::CheckpointWrite][(rng.next_u64() % 3) as usize]
         };
         let done = checkpoint_epoch(out);
         let k = (1 + i * epochs / KILLS).max(done + 1).min(epochs);
@@ -163,7 +153,7 @@ fn run_with_kills(bin: &str, args: &[String], out: &Path, epoch_secs: f64, rng: 
             let (fire, spin) = match when {
                 When::MidEpoch => {
                     if fire_at.is_none() && (k == 1 || log_rows_done(out) >= k - 1) {
-                        let d = Duration::from_secs_f64(epoch_secs * rng.unit());
+                        let d = Duration::from_secs_f64(epoch_secs * rng.unit_f64());
                         fire_at = Some(Instant::now() + d);
                     }
                     (fire_at.is_some_and(|f| Instant::now() >= f), false)
@@ -291,7 +281,7 @@ fn clean_run(bin: &str, args: &[String]) -> f64 {
 /// 32 images of 8×8, the smallest the tiny network takes: short epochs,
 /// so many checkpoints (one per epoch) for the kills to land on.
 fn tiny_table(path: &Path) {
-    let mut rng = Rng(8);
+    let mut rng = SplitMix64::new(8);
     let set = tsimcne_format::ImageSet {
         meta: tsimcne_format::ImageMeta {
             height: 8,
@@ -306,7 +296,7 @@ fn tiny_table(path: &Path) {
         splits: vec![tsimcne_format::Split::Train; 32],
         labels: (0..32).map(|i| Some(i % 2)).collect(),
         coarse_labels: Vec::new(),
-        pixels: (0..32 * 64).map(|_| rng.next() as u8).collect(),
+        pixels: (0..32 * 64).map(|_| rng.next_u64() as u8).collect(),
         paths: Vec::new(),
     };
     tsimcne_format::write_image_table(path, &set).unwrap();
@@ -334,7 +324,7 @@ fn kill_and_rerun_gives_byte_identical_files_in_every_stage() {
             "11",
         ])
     };
-    let mut rng = Rng(0x6b69_6c6c); // "kill"
+    let mut rng = SplitMix64::new(0x6b69_6c6c); // "kill"
     let mut tallies = Vec::new();
     let t_all = Instant::now();
 
