@@ -16,7 +16,7 @@ use crate::cuda::CudaBackbone;
 use crate::error::{ModelError, Result};
 use crate::fast::{Acts, FastBackbone, Pass};
 use crate::init::initial_values;
-use crate::objective::{HostHead, Objective};
+use crate::objective::{HostHead, HostHeadGrads, HostObjective, Objective};
 use crate::resnet::Net;
 
 /// The network, its variables, and the BatchNorm step counter.
@@ -338,8 +338,7 @@ impl Model {
         if let (FastTape::Cpu(_), Some(host)) = (&tape, objective.on_host()) {
             // The head and the loss on host rows, no graph.
             let (rows, feature) = f.dims2()?;
-            let head = HostHead::read(&self.arch, vars)?;
-            let (loss, g) = head.loss_and_grads(&f.flatten_all()?.to_vec1::<f32>()?, rows, host);
+            let (loss, g) = self.host_head_pass(vars, f, host)?;
             let mut grads = GradStore::default();
             for (name, grad, shape) in g.params {
                 grads.insert(
@@ -383,10 +382,21 @@ impl Model {
         let host = objective
             .on_host()
             .ok_or_else(|| ModelError::Invalid("the objective has no host form".into()))?;
-        let (rows, _) = f.dims2()?;
-        let head = HostHead::read(&self.arch, &self.vars())?;
-        let (loss, g) = head.loss_and_grads(&f.flatten_all()?.to_vec1::<f32>()?, rows, host);
+        let (loss, g) = self.host_head_pass(&self.vars(), f, host)?;
         Ok((loss, g.input))
+    }
+
+    /// The head and `host`'s loss on host rows for features `f`
+    /// `[rows, feature]`: the loss, the head's gradients and `f`'s.
+    fn host_head_pass(
+        &self,
+        vars: &HashMap<String, Var>,
+        f: &Tensor,
+        host: &dyn HostObjective,
+    ) -> Result<(f32, HostHeadGrads)> {
+        let (rows, _) = f.dims2()?;
+        let head = HostHead::read(&self.arch, vars)?;
+        Ok(head.loss_and_grads(&f.flatten_all()?.to_vec1::<f32>()?, rows, host))
     }
 
     /// The fast CPU backbone, or a one-line error naming what `what` needs.
