@@ -494,6 +494,59 @@ fn download_from_a_local_server() {
 }
 
 #[test]
+fn download_failures_are_one_line_errors_and_leave_nothing() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("cifar-10-binary.tar.gz");
+    let out = dir.path().join("c.parquet");
+    // A server that answers 404.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut req = [0u8; 4096];
+        let _ = conn.read(&mut req).unwrap();
+        let body = "no such file";
+        let head = format!(
+            "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(body.as_bytes()).unwrap();
+    });
+    let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
+    let args = [
+        "cifar10",
+        "--download",
+        "--url",
+        &url,
+        "--input",
+        s(&archive),
+        "--out",
+        s(&out),
+    ];
+    prep(&args).assert_user_error(&url, &["404"]);
+    server.join().unwrap();
+    assert!(!archive.exists() && !out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // No `curl` on PATH: the error says what to install or do instead.
+    let empty = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(stage(PREP))
+        .args(args)
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let r = Run {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    r.assert_user_error(&url, &["`curl`", "--input"]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn same_input_gives_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("c.tar.gz");

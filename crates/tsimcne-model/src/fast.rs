@@ -386,7 +386,7 @@ impl FastBackbone {
             )));
         }
         // [n, c, h, w] → [n, h, w, c]
-        let data = x.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
+        let data = tsimcne_ops::nchw_to_nhwc(&x.flatten_all()?.to_vec1::<f32>()?, n, c);
         Ok(Acts { data, n, h, w, c })
     }
 

@@ -29,4 +29,4 @@ pub use conv::{
     weight_to_patch_major,
 };
 pub use linear::{LinearGeom, linear_backward_data, linear_backward_params, linear_forward};
-pub use pool::{global_avg_pool, global_avg_pool_backward};
+pub use pool::{global_avg_pool, global_avg_pool_backward, nchw_to_nhwc};

@@ -59,7 +59,8 @@ struct Args {
     /// /usr/share/datasets/fashion-mnist when it exists.
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Download the official archive to --input first if it is not there (CIFAR only).
+    /// Download the official archive to --input first if it is not there (CIFAR only;
+    /// through the `curl` program, size and MD5 checked before it is kept).
     #[arg(long)]
     download: bool,
     /// Download from this URL instead of the official one (a mirror).
