@@ -310,6 +310,22 @@ impl Model {
             (Kernels::Fast, Backprop::OutputOnly) => {
                 let vars = self.vars();
                 let (f, _) = self.fast_forward(&vars, x, Pass::Train)?;
+                if let (true, Some(host)) = (self.device.is_cpu(), objective.on_host()) {
+                    // The head and the loss on host rows, no graph; only the
+                    // output layer's gradients.
+                    let (rows, _) = f.dims2()?;
+                    let head = HostHead::read(&self.arch, &vars)?;
+                    let f = f.flatten_all()?.to_vec1::<f32>()?;
+                    let (loss, params) = head.output_loss_and_grads(&f, rows, host);
+                    let mut grads = GradStore::default();
+                    for (name, grad, shape) in params {
+                        grads.insert(
+                            vars[&name].as_tensor(),
+                            Tensor::from_vec(grad, shape, &self.device)?,
+                        );
+                    }
+                    return Ok((Tensor::new(loss, &self.device)?, grads));
+                }
                 // [batch, feature] → [batch, hidden], no gradient → [batch, out_dim]
                 let h = self.net.head.hidden(&f)?.detach();
                 let l = objective.loss(&self.net.head.output(&h)?)?;

@@ -53,10 +53,13 @@ pub(crate) struct HostHead {
     out: usize,
 }
 
+/// A parameter's gradient on host rows: its name, values and shape.
+pub(crate) type HostGrad = (String, Vec<f32>, Vec<usize>);
+
 /// The gradients of a host head pass: `(name, gradient)` of its four
 /// parameters, and the gradient by its input `[rows, feature]`.
 pub(crate) struct HostHeadGrads {
-    pub params: Vec<(String, Vec<f32>, Vec<usize>)>,
+    pub params: Vec<HostGrad>,
     pub input: Vec<f32>,
 }
 
@@ -87,14 +90,7 @@ impl HostHead {
         })
     }
 
-    /// The loss of the head's outputs for features `f` `[rows, feature]`,
-    /// and the gradients of the head's parameters and of `f`.
-    pub(crate) fn loss_and_grads(
-        &self,
-        f: &[f32],
-        rows: usize,
-        objective: &dyn HostObjective,
-    ) -> (f32, HostHeadGrads) {
+    fn geoms(&self, rows: usize) -> (LinearGeom, LinearGeom) {
         let g1 = LinearGeom {
             n: rows,
             inp: self.feature,
@@ -105,6 +101,14 @@ impl HostHead {
             inp: self.hidden,
             out: self.out,
         };
+        (g1, g2)
+    }
+
+    /// The head's forward pass for features `f` `[rows, feature]`: the
+    /// hidden layer after its ReLU `[rows, hidden]` and the outputs
+    /// `[rows, out_dim]`.
+    fn forward(&self, f: &[f32], rows: usize) -> (Vec<f32>, Vec<f32>) {
+        let (g1, g2) = self.geoms(rows);
         let mut h = vec![0f32; rows * self.hidden]; // [rows, hidden]
         linear_forward(f, g1, &self.w1, &self.b1, &mut h);
         for v in &mut h {
@@ -112,6 +116,40 @@ impl HostHead {
         }
         let mut z = vec![0f32; rows * self.out]; // [rows, out_dim]
         linear_forward(&h, g2, &self.w2, &self.b2, &mut z);
+        (h, z)
+    }
+
+    /// The loss of the head's outputs for features `f` `[rows, feature]`,
+    /// and the gradients of the output layer's two parameters only: the
+    /// step that trains a fresh output layer alone (`project`).
+    pub(crate) fn output_loss_and_grads(
+        &self,
+        f: &[f32],
+        rows: usize,
+        objective: &dyn HostObjective,
+    ) -> (f32, Vec<HostGrad>) {
+        let (_, g2) = self.geoms(rows);
+        let (h, z) = self.forward(f, rows);
+        let (loss, dz) = objective.loss_and_grad(&z, rows, self.out);
+        let (dw2, db2) = linear_backward_params(&h, &dz, g2);
+        let [_, _, n3, n4] = self.names.clone();
+        let params = vec![
+            (n3, dw2, vec![self.out, self.hidden]),
+            (n4, db2, vec![self.out]),
+        ];
+        (loss, params)
+    }
+
+    /// The loss of the head's outputs for features `f` `[rows, feature]`,
+    /// and the gradients of the head's parameters and of `f`.
+    pub(crate) fn loss_and_grads(
+        &self,
+        f: &[f32],
+        rows: usize,
+        objective: &dyn HostObjective,
+    ) -> (f32, HostHeadGrads) {
+        let (g1, g2) = self.geoms(rows);
+        let (h, z) = self.forward(f, rows);
         let (loss, dz) = objective.loss_and_grad(&z, rows, self.out);
         let (dw2, db2) = linear_backward_params(&h, &dz, g2);
         let mut dh = vec![0f32; rows * self.hidden];

@@ -385,27 +385,42 @@ fn host_loss_gradients_match_finite_differences() {
 
 /// A training step with the head and the loss on host rows (the fast path
 /// with [`Contrastive`]) gives the loss and every gradient of the same step
-/// with them on candle's graph; frozen layers included.
+/// with them on candle's graph: the whole network, the first blocks frozen,
+/// and the output layer alone (`project`).
 #[test]
 fn host_head_and_loss_give_the_graphs_step() {
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Full,
+        Frozen(usize),
+        OutputOnly,
+    }
     let g = golden();
     let x = f32(&g["model.x"]);
     let objective = Contrastive::new(Similarity::Cauchy, Some(11.0));
     let graph = |z: &Tensor| objective.loss(z);
-    for frozen in [None, Some(2)] {
+    for step in [Step::Full, Step::Frozen(2), Step::OutputOnly] {
         let (mut on_host, mut on_graph) = (tiny(), tiny());
-        let ((lh, gh), (lg, gg)) = match frozen {
-            None => (
+        let ((lh, gh), (lg, gg)) = match step {
+            Step::Full => (
                 on_host
                     .loss_and_grads(&x, Backprop::Full, &objective)
                     .unwrap(),
                 on_graph.loss_and_grads(&x, Backprop::Full, &graph).unwrap(),
             ),
-            Some(blocks) => (
+            Step::Frozen(blocks) => (
                 on_host
                     .loss_and_grads_frozen(&x, blocks, &objective)
                     .unwrap(),
                 on_graph.loss_and_grads_frozen(&x, blocks, &graph).unwrap(),
+            ),
+            Step::OutputOnly => (
+                on_host
+                    .loss_and_grads(&x, Backprop::OutputOnly, &objective)
+                    .unwrap(),
+                on_graph
+                    .loss_and_grads(&x, Backprop::OutputOnly, &graph)
+                    .unwrap(),
             ),
         };
         close(
@@ -420,14 +435,18 @@ fn host_head_and_loss_give_the_graphs_step() {
         for (name, _) in on_host.trainable(None) {
             match (gh.get(vh[&name].as_tensor()), gg.get(vg[&name].as_tensor())) {
                 (Some(a), Some(b)) => {
-                    close(&format!("{frozen:?} {name}"), a, b, 1e-3, 1e-6);
+                    close(&format!("{step:?} {name}"), a, b, 1e-3, 1e-6);
                     compared += 1;
                 }
                 (None, None) => {}
-                _ => panic!("{frozen:?} {name}: a gradient on one side only"),
+                _ => panic!("{step:?} {name}: a gradient on one side only"),
             }
         }
-        assert!(compared >= 4, "{frozen:?}: {compared} gradients compared");
+        match step {
+            // The output layer's weight and bias, nothing else.
+            Step::OutputOnly => assert_eq!(compared, 2, "{step:?}"),
+            _ => assert!(compared >= 4, "{step:?}: {compared} gradients compared"),
+        }
     }
 }
 
