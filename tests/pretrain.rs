@@ -279,6 +279,9 @@ fn augmentation_settings_are_recorded_and_refused_when_changed() {
         ("--knn-space", "both", &["need --knn-positives"][..]),
         ("--knn-refresh", "2", &["need --knn-positives"][..]),
         ("--weight-decay", "inf", &["weight decay", "inf"][..]),
+        ("--checkpoint-every", "0", &["checkpoint interval (0)"][..]),
+        ("--out-dim", "0", &["output dimension", "positive"][..]),
+        ("--lr", "0", &["learning rate", "got 0"][..]),
     ] {
         let mut bad = args(&imgs, &bad_out, "1");
         bad.extend([flag, value]);
@@ -288,6 +291,8 @@ fn augmentation_settings_are_recorded_and_refused_when_changed() {
             assert!(r.stderr.contains(w), "{flag}: {}", r.stderr);
         }
     }
+    run(PRETRAIN, &args(&imgs, &bad_out, "0"))
+        .assert_user_error("", &["epochs (0)", "must be positive"]);
     // Feature neighbours of a random network mean nothing: pretraining
     // needs a refresh period for them.
     let mut bad = args(&imgs, &bad_out, "1");

@@ -4,9 +4,45 @@
 use clap::Args;
 use tsimcne_format::model_config::{AugmentSettings, KnnSpace};
 use tsimcne_model::{ConvMath, DeviceSpec, Kernels};
-use tsimcne_train::stage::LossKind;
+use tsimcne_train::stage::{LossKind, TrainOptions};
 
 use crate::{default_threads, kernels_for};
+
+/// What differs between the stages' flags: the schedule, each stage with
+/// its own defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub epochs: usize,
+    /// `None`: the stage's recipe value.
+    pub lr: Option<f64>,
+    pub warmup: usize,
+}
+
+/// The library's training options from a stage's schedule and the flags
+/// every training stage shares; the library checks their ranges.
+pub fn train_options(
+    schedule: Schedule,
+    train: &TrainArgs,
+    run: &RunArgs,
+    augment: &AugmentArgs,
+) -> anyhow::Result<TrainOptions> {
+    Ok(TrainOptions {
+        epochs: schedule.epochs,
+        batch_size: train.batch_size,
+        lr: schedule.lr,
+        warmup: schedule.warmup,
+        weight_decay: train.weight_decay,
+        seed: train.seed,
+        loss: train.loss,
+        threads: run.threads(),
+        checkpoint_every: run.checkpoint_every,
+        restart: run.restart,
+        device: run.device,
+        kernels: run.kernels()?,
+        conv_math: run.conv_math,
+        augment: augment.settings()?,
+    })
+}
 
 /// What every training stage optimises, besides its schedule.
 #[derive(Debug, Clone, Copy, Args)]

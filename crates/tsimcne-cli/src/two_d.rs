@@ -10,7 +10,7 @@ use anyhow::bail;
 use clap::{Args, Command, CommandFactory, FromArgMatches, Parser};
 use tsimcne_train::stage::{OutputInit, TwoDConfig, TwoDStage, train_2d};
 
-use crate::train_args::{AugmentArgs, RunArgs, TrainArgs};
+use crate::train_args::{AugmentArgs, RunArgs, Schedule, TrainArgs, train_options};
 use crate::{TrainBar, run_main, set_compute_threads};
 
 /// The flags of a 2-D stage.
@@ -104,48 +104,34 @@ pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
         Err(e) => e.exit(),
     };
     let a = cli.args;
-    let threads = a.run.threads();
-    set_compute_threads(threads);
+    set_compute_threads(a.run.threads());
     run_main(|| {
-        let epochs = a.epochs.unwrap_or(0);
-        if epochs == 0 || a.out_dim == 0 || a.run.checkpoint_every == 0 {
-            bail!("--epochs, --out-dim and --checkpoint-every must be positive");
-        }
         if stage == TwoDStage::Finetune && a.init == OutputInit::Pca {
             bail!("--init is for project; finetune starts from the project model");
         }
-        let kernels = a.run.kernels()?;
-        let augment = a.augment.settings()?;
+        let schedule = Schedule {
+            // Both have defaults on the command (see `command`).
+            epochs: a.epochs.unwrap_or(0),
+            lr: a.lr,
+            warmup: a.warmup.unwrap_or(0),
+        };
         let cfg = TwoDConfig {
             stage,
             images: a.images,
             from: a.from,
             out: a.out,
-            epochs,
-            batch_size: a.train.batch_size,
-            lr: a.lr,
-            warmup: a.warmup.unwrap_or(0),
-            weight_decay: a.train.weight_decay,
-            seed: a.train.seed,
             out_dim: a.out_dim,
-            loss: a.train.loss,
-            threads,
-            checkpoint_every: a.run.checkpoint_every,
-            restart: a.run.restart,
             init: a.init,
-            device: a.run.device,
-            kernels,
-            conv_math: a.run.conv_math,
-            augment,
             map_scale: a.map_scale,
             freeze_layers: a.freeze_layers,
+            train: train_options(schedule, &a.train, &a.run, &a.augment)?,
         };
-        let summary = train_2d(&cfg, &TrainBar::new(cfg.batch_size))?;
+        let summary = train_2d(&cfg, &TrainBar::new(cfg.train.batch_size))?;
         let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);
         eprintln!(
             "wrote {}: {} epochs on {} images, final loss {last:.4}",
             summary.out.display(),
-            cfg.epochs,
+            cfg.train.epochs,
             summary.images
         );
         Ok(())

@@ -49,27 +49,25 @@ impl LossKind {
     }
 }
 
-/// The resolved settings of `pretrain`.
+/// The training options every stage shares, resolved and checked once: the
+/// schedule, the optimiser, the loss, the views and how the stage runs. The
+/// one record of each of these knobs between the command line, config.json
+/// and the training loop's [`Settings`].
 #[derive(Clone, Debug)]
-pub struct PretrainConfig {
-    pub images: PathBuf,
-    pub out: PathBuf,
+pub struct TrainOptions {
     pub epochs: usize,
     pub batch_size: usize,
-    /// `None`: 0.03·batch/256.
+    /// `None`: the stage's recipe value.
     pub lr: Option<f64>,
     pub warmup: usize,
     /// SGD's L2 weight decay (the recipe: 5e-4).
     pub weight_decay: f64,
     pub seed: u64,
-    pub backbone: String,
-    pub out_dim: usize,
     pub loss: LossKind,
     pub threads: usize,
     pub checkpoint_every: usize,
     /// Discard an existing checkpoint instead of resuming or refusing.
     pub restart: bool,
-    pub normalize: Option<Normalize>,
     /// Where to train.
     pub device: DeviceSpec,
     /// The backbone's implementation; `None`: [`Kernels::default_for`] the
@@ -80,6 +78,108 @@ pub struct PretrainConfig {
     /// Crop scale and jitter probability of the training views, and the
     /// opt-in pixel-neighbour positives.
     pub augment: AugmentSettings,
+}
+
+impl TrainOptions {
+    /// A one-line error for the first option out of its range.
+    pub fn check(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 || self.checkpoint_every == 0 {
+            return Err(TrainError::Invalid(format!(
+                "the epochs ({}), the batch size ({}) and the checkpoint interval ({}) \
+                 must be positive",
+                self.epochs, self.batch_size, self.checkpoint_every
+            )));
+        }
+        if let Some(lr) = self.lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(TrainError::Invalid(format!(
+                "the learning rate must be a finite number > 0, got {lr}"
+            )));
+        }
+        self.augment.check().map_err(TrainError::Invalid)?;
+        check_weight_decay(self.weight_decay)
+    }
+
+    /// The config.json record of a stage trained with these options on `set`.
+    fn record(&self, plan: &Plan<'_>, set: &tsimcne_format::ImageSet) -> TrainingConfig {
+        let sgd = self.sgd();
+        TrainingConfig {
+            backbone: plan.backbone.to_string(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: plan.lr,
+            warmup: self.warmup,
+            seed: self.seed,
+            loss: self.loss.name().into(),
+            momentum: sgd.momentum,
+            weight_decay: sgd.weight_decay,
+            clip_value: sgd.clip_value,
+            images_checksum: set.meta.source_checksum.clone(),
+            images_rows: set.len(),
+            from: plan.from.clone(),
+            threads: self.threads,
+            checkpoint_every: self.checkpoint_every,
+            init: plan.init.clone(),
+            augment: self.augment.record(),
+            map_scale: plan.map_scale,
+            freeze_layers: plan.freeze_layers,
+            device: Some(self.device.to_string()),
+            conv_math: (self.conv_math == ConvMath::Tf32 && !self.device.is_cpu())
+                .then(|| "tf32".to_string()),
+        }
+    }
+
+    /// The training loop's settings for the stage `record` describes.
+    fn settings(&self, plan: Plan<'_>, record: &TrainingConfig, positives: Positives) -> Settings {
+        Settings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: plan.lr,
+            warmup: self.warmup,
+            seed: self.seed,
+            similarity: self.loss.similarity(),
+            sgd: self.sgd(),
+            augment: train_augment_config(plan.normalize, self.augment),
+            threads: self.threads,
+            checkpoint_every: self.checkpoint_every,
+            trainable: plan.trainable,
+            fingerprint: format!(
+                "{} {}{}",
+                plan.stage,
+                record.fingerprint(),
+                plan.fingerprint_extra
+            ),
+            positives,
+            map_scale: plan.map_scale,
+            freeze_layers: plan.freeze_layers,
+        }
+    }
+
+    fn sgd(&self) -> SgdConfig {
+        SgdConfig {
+            weight_decay: self.weight_decay,
+            ..SgdConfig::default()
+        }
+    }
+
+    /// The model these options train: `model` with the chosen kernels.
+    fn prepare(&self, mut model: Model, device: &Device) -> Result<Model> {
+        model.set_kernels(self.kernels.unwrap_or_else(|| Kernels::default_for(device)))?;
+        model.set_conv_math(self.conv_math);
+        Ok(model)
+    }
+}
+
+/// The resolved settings of `pretrain`.
+#[derive(Clone, Debug)]
+pub struct PretrainConfig {
+    pub images: PathBuf,
+    pub out: PathBuf,
+    pub backbone: String,
+    pub out_dim: usize,
+    pub normalize: Option<Normalize>,
+    pub train: TrainOptions,
 }
 
 /// What a stage did.
@@ -194,89 +294,37 @@ fn write_outputs(
     Ok(())
 }
 
-/// The training flags every stage shares, resolved (the learning rate
-/// included).
-struct Flags {
-    epochs: usize,
-    batch_size: usize,
+/// What a stage adds to its [`TrainOptions`] to plan its training: the
+/// resolved learning rate, the 2-D stages' knobs, what it starts from and
+/// which parameters train.
+struct Plan<'a> {
+    stage: &'a str,
+    backbone: &'a str,
+    normalize: &'a Option<Normalize>,
     lr: f64,
-    warmup: usize,
-    seed: u64,
-    loss: LossKind,
-    threads: usize,
-    checkpoint_every: usize,
-    device: DeviceSpec,
-    conv_math: ConvMath,
-    augment: AugmentSettings,
-    weight_decay: f64,
     /// 2-D stages: see [`TwoDConfig::map_scale`].
     map_scale: Option<f64>,
     /// Finetune: see [`TwoDConfig::freeze_layers`].
     freeze_layers: usize,
+    /// The previous stage's directory.
+    from: Option<String>,
+    /// Project: how the output layer started.
+    init: Option<String>,
+    /// `None`: every parameter.
+    trainable: Option<Vec<String>>,
+    /// Ties the checkpoint to anything else the result depends on (the
+    /// starting model).
+    fingerprint_extra: String,
 }
 
-impl Flags {
-    /// The `config.json` training record and the loop's settings of stage
-    /// `stage` on `set`; `fingerprint_extra` ties the checkpoint to anything
-    /// else the result depends on (the starting model).
-    #[allow(clippy::too_many_arguments)]
-    fn plan(
-        &self,
-        backbone: &str,
-        set: &tsimcne_format::ImageSet,
-        from: Option<String>,
-        normalize: &Option<Normalize>,
-        trainable: Option<Vec<String>>,
-        stage: &str,
-        fingerprint_extra: &str,
-    ) -> (TrainingConfig, Settings) {
-        let sgd = SgdConfig {
-            weight_decay: self.weight_decay,
-            ..SgdConfig::default()
-        };
-        let training = TrainingConfig {
-            backbone: backbone.to_string(),
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            warmup: self.warmup,
-            seed: self.seed,
-            loss: self.loss.name().into(),
-            momentum: sgd.momentum,
-            weight_decay: sgd.weight_decay,
-            clip_value: sgd.clip_value,
-            images_checksum: set.meta.source_checksum.clone(),
-            images_rows: set.len(),
-            from,
-            threads: self.threads,
-            checkpoint_every: self.checkpoint_every,
-            init: None,
-            augment: self.augment.record(),
-            map_scale: self.map_scale,
-            freeze_layers: self.freeze_layers,
-            device: Some(self.device.to_string()),
-            conv_math: (self.conv_math == ConvMath::Tf32 && !self.device.is_cpu())
-                .then(|| "tf32".to_string()),
-        };
-        let settings = Settings {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            warmup: self.warmup,
-            seed: self.seed,
-            similarity: self.loss.similarity(),
-            sgd,
-            augment: train_augment_config(normalize, self.augment),
-            threads: self.threads,
-            checkpoint_every: self.checkpoint_every,
-            trainable,
-            fingerprint: format!("{stage} {}{fingerprint_extra}", training.fingerprint()),
-            positives: Positives::default(),
-            map_scale: self.map_scale,
-            freeze_layers: self.freeze_layers,
-        };
-        (training, settings)
+/// A one-line error unless the output dimension is positive.
+fn check_out_dim(out_dim: usize) -> Result<()> {
+    if out_dim == 0 {
+        return Err(TrainError::Invalid(
+            "the output dimension must be positive".into(),
+        ));
     }
+    Ok(())
 }
 
 /// A one-line error unless the weight decay is finite and not negative.
@@ -320,7 +368,7 @@ fn check_freeze_layers(cfg: &TwoDConfig, arch: &tsimcne_model::ResNetArch) -> Re
 /// `model.safetensors`, `config.json`, `log.csv` and `features.parquet`.
 pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary> {
     // A device that cannot be opened fails before any work.
-    let device = cfg.device.open()?;
+    let device = cfg.train.device.open()?;
     let set = tsimcne_format::read_image_table(&cfg.images)?;
     let meta = set.meta.clone();
     let (h, w, c) = (
@@ -328,6 +376,7 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         meta.width as usize,
         meta.channels as usize,
     );
+    check_out_dim(cfg.out_dim)?;
     let arch = preset(&cfg.backbone, c, cfg.out_dim)?;
     check_input(&arch, c, h, w)
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", cfg.images.display())))?;
@@ -338,34 +387,21 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
             "normalisation needs {c} means and stds"
         )));
     }
-    cfg.augment.check().map_err(TrainError::Invalid)?;
-    check_weight_decay(cfg.weight_decay)?;
-    let lr = cfg.lr.unwrap_or_else(|| crate::base_lr(cfg.batch_size));
-    let flags = Flags {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        lr,
-        warmup: cfg.warmup,
-        seed: cfg.seed,
-        loss: cfg.loss,
-        threads: cfg.threads,
-        checkpoint_every: cfg.checkpoint_every,
-        device: cfg.device,
-        conv_math: cfg.conv_math,
-        augment: cfg.augment,
-        weight_decay: cfg.weight_decay,
+    let opts = &cfg.train;
+    opts.check()?;
+    let plan = Plan {
+        stage: "pretrain",
+        backbone: &cfg.backbone,
+        normalize: &cfg.normalize,
+        lr: opts.lr.unwrap_or_else(|| crate::base_lr(opts.batch_size)),
         map_scale: None,
         freeze_layers: 0,
+        from: None,
+        init: None,
+        trainable: None,
+        fingerprint_extra: String::new(),
     };
-    let (training, mut settings) = flags.plan(
-        &cfg.backbone,
-        &set,
-        None,
-        &cfg.normalize,
-        None,
-        "pretrain",
-        "",
-    );
+    let training = opts.record(&plan, &set);
     let config = ModelConfig {
         format_version: MODEL_CONFIG_VERSION,
         stage: "pretrain".into(),
@@ -378,12 +414,11 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
         normalize: cfg.normalize.clone(),
         training: training.clone(),
     };
-    let _lock = prepare_dir(&cfg.out, cfg.restart)?;
-    let mut model = Model::new(&arch, cfg.seed, &device)?;
-    model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
-    model.set_conv_math(cfg.conv_math);
+    let _lock = prepare_dir(&cfg.out, opts.restart)?;
+    let mut model = opts.prepare(Model::new(&arch, opts.seed, &device)?, &device)?;
     let images = Images::from_set(set);
-    settings.positives = positives(&images, cfg.augment, cfg.threads, false, &cfg.normalize)?;
+    let positives = positives(&images, opts.augment, opts.threads, false, &cfg.normalize)?;
+    let settings = opts.settings(plan, &training, positives);
     let augment = settings.augment.clone();
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
     // Outputs: features, model, and config.json last (it marks a finished stage).
@@ -465,31 +500,10 @@ pub struct TwoDConfig {
     /// The previous stage's model directory.
     pub from: PathBuf,
     pub out: PathBuf,
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// `None`: the stage's recipe value.
-    pub lr: Option<f64>,
-    pub warmup: usize,
-    /// SGD's L2 weight decay (the recipe: 5e-4).
-    pub weight_decay: f64,
-    pub seed: u64,
     /// Project only: the map's dimension (finetune keeps its input's).
     pub out_dim: usize,
-    pub loss: LossKind,
-    pub threads: usize,
-    pub checkpoint_every: usize,
-    pub restart: bool,
     /// Project only: how the new output layer starts.
     pub init: OutputInit,
-    /// Where to train.
-    pub device: DeviceSpec,
-    /// The backbone's implementation; `None`: [`Kernels::default_for`] the device.
-    pub kernels: Option<Kernels>,
-    /// The arithmetic of a GPU's convolutions (the CPU's is exact f32).
-    pub conv_math: ConvMath,
-    /// Crop scale and jitter probability of the training views, and the
-    /// opt-in pixel-neighbour positives.
-    pub augment: AugmentSettings,
     /// The loss sees each batch's map centred and at this root mean square
     /// coordinate (opt-in; `None`: the recipe, the output as it is). It
     /// keeps the map at the spread free 2-D points reach instead of letting
@@ -501,6 +515,7 @@ pub struct TwoDConfig {
     /// its mirror image (`crop_min` 1, `jitter_p` 0), their output is
     /// computed once per image and flip.
     pub freeze_layers: usize,
+    pub train: TrainOptions,
 }
 
 /// How `project` initialises the new low-dimensional output layer
@@ -786,7 +801,7 @@ pub fn write_model_embedding(
 /// `project` or `finetune`: writes `model.safetensors`, `config.json`,
 /// `log.csv` and `embedding.parquet` into `cfg.out`.
 pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
-    let device = cfg.device.open()?;
+    let device = cfg.train.device.open()?;
     let (prev, prev_model, prev_bytes) = load_model_dir_on(&cfg.from, &device)?;
     if prev.stage != cfg.stage.from_stage() {
         return Err(TrainError::Invalid(format!(
@@ -797,15 +812,16 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
             cfg.stage.from_stage()
         )));
     }
-    cfg.augment.check().map_err(TrainError::Invalid)?;
-    check_weight_decay(cfg.weight_decay)?;
+    let opts = &cfg.train;
+    opts.check()?;
+    check_out_dim(cfg.out_dim)?;
     check_map_scale(cfg.map_scale)?;
     check_freeze_layers(cfg, &prev.arch)?;
     let set = tsimcne_format::read_image_table(&cfg.images)?;
     check_images(&cfg.images, &set, &prev.input)?;
     let model = match cfg.stage {
         TwoDStage::Project => match cfg.init {
-            OutputInit::Random => prev_model.with_new_output(cfg.out_dim, cfg.seed)?,
+            OutputInit::Random => prev_model.with_new_output(cfg.out_dim, opts.seed)?,
             OutputInit::Pca => {
                 let (w, b) =
                     pca_output_layer(&prev_model, &cfg.from, &set, &prev.normalize, cfg.out_dim)?;
@@ -814,44 +830,29 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         },
         TwoDStage::Finetune => prev_model,
     };
-    let lr = cfg
-        .lr
-        .unwrap_or_else(|| cfg.stage.default_lr(cfg.batch_size));
-    let flags = Flags {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        lr,
-        warmup: cfg.warmup,
-        seed: cfg.seed,
-        loss: cfg.loss,
-        threads: cfg.threads,
-        checkpoint_every: cfg.checkpoint_every,
-        device: cfg.device,
-        conv_math: cfg.conv_math,
-        augment: cfg.augment,
-        weight_decay: cfg.weight_decay,
+    let init = (cfg.stage == TwoDStage::Project).then(|| cfg.init.name().to_string());
+    let plan = Plan {
+        stage: cfg.stage.name(),
+        backbone: &prev.training.backbone,
+        normalize: &prev.normalize,
+        lr: opts
+            .lr
+            .unwrap_or_else(|| cfg.stage.default_lr(opts.batch_size)),
         map_scale: cfg.map_scale,
         freeze_layers: cfg.freeze_layers,
+        from: Some(cfg.from.display().to_string()),
+        trainable: match cfg.stage {
+            TwoDStage::Project => Some(vec![format!(
+                "{}.{}",
+                tsimcne_format::model_keys::HEAD,
+                tsimcne_format::model_keys::HEAD_OUT
+            )]),
+            TwoDStage::Finetune => None,
+        },
+        fingerprint_extra: format!(" from {} init {init:?}", fnv1a(&prev_bytes)),
+        init,
     };
-    let trainable = match cfg.stage {
-        TwoDStage::Project => Some(vec![format!(
-            "{}.{}",
-            tsimcne_format::model_keys::HEAD,
-            tsimcne_format::model_keys::HEAD_OUT
-        )]),
-        TwoDStage::Finetune => None,
-    };
-    let init = (cfg.stage == TwoDStage::Project).then(|| cfg.init.name().to_string());
-    let (mut training, mut settings) = flags.plan(
-        &prev.training.backbone,
-        &set,
-        Some(cfg.from.display().to_string()),
-        &prev.normalize,
-        trainable,
-        cfg.stage.name(),
-        &format!(" from {} init {init:?}", fnv1a(&prev_bytes)),
-    );
-    training.init = init;
+    let training = opts.record(&plan, &set);
     let config = ModelConfig {
         format_version: MODEL_CONFIG_VERSION,
         stage: cfg.stage.name().into(),
@@ -860,12 +861,11 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
         normalize: prev.normalize.clone(),
         training: training.clone(),
     };
-    let _lock = prepare_dir(&cfg.out, cfg.restart)?;
-    let mut model = model;
-    model.set_kernels(cfg.kernels.unwrap_or_else(|| Kernels::default_for(&device)))?;
-    model.set_conv_math(cfg.conv_math);
+    let _lock = prepare_dir(&cfg.out, opts.restart)?;
+    let mut model = opts.prepare(model, &device)?;
     let images = Images::from_set(set.clone());
-    settings.positives = positives(&images, cfg.augment, cfg.threads, true, &config.normalize)?;
+    let positives = positives(&images, opts.augment, opts.threads, true, &config.normalize)?;
+    let settings = opts.settings(plan, &training, positives);
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
     write_outputs(&cfg.out, &config, || {
         write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))?;

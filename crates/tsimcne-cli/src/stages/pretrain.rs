@@ -4,9 +4,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::train_args::{AugmentArgs, RunArgs, TrainArgs};
+use crate::train_args::{AugmentArgs, RunArgs, Schedule, TrainArgs, train_options};
 use crate::{TrainBar, run_main, set_compute_threads};
-use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use tsimcne_format::model_config::Normalize;
 use tsimcne_train::stage::{PretrainConfig, pretrain};
@@ -62,17 +61,16 @@ struct Args {
 /// The stage's `main`: `argv` is its command line, its name first.
 pub fn main(argv: Vec<OsString>) -> ExitCode {
     let args = Args::parse_from(argv);
-    let threads = args.run.threads();
-    set_compute_threads(threads);
-    run_main(|| run(args, threads))
+    set_compute_threads(args.run.threads());
+    run_main(|| run(args))
 }
 
-fn run(args: Args, threads: usize) -> anyhow::Result<()> {
-    if args.epochs == 0 || args.out_dim == 0 || args.run.checkpoint_every == 0 {
-        bail!("--epochs, --out-dim and --checkpoint-every must be positive");
-    }
-    let kernels = args.run.kernels()?;
-    let augment = args.augment.settings()?;
+fn run(args: Args) -> anyhow::Result<()> {
+    let schedule = Schedule {
+        epochs: args.epochs,
+        lr: args.lr,
+        warmup: args.warmup,
+    };
     let normalize = match args.normalize {
         NormalizeArg::None => None,
         NormalizeArg::Cifar10 => Some(Normalize {
@@ -87,30 +85,17 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let cfg = PretrainConfig {
         images: args.images,
         out: args.out,
-        epochs: args.epochs,
-        batch_size: args.train.batch_size,
-        lr: args.lr,
-        warmup: args.warmup,
-        weight_decay: args.train.weight_decay,
-        seed: args.train.seed,
         backbone: args.backbone,
         out_dim: args.out_dim,
-        loss: args.train.loss,
-        threads,
-        checkpoint_every: args.run.checkpoint_every,
-        restart: args.run.restart,
         normalize,
-        device: args.run.device,
-        kernels,
-        conv_math: args.run.conv_math,
-        augment,
+        train: train_options(schedule, &args.train, &args.run, &args.augment)?,
     };
-    let summary = pretrain(&cfg, &TrainBar::new(cfg.batch_size))?;
+    let summary = pretrain(&cfg, &TrainBar::new(cfg.train.batch_size))?;
     let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);
     eprintln!(
         "wrote {}: {} epochs on {} images, final loss {last:.4}",
         summary.out.display(),
-        cfg.epochs,
+        cfg.train.epochs,
         summary.images
     );
     Ok(())
