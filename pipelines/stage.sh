@@ -7,9 +7,10 @@
 # Resume or start over. A stage binary resumes from DIR/checkpoint.safetensors
 # and refuses a checkpoint made with other settings unless given --restart
 # (which discards it). This script keys a run by what determines its result:
-# the arguments without --out, --threads, --checkpoint-every, --device and
-# --conv-math (like the stage's own fingerprint),
-# plus the checksums of the --images table and of the --from model. It records the key
+# the settings the stage itself prints for these arguments (`--print-key`:
+# every setting, given or default, but the paths and those that change
+# nothing beyond rounding), plus the checksums of the --images table and of
+# the --from model. It records the key
 # in DIR/.stage-key when it starts and passes --restart when the key differs
 # from the recorded one, so an interrupted run resumes and a changed run
 # starts over.
@@ -37,7 +38,7 @@ bin=$1
 shift
 name=$(basename "$bin")
 
-out= images= from= args= forced= next=
+out= images= from= forced= next=
 for a in "$@"; do
     case $next in
     out) out=$a ;;
@@ -50,13 +51,10 @@ for a in "$@"; do
     fi
     case $a in
     --out | --images | --from) next=${a#--} ;;
-    --threads | --checkpoint-every | --device | --conv-math) next=drop ;;
     --out=*) out=${a#*=} ;;
     --images=*) images=${a#*=} ;;
     --from=*) from=${a#*=} ;;
-    --threads=* | --checkpoint-every=* | --device=* | --conv-math=*) ;;
     --restart) forced=1 ;;
-    *) args="$args $a" ;;
     esac
 done
 if [ -z "$out" ]; then
@@ -64,8 +62,10 @@ if [ -z "$out" ]; then
     exit 2
 fi
 
+# The stage checks the arguments here: a bad one stops the script.
+settings=$("$bin" "$@" --print-key)
 key="stage $name
-args$args"
+$settings"
 if [ -n "$images" ]; then
     key="$key
 images $(cksum <"$images")"

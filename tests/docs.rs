@@ -168,3 +168,115 @@ fn the_executable_runs_each_stage_by_name_and_by_argument() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"nope\" is not a stage"));
 }
+
+/// The flags and make variables that do not change a result are the
+/// library's one list, `RESULT_NEUTRAL_FIELDS` (what the checkpoint
+/// fingerprint leaves out): a training stage's `--print-key`, which
+/// pipelines/stage.sh keys a run by, leaves out exactly these, and the
+/// Makefile names a run by none of their variables.
+#[test]
+fn the_pipelines_leave_out_exactly_the_result_neutral_settings() {
+    use tsimcne_format::model_config::RESULT_NEUTRAL_FIELDS;
+    let neutral: Vec<String> = RESULT_NEUTRAL_FIELDS
+        .iter()
+        .map(|f| format!("--{}", f.replace('_', "-")))
+        .collect();
+    for name in ["pretrain", "project", "finetune"] {
+        let mut args = vec!["--images", "a.parquet", "--out", "o", "--seed", "3"];
+        if name != "pretrain" {
+            args.extend(["--from", "p"]);
+        }
+        let key = |extra: &[&str]| {
+            let mut a = args.clone();
+            a.extend(extra);
+            a.push("--print-key");
+            let r = run(name, &a);
+            assert!(r.ok(), "{name} {a:?}: {}", r.stderr);
+            r.stdout
+        };
+        let plain = key(&[]);
+        // Every setting, defaults included, and none of the neutral ones.
+        assert!(
+            plain.contains("--seed=3\n") && plain.contains("--batch-size=512\n"),
+            "{name}: {plain}"
+        );
+        assert!(plain.contains("--epochs="), "{name}: {plain}");
+        for f in &neutral {
+            assert!(!plain.contains(&format!("{f}=")), "{name}: {f} in {plain}");
+        }
+        for f in [
+            "--images=",
+            "--out=",
+            "--from=",
+            "--restart=",
+            "--print-key=",
+        ] {
+            assert!(!plain.contains(f), "{name}: {f} in {plain}");
+        }
+        // The neutral settings, other paths and --restart leave it alone;
+        // a setting that changes the result changes it.
+        let same = key(&[
+            "--threads",
+            "1",
+            "--checkpoint-every",
+            "3",
+            "--device",
+            "cpu",
+            "--conv-math",
+            "tf32",
+            "--restart",
+        ]);
+        assert_eq!(plain, same, "{name}");
+        assert_ne!(plain, key(&["--batch-size", "64"]), "{name}");
+    }
+    // stage.sh asks the stage and keeps no list of its own.
+    let script = read("pipelines/stage.sh");
+    assert!(script.contains("--print-key"));
+    for f in &neutral {
+        assert!(!script.contains(f.as_str()), "pipelines/stage.sh names {f}");
+    }
+    // Makefile: none of the variables is in RUN_VARS, and the comments that
+    // name the neutral settings name every one of them.
+    let makefile = read("Makefile");
+    let vars: Vec<String> = RESULT_NEUTRAL_FIELDS
+        .iter()
+        .map(|f| f.to_uppercase())
+        .collect();
+    let run_vars = makefile
+        .split("RUN_VARS :=")
+        .nth(1)
+        .and_then(|r| r.split("\nEVAL_VARS").next())
+        .expect("Makefile: RUN_VARS");
+    let names: BTreeSet<&str> = run_vars
+        .split(|c: char| c.is_whitespace() || c == '\\')
+        .filter(|w| !w.is_empty())
+        .collect();
+    for v in &vars {
+        assert!(!names.contains(v.as_str()), "Makefile: RUN_VARS holds {v}");
+    }
+    // A comment that names several neutral settings (a list of what does not
+    // change a result) names them all.
+    let mut paragraphs = vec![String::new()];
+    for line in makefile.lines() {
+        match line.strip_prefix('#') {
+            Some(text) => paragraphs.last_mut().unwrap().push_str(text),
+            None => paragraphs.push(String::new()),
+        }
+    }
+    let naming: Vec<&String> = paragraphs
+        .iter()
+        .filter(|p| vars.iter().filter(|v| p.contains(v.as_str())).count() > 1)
+        .collect();
+    assert!(
+        !naming.is_empty(),
+        "Makefile: no comment names the neutral settings"
+    );
+    for p in naming {
+        for v in &vars {
+            assert!(
+                p.contains(v.as_str()),
+                "Makefile comment leaves out {v}:{p}"
+            );
+        }
+    }
+}

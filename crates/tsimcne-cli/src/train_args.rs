@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// Start over, discarding a checkpoint made with other settings.
     #[arg(long)]
     pub restart: bool,
+    /// Print the run's key and exit: every setting the result depends on,
+    /// given or default, one `--flag=value` per line (not the paths, which
+    /// a pipeline keys by content, nor the settings that change nothing
+    /// beyond rounding: threads, checkpoint interval, device, conv math).
+    #[arg(long)]
+    pub print_key: bool,
 }
 
 impl RunArgs {
@@ -147,4 +153,32 @@ impl AugmentArgs {
         }
         Ok(s)
     }
+}
+
+/// The arguments that do not key a run: the paths (keyed by their content
+/// by whoever runs the stage), how the run starts or reports, and the
+/// library's result-neutral settings.
+const NOT_IN_KEY: [&str; 5] = ["images", "from", "out", "restart", "print_key"];
+
+/// A training stage's key (`--print-key`): each argument of `cmd` that has
+/// a value in `matches`, given or default, as `--flag=value`, sorted; not
+/// the [`NOT_IN_KEY`] ones nor the library's
+/// [`RESULT_NEUTRAL_FIELDS`](tsimcne_format::model_config::RESULT_NEUTRAL_FIELDS).
+pub fn run_key(cmd: &clap::Command, matches: &clap::ArgMatches) -> String {
+    use tsimcne_format::model_config::RESULT_NEUTRAL_FIELDS;
+    let mut lines: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|arg| {
+            let id = arg.get_id().as_str();
+            let long = arg.get_long()?;
+            if NOT_IN_KEY.contains(&id) || RESULT_NEUTRAL_FIELDS.contains(&id) {
+                return None;
+            }
+            let values = matches.try_get_raw(id).ok()??;
+            let values: Vec<String> = values.map(|v| v.to_string_lossy().into_owned()).collect();
+            Some(format!("--{long}={}", values.join(",")))
+        })
+        .collect();
+    lines.sort();
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }

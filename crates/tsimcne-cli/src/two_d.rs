@@ -10,7 +10,7 @@ use anyhow::bail;
 use clap::{Args, Command, CommandFactory, FromArgMatches, Parser};
 use tsimcne_train::stage::{OutputInit, TwoDConfig, TwoDStage, train_2d};
 
-use crate::train_args::{AugmentArgs, RunArgs, Schedule, TrainArgs, train_options};
+use crate::train_args::{AugmentArgs, RunArgs, Schedule, TrainArgs, run_key, train_options};
 use crate::{TrainBar, run_main, set_compute_threads};
 
 /// The flags of a 2-D stage.
@@ -98,12 +98,17 @@ fn command(stage: TwoDStage) -> Command {
 /// `main` of `project` and `finetune`: `argv` is the command line, the
 /// stage's name first.
 pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
-    let matches = command(stage).get_matches_from(argv);
+    let cmd = command(stage);
+    let matches = cmd.clone().get_matches_from(argv);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
     let a = cli.args;
+    if a.run.print_key {
+        print!("{}", run_key(&cmd, &matches));
+        return ExitCode::SUCCESS;
+    }
     set_compute_threads(a.run.threads());
     run_main(|| {
         if stage == TwoDStage::Finetune && a.init == OutputInit::Pca {

@@ -180,19 +180,26 @@ impl Default for AugmentSettings {
     }
 }
 
+/// The [`TrainingConfig`] fields that do not change a result beyond float
+/// (or TF32) rounding, and so do not key a run: the thread count and the
+/// checkpoint interval (bit-identical results), the device and the
+/// convolution arithmetic. Each is the flag of the same name with `-` for
+/// `_`. The one list: pipelines/stage.sh and the Makefile's run names leave
+/// out the same flags and variables (tests/docs.rs checks them).
+pub const RESULT_NEUTRAL_FIELDS: [&str; 4] = ["threads", "checkpoint_every", "device", "conv_math"];
+
 impl TrainingConfig {
     /// Everything that changes the result, as canonical JSON; a checkpoint
-    /// made with another fingerprint is not resumed. The device and the
-    /// convolution arithmetic are left out (like the kernels): a run may
+    /// made with another fingerprint is not resumed. The
+    /// [`RESULT_NEUTRAL_FIELDS`] are left out (like the kernels): a run may
     /// resume on another device, and then agrees with an uninterrupted one up
     /// to float (or TF32) rounding, not bit for bit.
     pub fn fingerprint(&self) -> String {
         let mut v = serde_json::to_value(self).expect("config serialises");
         if let Some(o) = v.as_object_mut() {
-            o.remove("threads");
-            o.remove("checkpoint_every");
-            o.remove("device");
-            o.remove("conv_math");
+            for field in RESULT_NEUTRAL_FIELDS {
+                o.remove(field);
+            }
         }
         v.to_string()
     }

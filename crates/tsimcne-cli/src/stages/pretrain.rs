@@ -4,9 +4,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::train_args::{AugmentArgs, RunArgs, Schedule, TrainArgs, train_options};
+use crate::train_args::{AugmentArgs, RunArgs, Schedule, TrainArgs, run_key, train_options};
 use crate::{TrainBar, run_main, set_compute_threads};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tsimcne_format::model_config::Normalize;
 use tsimcne_train::stage::{PretrainConfig, pretrain};
 
@@ -60,7 +60,13 @@ struct Args {
 
 /// The stage's `main`: `argv` is its command line, its name first.
 pub fn main(argv: Vec<OsString>) -> ExitCode {
-    let args = Args::parse_from(argv);
+    let cmd = Args::command();
+    let matches = cmd.clone().get_matches_from(argv);
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if args.run.print_key {
+        print!("{}", run_key(&cmd, &matches));
+        return ExitCode::SUCCESS;
+    }
     set_compute_threads(args.run.threads());
     run_main(|| run(args))
 }
