@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use tsimcne_format::Split;
-use tsimcne_rng::SplitMix64;
+use tsimcne_rng::{SplitMix64, stratum_quotas};
 
 /// Picks `limit` of the rows, stratified by (split, label): every stratum
 /// keeps its share, rounded by largest remainder. Returns sorted row indices.
@@ -31,25 +31,13 @@ pub fn stratified_subset(
     {
         strata.entry(key).or_default().push(i);
     }
-    // Largest-remainder allocation: floor shares, then one more to the strata
-    // with the largest remainders (ties to the earlier stratum).
-    let mut quotas: Vec<usize> = strata.values().map(|rows| rows.len() * limit / n).collect();
-    let mut order: Vec<usize> = (0..strata.len()).collect();
-    let rem: Vec<usize> = strata.values().map(|rows| rows.len() * limit % n).collect();
-    order.sort_by(|&a, &b| rem[b].cmp(&rem[a]).then(a.cmp(&b)));
-    let short = limit - quotas.iter().sum::<usize>();
-    for &s in order.iter().take(short) {
-        quotas[s] += 1;
-    }
+    let sizes: Vec<usize> = strata.values().map(Vec::len).collect();
+    let quotas = stratum_quotas(&sizes, limit);
     let mut rng = SplitMix64::new(seed);
     let mut chosen = Vec::with_capacity(limit);
     for (rows, &q) in strata.values().zip(&quotas) {
-        // Partial Fisher-Yates: the first q slots become a uniform sample.
         let mut rows = rows.clone();
-        for k in 0..q {
-            let j = k + rng.below(rows.len() - k);
-            rows.swap(k, j);
-        }
+        rng.partial_shuffle(&mut rows, q);
         chosen.extend_from_slice(&rows[..q]);
     }
     chosen.sort_unstable();

@@ -3,7 +3,8 @@
 //! Exact k-nearest neighbours ([`knn`]: a k-d tree for maps, pruned brute
 //! force for high dimensions), kNN accuracy under the paper's protocols and
 //! neighbour preservation against high-dimensional references
-//! ([`evaluate()`]).
+//! ([`evaluate()`]), and the `evaluate` stage that writes them and draws
+//! the map ([`stage`]).
 
 mod brute;
 mod error;
@@ -12,6 +13,7 @@ mod kdtree;
 pub mod knn;
 mod matmul;
 pub mod split;
+pub mod stage;
 mod topk;
 
 pub use brute::Data;

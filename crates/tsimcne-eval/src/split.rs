@@ -3,7 +3,7 @@
 //! **Invariant:** a split depends only on the labels, the test size, the
 //! seed and the repeat number (our own SplitMix64, not the thread count).
 
-use tsimcne_rng::SplitMix64;
+use tsimcne_rng::{SplitMix64, stratum_quotas};
 
 /// The default hold-out size: 10,000 points, or 20% of a smaller set.
 pub fn default_test_size(labelled: usize) -> usize {
@@ -12,7 +12,8 @@ pub fn default_test_size(labelled: usize) -> usize {
 
 /// Splits `rows` (with `labels[row]` ≥ 0) into (train, test), with each
 /// class contributing to the test set in proportion to its size (largest
-/// remainders round up, ties to the smaller class). Both lists ascend.
+/// remainders round up, ties to the earlier class; [`stratum_quotas`]).
+/// Both lists ascend.
 pub fn stratified(
     rows: &[u32],
     labels: &[i32],
@@ -30,31 +31,15 @@ pub fn stratified(
         members[labels[r as usize] as usize].push(r);
     }
     let n = rows.len();
-    let mut take: Vec<usize> = members.iter().map(|m| m.len() * test_size / n).collect();
-    let mut rest = test_size - take.iter().sum::<usize>();
-    // Largest remainder first; a remainder is (len·t mod n), compared exactly.
-    let mut by_rem: Vec<usize> = (0..classes).collect();
-    by_rem.sort_by_key(|&c| std::cmp::Reverse(members[c].len() * test_size % n));
-    for &c in &by_rem {
-        if rest == 0 {
-            break;
-        }
-        if take[c] < members[c].len() {
-            take[c] += 1;
-            rest -= 1;
-        }
-    }
+    let sizes: Vec<usize> = members.iter().map(Vec::len).collect();
+    let take = stratum_quotas(&sizes, test_size);
     let (mut train, mut test) = (
         Vec::with_capacity(n - test_size),
         Vec::with_capacity(test_size),
     );
     for (c, m) in members.iter_mut().enumerate() {
-        let mut rng = SplitMix64::keyed(&[0x686f6c64, seed, repeat, c as u64]);
-        // Partial Fisher–Yates: the first take[c] become the test points.
-        for i in 0..take[c] {
-            let j = i + rng.below(m.len() - i);
-            m.swap(i, j);
-        }
+        // The first take[c] become the test points.
+        SplitMix64::keyed(&[0x686f6c64, seed, repeat, c as u64]).partial_shuffle(m, take[c]);
         test.extend_from_slice(&m[..take[c]]);
         train.extend_from_slice(&m[take[c]..]);
     }
@@ -66,11 +51,7 @@ pub fn stratified(
 /// A seeded sample of `size` of `rows`, ascending.
 pub fn sample(rows: usize, size: usize, seed: u64) -> Vec<u32> {
     let mut all: Vec<u32> = (0..rows as u32).collect();
-    let mut rng = SplitMix64::keyed(&[0x73616d70, seed]);
-    for i in 0..size.min(rows) {
-        let j = i + rng.below(rows - i);
-        all.swap(i, j);
-    }
+    SplitMix64::keyed(&[0x73616d70, seed]).partial_shuffle(&mut all, size);
     all.truncate(size.min(rows));
     all.sort_unstable();
     all

@@ -70,6 +70,41 @@ impl SplitMix64 {
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit_f64() < p
     }
+
+    /// Partial Fisher–Yates: the first `k` items become a uniform random
+    /// sample of `items`, in random order (one draw per item taken; `k` is
+    /// capped at the length).
+    pub fn partial_shuffle<T>(&mut self, items: &mut [T], k: usize) {
+        for i in 0..k.min(items.len()) {
+            let j = i + self.below(items.len() - i);
+            items.swap(i, j);
+        }
+    }
+}
+
+/// How many of each group a stratified sample of `pick` of the groups'
+/// members takes: each group's exact share floored, then one more for the
+/// groups with the largest remainders until `pick` is reached (ties to the
+/// earlier group). No randomness: the same sizes give the same quotas.
+/// `pick` is capped at the number of members.
+pub fn stratum_quotas(sizes: &[usize], pick: usize) -> Vec<usize> {
+    let n: usize = sizes.iter().sum();
+    let pick = pick.min(n);
+    if n == 0 {
+        return vec![0; sizes.len()];
+    }
+    let mut quotas: Vec<usize> = sizes.iter().map(|&m| m * pick / n).collect();
+    // Remainders compared exactly, as (size·pick mod n); a stable sort keeps
+    // ties in group order.
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(sizes[g] * pick % n));
+    let short = pick - quotas.iter().sum::<usize>();
+    // Each of the `short` largest remainders is non-zero (the fractional
+    // shares sum to `short`, each below one), so no quota passes its size.
+    for &g in order.iter().take(short) {
+        quotas[g] += 1;
+    }
+    quotas
 }
 
 #[cfg(test)]
@@ -97,6 +132,39 @@ mod tests {
     /// Pinned so an accidental change to `keyed` fails loudly (it would
     /// change every augmentation of every run).
     const KEYED_1_2_3: u64 = 427_342_582_112_958_327; // independent Python implementation
+
+    #[test]
+    fn stratum_quotas_are_proportional_and_add_up() {
+        assert_eq!(stratum_quotas(&[5, 3, 2], 5), vec![3, 1, 1]); // 2.5, 1.5, 1.0
+        assert_eq!(stratum_quotas(&[1, 1, 1], 2), vec![1, 1, 0]); // ties to the earlier
+        assert_eq!(stratum_quotas(&[4, 6], 10), vec![4, 6]);
+        assert_eq!(stratum_quotas(&[4, 6], 99), vec![4, 6]);
+        assert_eq!(stratum_quotas(&[], 3), Vec::<usize>::new());
+        for (sizes, pick) in [(&[7usize, 0, 13, 1][..], 9), (&[3, 3, 3, 3, 3][..], 7)] {
+            let q = stratum_quotas(sizes, pick);
+            assert_eq!(q.iter().sum::<usize>(), pick);
+            let n: usize = sizes.iter().sum();
+            for (&m, &q) in sizes.iter().zip(&q) {
+                let floor = m * pick / n;
+                assert!(q <= m && (q == floor || q == floor + 1), "{sizes:?} {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn partial_shuffle_is_a_seeded_sample() {
+        let mut a: Vec<u32> = (0..10).collect();
+        SplitMix64::new(3).partial_shuffle(&mut a, 4);
+        let mut b: Vec<u32> = (0..10).collect();
+        SplitMix64::new(3).partial_shuffle(&mut b, 4);
+        assert_eq!(a, b);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "a permutation");
+        let mut c: Vec<u32> = (0..3).collect();
+        SplitMix64::new(3).partial_shuffle(&mut c, 9); // capped
+        assert_eq!(c.len(), 3);
+    }
 
     #[test]
     fn distributions_have_the_right_moments() {
