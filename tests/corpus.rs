@@ -9,7 +9,7 @@
 //! checks that it still writes exactly them (`tests/corpus/generate.sh`
 //! rewrites them).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

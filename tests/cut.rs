@@ -12,7 +12,7 @@
 //! that no reader can tell from a real one, and the training checkpoint
 //! (its cuts are in tests/kill.rs).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! is refused.
 //! (The GPU itself is tested by tests/cuda.rs, in the CUDA build.)
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

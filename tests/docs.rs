@@ -4,7 +4,7 @@
 //! README's stage overview names exists. A flag added, renamed or removed
 //! without its documentation fails here.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! End-to-end tests of `evaluate`: the real binary on a small Fashion-MNIST
 //! table, with embeddings and reference tables written here.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

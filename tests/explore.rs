@@ -6,7 +6,7 @@
 //! skips; CI sets TSIMCNE_REQUIRE_BROWSER=1, so there a missing browser
 //! fails instead.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

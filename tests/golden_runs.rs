@@ -4,7 +4,7 @@
 //! metrics compared by SHA-256 with the sums in `tests/golden/runs.sha256`.
 //! Any change of a result fails here; a change made on purpose updates the
 //! sums in the same commit (`TSIMCNE_UPDATE_GOLDEN=1 cargo test --release
-//! -p tsimcne-cli --test golden_runs`) and says why.
+//! -p tsimcne-cli --test e2e golden_runs`) and says why.
 //!
 //! The CPU's results are bit-identical for the same seed and threads on the
 //! same kind of machine; another instruction set or cache size may order a
@@ -13,7 +13,7 @@
 //! kind with no sums the test checks that two runs give the same bits, and
 //! says on stderr that the pinned sums were not compared.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

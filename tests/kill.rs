@@ -9,7 +9,7 @@
 //! whatever the timing, a half-written temporary of a dead process is
 //! planted before some reruns.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! End-to-end tests of the `prep` binary: every source, the subset, the
 //! download path and every bad input the prep issue lists.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

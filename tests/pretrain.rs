@@ -2,7 +2,7 @@
 //! resume after kill -9 (byte-identical), refusal of changed settings, and
 //! bad input.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,7 +9,7 @@
 //! falls back to `chmod` (not for root, whom permissions do not stop) and
 //! the full-disk case is skipped, each with a printed note.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! End-to-end tests of `project`, `finetune` and `embed` on the tiny preset.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
