@@ -48,6 +48,8 @@ help:
 	@echo "make test            run the test suite (what CI runs)"
 	@echo "make bench           run the benchmarks (bench-prep, bench-prep-folder, bench-augment, bench-evaluate, bench-train, bench-explore)"
 	@echo "make build           build the release binaries (DEVICE=cuda: the CUDA build, scripts/build-cuda.sh)"
+	@echo "make pipeline-test   the make, DVC and Snakemake pipelines on tiny data (part of make test)"
+	@echo "make clean           remove $(RUNS)/ (every run folder)"
 	@echo "Override any hyperparameter: make cifar10 PRETRAIN_EPOCHS=500 BATCH=512 DEVICE=cuda THREADS=8"
 	@echo "(see docs/pipelines.md); runs go to $(RUNS)/<dataset>/<run>, RUN=name picks the folder."
 

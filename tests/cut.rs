@@ -1,16 +1,21 @@
 //! Every reader, cut and flipped: each valid input of `tests/corpus/good/`
 //! (and the image-format fixtures) is cut at many offsets (every byte of
 //! its header, each record or member boundary ±1, evenly spaced points,
-//! the last bytes) and, where the format carries a checksum (gzip, PNG),
-//! has single bytes flipped, and is given to the stage that reads it. Each
+//! the last bytes) and has single bytes flipped where a reader can tell:
+//! anywhere in a format with a checksum (gzip, PNG) and in config.json, in
+//! the headers of IDX, tar and safetensors files; and is given to the
+//! stage that reads it. Each
 //! case must end one of two ways: the output of the intact input, byte for
 //! byte; or one `error:` line naming the file, exit code 1, and no output.
 //! A shorter dataset is never produced without a word.
 //!
+//! The training checkpoint is cut and flipped everywhere too: it carries a
+//! CRC-32 of its tensors, so a changed weight is an error, never a resume
+//! from other weights (`the_checkpoint_cut_and_flipped`).
+//!
 //! Not here: flips in formats without a checksum (raw IDX, TIFF, BMP and
-//! JPEG pixels, Parquet pages, safetensors data), which change a value
-//! that no reader can tell from a real one, and the training checkpoint
-//! (its cuts are in tests/kill.rs).
+//! JPEG pixels, Parquet pages, a model's safetensors data), which change a
+//! value that no reader can tell from a real one.
 
 use crate::common;
 
@@ -29,8 +34,21 @@ struct Case {
     out: PathBuf,
     /// Offsets that matter to the format (record or member boundaries).
     boundaries: Vec<usize>,
-    /// Flip bytes too (the format has a checksum).
-    flips: bool,
+    /// Which bytes to flip.
+    flips: Flips,
+}
+
+/// Where a case's bytes are flipped: where a reader can tell.
+enum Flips {
+    None,
+    /// The format carries a checksum (gzip, PNG) or is text whose every
+    /// byte is structure or a checked value (config.json): the first 24
+    /// bytes and seeded positions anywhere ([`flips`]).
+    Anywhere,
+    /// Only these offsets: the headers of a format whose payload has no
+    /// checksum (IDX dimensions, tar headers with their checksum, a
+    /// safetensors header).
+    At(Vec<usize>),
 }
 
 /// The output of a run, or `None` after checking it failed cleanly.
@@ -146,32 +164,40 @@ fn check(case: &Case) -> usize {
         }
         n += 1;
     }
-    if case.flips {
-        // Seeded positions over the whole file, every header byte among them.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut at: BTreeSet<usize> = (0..intact.len().min(24)).collect();
-        while at.len() < 60.min(intact.len()) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            at.insert(state as usize % intact.len());
+    let at = match &case.flips {
+        Flips::None => BTreeSet::new(),
+        Flips::Anywhere => flips(intact.len()),
+        Flips::At(at) => at.iter().copied().collect(),
+    };
+    for i in at.into_iter().filter(|&i| i < intact.len()) {
+        let mut bytes = intact.clone();
+        bytes[i] ^= 0x5a;
+        std::fs::write(&case.file, &bytes).unwrap();
+        if let Some(got) = outcome(case, &format!("byte {i} flipped")) {
+            assert!(
+                got == want,
+                "{}: byte {i} flipped gave other output",
+                case.name
+            );
         }
-        for i in at {
-            let mut bytes = intact.clone();
-            bytes[i] ^= 0x5a;
-            std::fs::write(&case.file, &bytes).unwrap();
-            if let Some(got) = outcome(case, &format!("byte {i} flipped")) {
-                assert!(
-                    got == want,
-                    "{}: byte {i} flipped gave other output",
-                    case.name
-                );
-            }
-            n += 1;
-        }
+        n += 1;
     }
     std::fs::write(&case.file, &intact).unwrap();
     n
+}
+
+/// The bytes a file of `len` bytes has flipped: every one of the first 24
+/// (the headers) and seeded positions over the whole file, 60 in all.
+fn flips(len: usize) -> BTreeSet<usize> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut at: BTreeSet<usize> = (0..len.min(24)).collect();
+    while at.len() < 60.min(len) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        at.insert(state as usize % len);
+    }
+    at
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -200,9 +226,10 @@ fn every_reader_cut_and_flipped() {
         (
             "t10k-images-idx3-ubyte",
             (0..=2).map(|r| 16 + 784 * r).collect(),
-            false,
+            // The magic number and the dimensions.
+            Flips::At((0..16).collect()),
         ),
-        ("t10k-labels-idx1-ubyte.gz", vec![10], true),
+        ("t10k-labels-idx1-ubyte.gz", vec![10], Flips::Anywhere),
     ] {
         cases.push(Case {
             name: file.to_string(),
@@ -247,7 +274,16 @@ fn every_reader_cut_and_flipped() {
         })
         .collect();
     assert_eq!(members.len(), 24);
-    for (file, boundaries, flips) in [("c.tar.gz", vec![10], true), ("c.tar", members, false)] {
+    // Every 8th byte of each member's header (checksummed), its checksum
+    // field whole.
+    let headers: Vec<usize> = members
+        .chunks(3)
+        .flat_map(|m| (0..512).step_by(8).chain(148..156).map(move |i| m[0] + i))
+        .collect();
+    for (file, boundaries, flips) in [
+        ("c.tar.gz", vec![10], Flips::Anywhere),
+        ("c.tar", members, Flips::At(headers)),
+    ] {
         let out = w.join(format!("{file}.parquet"));
         cases.push(Case {
             name: file.to_string(),
@@ -302,7 +338,7 @@ fn every_reader_cut_and_flipped() {
             ]),
             out,
             boundaries: vec![],
-            flips: *flips,
+            flips: if *flips { Flips::Anywhere } else { Flips::None },
         });
     }
     // The image table, read by embed; the model directory's two files.
@@ -320,14 +356,27 @@ fn every_reader_cut_and_flipped() {
         let bytes = std::fs::read(w.join("model/model.safetensors")).unwrap();
         8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
     };
-    for (name, file, boundaries) in [
-        ("images.parquet", w.join("images.parquet"), vec![]),
+    for (name, file, boundaries, flips) in [
+        (
+            "images.parquet",
+            w.join("images.parquet"),
+            vec![],
+            Flips::None,
+        ),
         (
             "model.safetensors",
             w.join("model/model.safetensors"),
             vec![8, header_end],
+            // The length and the JSON header (names, dtypes, shapes,
+            // offsets), every 5th byte.
+            Flips::At((0..8).chain((8..header_end).step_by(5)).collect()),
         ),
-        ("config.json", w.join("model/config.json"), vec![]),
+        (
+            "config.json",
+            w.join("model/config.json"),
+            vec![],
+            Flips::Anywhere,
+        ),
     ] {
         cases.push(Case {
             name: name.to_string(),
@@ -336,7 +385,7 @@ fn every_reader_cut_and_flipped() {
             args: embed_args.clone(),
             out: w.join("e.parquet"),
             boundaries,
-            flips: false,
+            flips,
         });
     }
     // A vector table (the embedding embed wrote), read by evaluate.
@@ -365,7 +414,7 @@ fn every_reader_cut_and_flipped() {
         ]),
         out: w.join("ev"),
         boundaries: vec![],
-        flips: false,
+        flips: Flips::None,
     });
 
     let mut total = 0;
@@ -378,4 +427,96 @@ fn every_reader_cut_and_flipped() {
         start.elapsed().as_secs_f64()
     );
     assert!(total > 1000, "{total} cases");
+}
+
+/// The training checkpoint, cut and flipped: a finished pretraining's
+/// `checkpoint.safetensors` with the stage's outputs removed, so the same
+/// command resumes from it and writes them again. Each case must give the
+/// intact run's model and features byte for byte, or stop with one error
+/// line naming the checkpoint and write neither.
+#[test]
+fn the_checkpoint_cut_and_flipped() {
+    let start = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let images = w.join("images.parquet");
+    embedded_subset(&images, 48);
+    let out = w.join("pretrain");
+    let args = [
+        "--images",
+        s(&images),
+        "--out",
+        s(&out),
+        "--backbone",
+        "tiny",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+        "--seed",
+        "4",
+    ];
+    let r = run("pretrain", &args);
+    assert!(r.ok(), "{}", r.stderr);
+    let outputs = ["model.safetensors", "features.parquet"];
+    let read_outputs = || outputs.map(|f| std::fs::read(out.join(f)).unwrap());
+    let want = read_outputs();
+    let ckpt = out.join("checkpoint.safetensors");
+    let intact = std::fs::read(&ckpt).unwrap();
+    let header_end = 8 + u64::from_le_bytes(intact[..8].try_into().unwrap()) as usize;
+    let mut n = 0;
+    let mut case = |bytes: &[u8], what: String| {
+        for f in outputs.iter().chain(&["config.json"]) {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+        std::fs::write(&ckpt, bytes).unwrap();
+        let r = run("pretrain", &args);
+        n += 1;
+        if r.ok() {
+            assert!(read_outputs() == want, "checkpoint {what}: other outputs");
+            return;
+        }
+        let lines: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("epoch "))
+            .collect();
+        assert!(
+            r.code == Some(1)
+                && lines.len() == 1
+                && lines[0].starts_with("error: ")
+                && lines[0].contains("checkpoint.safetensors"),
+            "checkpoint {what}: not one clean error naming it (exit {:?}): {}",
+            r.code,
+            r.stderr
+        );
+        for f in outputs.iter().chain(&["config.json"]) {
+            assert!(
+                !out.join(f).exists(),
+                "checkpoint {what}: a failed run wrote {f}"
+            );
+        }
+    };
+    case(&intact, "intact".into());
+    assert!(read_outputs() == want);
+    for k in cuts(intact.len(), &[8, header_end]) {
+        case(&intact[..k], format!("cut at {k} of {}", intact.len()));
+    }
+    // Seeded flips over the file, and every 16th byte of the header.
+    let mut at = flips(intact.len());
+    at.extend((0..header_end).step_by(16));
+    for i in at {
+        let mut bytes = intact.clone();
+        bytes[i] ^= 0x5a;
+        case(&bytes, format!("byte {i} of {} flipped", intact.len()));
+    }
+    eprintln!(
+        "{n} cut and flipped checkpoints in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(n > 150, "{n} cases");
 }

@@ -100,20 +100,73 @@ fn the_options_page_documents_exactly_the_flags_of_each_stage() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// README's overview of the stages names only flags that some stage has.
+/// README's overview of the stages credits each flag to a stage that has
+/// it: a command line of its example block to the stage it starts with, a
+/// bullet to the stages it names in bold (`- **`pretrain`**, …`), any other
+/// line to some stage.
 #[test]
-fn readme_names_only_real_flags() {
+fn readme_names_only_real_flags_of_their_stages() {
     let readme = read("README.md");
     let text = section(&readme, "## The stages");
-    let offered: BTreeSet<String> = tsimcne_cli::stages::STAGES
+    let own: std::collections::BTreeMap<&str, BTreeSet<String>> = tsimcne_cli::stages::STAGES
         .iter()
-        .flat_map(|s| help_flags(s.name))
-        .chain(["--help", "--link-stages", "--path"].map(String::from))
+        .map(|s| (s.name, help_flags(s.name)))
         .collect();
-    let unknown: Vec<String> = flags(text).difference(&offered).cloned().collect();
+    let extra = ["--help", "--link-stages", "--path"].map(String::from);
+    let any: BTreeSet<String> = own.values().flatten().cloned().chain(extra).collect();
+    let mut problems = Vec::new();
+    let mut check = |line: &str, stages: &[&str]| {
+        let offered: BTreeSet<&String> = if stages.is_empty() {
+            any.iter().collect()
+        } else {
+            stages.iter().flat_map(|s| &own[s]).collect()
+        };
+        for f in flags(line) {
+            if !offered.contains(&f) {
+                let whose = if stages.is_empty() {
+                    "any stage".to_string()
+                } else {
+                    stages.join(", ")
+                };
+                problems.push(format!("{f} is not a flag of {whose}: {line}"));
+            }
+        }
+    };
+    let (mut in_code, mut code_stage, mut bullet) = (false, None::<&str>, Vec::<&str>::new());
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            code_stage = None;
+            continue;
+        }
+        if in_code {
+            // A command line, or the continuation of the one before (`\`).
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some(st) = own.keys().find(|s| **s == first) {
+                code_stage = Some(st);
+            }
+            let command = line.split(" # ").next().unwrap_or(line);
+            check(command, code_stage.as_slice());
+            continue;
+        }
+        if line.starts_with("- ") {
+            bullet = own
+                .keys()
+                .copied()
+                .filter(|s| {
+                    let lead = line.split([':', '(']).next().unwrap_or("");
+                    lead.contains(&format!("**`{s}`**"))
+                })
+                .collect();
+        } else if !line.starts_with("  ") {
+            bullet.clear();
+        }
+        check(line, &bullet);
+    }
     assert!(
-        unknown.is_empty(),
-        "README's section \"The stages\" names flags no stage has: {unknown:?}"
+        problems.is_empty(),
+        "README's section \"The stages\":\n{}",
+        problems.join("\n")
     );
 }
 
@@ -279,4 +332,83 @@ fn the_pipelines_leave_out_exactly_the_result_neutral_settings() {
             );
         }
     }
+}
+
+/// Every `make TARGET` that README.md, docs/ and bench/README.md name is a
+/// target that `make help` lists (`make help` is the one list of targets):
+/// by name, or as `<dataset>-<stage>` / `<dataset>-dir` of its listed
+/// datasets and stages.
+#[test]
+fn the_docs_name_only_targets_that_make_help_lists() {
+    let root = common::repo_root();
+    let out = std::process::Command::new("make")
+        .args(["--no-print-directory", "-C"])
+        .arg(&root)
+        .arg("help")
+        .output()
+        .expect("make");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let word = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .collect()
+    };
+    // `make NAME` at a line's start, and the names in a line's parentheses
+    // (`make bench  … (bench-prep, bench-train, …)`).
+    let mut listed = BTreeSet::from(["help".to_string()]);
+    for line in help.lines() {
+        if let Some(rest) = line.strip_prefix("make ") {
+            listed.insert(word(rest));
+        }
+        if let (Some(a), Some(b)) = (line.find('('), line.rfind(')')) {
+            listed.extend(
+                line[a + 1..b]
+                    .split([',', ' '])
+                    .map(word)
+                    .filter(|w| !w.is_empty()),
+            );
+        }
+    }
+    let datasets = ["cifar10", "cifar100", "fashion-mnist", "demo", "tiny"];
+    assert!(datasets.iter().all(|d| listed.contains(*d)), "{help}");
+    let stage_line = help
+        .lines()
+        .find(|l| l.starts_with("make <dataset>-<stage>"))
+        .expect("make help lists <dataset>-<stage>");
+    let known = |t: &str| {
+        listed.contains(t)
+            || datasets.iter().any(|d| {
+                t.strip_prefix(d)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(|s| {
+                        s == "dir"
+                            || stage_line.contains(&format!(" {s}"))
+                            || stage_line.contains(&format!("({s}"))
+                    })
+            })
+    };
+    let mut docs = vec![root.join("README.md"), root.join("bench/README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            docs.push(p);
+        }
+    }
+    let mut unknown = Vec::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for (i, _) in text.match_indices("`make ") {
+            let t = word(&text[i + 6..]);
+            // Flags (`make -n cifar10`) and variables are not targets.
+            if !t.is_empty() && !t.starts_with('-') && !known(&t) {
+                unknown.push(format!("{}: make {t}", doc.display()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "targets that make help does not list:\n{}",
+        unknown.join("\n")
+    );
 }

@@ -67,8 +67,14 @@ pub(crate) fn read_log(path: &Path, up_to: usize) -> Vec<EpochLog> {
 }
 
 /// The state saved at a checkpoint: the model's tensors under the reference
-/// names, `momentum.<name>` buffers, and the epoch and fingerprint in the
-/// safetensors metadata. One file, so the parts can never disagree.
+/// names, `momentum.<name>` buffers, and the epoch, fingerprint and a CRC-32
+/// of every tensor ([`tensors_crc32`]) in the safetensors metadata. One
+/// file, so the parts can never disagree.
+///
+/// **Invariant:** a checkpoint that loads is the one that was saved: a cut
+/// or a changed byte anywhere is an error (the header by its structure and
+/// the fingerprint, the tensors by their CRC-32), never a resume from other
+/// weights.
 pub(crate) fn save_checkpoint(
     path: &Path,
     model: &Model,
@@ -93,31 +99,58 @@ pub(crate) fn save_checkpoint(
     }
     // One metadata entry: safetensors writes its metadata map in hash
     // order, and the checkpoint's bytes must not depend on it.
-    let state =
-        serde_json::json!({ "epochs_done": epochs_done, "fingerprint": fingerprint }).to_string();
+    let bad = |e: safetensors::SafeTensorError| TrainError::Checkpoint {
+        path: path.into(),
+        detail: e.to_string(),
+    };
+    // Serialised once without the sum to read the tensors back as they are
+    // stored (names, dtypes, shapes, bytes), then with it; the tensor part
+    // of the file does not depend on the metadata.
+    let plain =
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None).map_err(bad)?;
+    let crc = tensors_crc32(&safetensors::SafeTensors::deserialize(&plain).map_err(bad)?);
+    let state = serde_json::json!({
+        "epochs_done": epochs_done,
+        "fingerprint": fingerprint,
+        "crc32": crc,
+    })
+    .to_string();
     let meta = std::collections::HashMap::from([(CHECKPOINT_META.to_string(), state)]);
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
-        .map_err(|e| TrainError::Checkpoint {
-            path: path.into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(bad)?;
     write_bytes_atomic(path, &bytes)?;
     Ok(())
 }
 
+/// CRC-32 of every tensor of a safetensors file in name order: its name,
+/// dtype, shape and bytes.
+fn tensors_crc32(st: &safetensors::SafeTensors<'_>) -> u32 {
+    let mut names = st.names();
+    names.sort();
+    let mut h = crc32fast::Hasher::new();
+    for name in names {
+        let Ok(view) = st.tensor(name) else { continue };
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{:?}", view.dtype()).as_bytes());
+        h.update(&(view.shape().len() as u64).to_le_bytes());
+        for d in view.shape() {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(view.data());
+    }
+    h.finalize()
+}
+
 const CHECKPOINT_META: &str = "tsimcne.checkpoint";
 
-/// (epochs done, fingerprint) from the checkpoint metadata entry.
-fn parse_state(json: &str) -> (Option<usize>, Option<String>) {
-    #[derive(serde::Deserialize)]
-    struct State {
-        epochs_done: usize,
-        fingerprint: String,
-    }
-    match serde_json::from_str::<State>(json) {
-        Ok(s) => (Some(s.epochs_done), Some(s.fingerprint)),
-        Err(_) => (None, None),
-    }
+/// The checkpoint metadata entry.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct State {
+    epochs_done: usize,
+    fingerprint: String,
+    crc32: u32,
 }
 
 /// Restores a checkpoint into `model` and `sgd`; returns the epochs done
@@ -138,19 +171,25 @@ pub(crate) fn load_checkpoint(
     let meta = header.metadata().clone().unwrap_or_default();
     let state = meta
         .get(CHECKPOINT_META)
-        .map(|m| parse_state(m))
-        .unwrap_or_default();
-    if state.1.as_deref() != Some(fingerprint) {
+        .and_then(|m| serde_json::from_str::<State>(m).ok())
+        .ok_or_else(|| {
+            bad("the checkpoint's state is damaged or from an older version; pass --restart to start over".into())
+        })?;
+    if state.fingerprint != fingerprint {
         return Err(bad(
             "the checkpoint was made with other settings; rerun with the same settings to resume, or pass --restart to start over"
                 .into(),
         ));
     }
-    let done = state
-        .0
-        .ok_or_else(|| bad("checkpoint has no epoch".into()))?;
+    let done = state.epochs_done;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(format!("unreadable checkpoint: {e}")))?;
+    if tensors_crc32(&st) != state.crc32 {
+        return Err(bad(
+            "the checkpoint is damaged (its tensors do not match their CRC-32); pass --restart to start over"
+                .into(),
+        ));
+    }
     model.assign(path, &st, &[MOMENTUM_PREFIX, FEATURE_NEIGHBOURS_KEY])?;
     let features = match st.tensor(FEATURE_NEIGHBOURS_KEY) {
         Err(_) => None,

@@ -44,7 +44,7 @@ enum FitArg {
 ///
 /// Sources: cifar10/cifar100 (official binary .tar.gz or extracted directory),
 /// mnist/fashion-mnist (directory of the IDX files, gzipped or not), folder
-/// (PNG/JPEG, one subfolder per class or a flat folder).
+/// (PNG, JPEG, WebP, TIFF, BMP, GIF; one subfolder per class or a flat folder).
 #[derive(Debug, Parser)]
 #[command(name = "prep", version, about, long_about)]
 struct Args {
