@@ -149,7 +149,7 @@ pub fn model(data: &[u8], dir: &Path) -> Outcome {
     write(&dir.join("config.json"), config);
     let model_path = dir.join("model.safetensors");
     write(&model_path, weights);
-    let as_dir = tsimcne_train::stage::load_model_dir(dir).map(drop);
-    let bare = tsimcne_train::stage::load_model_file(&model_path).map(drop);
+    let as_dir = tsimcne_train::model_dir::load_model_dir(dir).map(drop);
+    let bare = tsimcne_train::model_dir::load_model_file(&model_path).map(drop);
     as_dir.and(bare).map_err(|e| line(&e))
 }

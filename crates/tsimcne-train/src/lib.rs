@@ -2,13 +2,17 @@
 //! with momentum and saveable state ([`sgd`]), the learning-rate schedule
 //! ([`schedule`]), the checkpointed training loop ([`trainer`]) with its
 //! positive partners ([`positives`]) and its resume state ([`checkpoint`]), and the
-//! stages built on it ([`stage`]), and how long they will take here
-//! ([`estimate`]).
+//! stages built on it ([`stage`]; `project`'s PCA start in `pca`), the
+//! model directories they read ([`model_dir`]), `embed` ([`embed`]), and
+//! how long they will take here ([`estimate`]).
 
 pub mod checkpoint;
+pub mod embed;
 mod error;
 pub mod estimate;
 pub mod loss;
+pub mod model_dir;
+mod pca;
 pub mod positives;
 pub mod schedule;
 pub mod sgd;

@@ -40,7 +40,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     let args = Args::parse_from(argv);
     set_compute_threads(args.threads.unwrap_or_else(default_threads).max(1));
     run_main(|| {
-        let n = tsimcne_train::stage::embed(&args.model, &args.images, &args.out, args.device)?;
+        let n = tsimcne_train::embed::embed(&args.model, &args.images, &args.out, args.device)?;
         eprintln!("wrote {}: {n} images", args.out.display());
         Ok(())
     })
