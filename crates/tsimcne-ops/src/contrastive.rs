@@ -128,15 +128,7 @@ pub fn fixed_scale_forward(
     scale: f64,
 ) -> (Vec<f32>, FixedScale) {
     assert_eq!(z.len(), rows * dim, "input length");
-    let mut mean = vec![0f64; dim];
-    for r in z.chunks_exact(dim.max(1)) {
-        for (m, &v) in mean.iter_mut().zip(r) {
-            *m += f64::from(v);
-        }
-    }
-    for m in &mut mean {
-        *m /= rows as f64;
-    }
+    let mean = crate::column_means(z, dim);
     let centred: Vec<f64> = z
         .iter()
         .enumerate()
@@ -171,14 +163,9 @@ pub fn fixed_scale_backward(fs: &FixedScale, dout: &[f32], rows: usize, dim: usi
         .zip(&fs.centred)
         .map(|(&g, c)| s * f64::from(g) / r - s * gc / (r * r) * c / (count * r))
         .collect();
-    let mut mean = vec![0f64; dim];
-    for row in dc.chunks_exact(dim.max(1)) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += v;
-        }
-    }
+    let mean = crate::column_means(&dc, dim);
     dc.iter()
         .enumerate()
-        .map(|(k, v)| (v - mean[k % dim] / rows as f64) as f32)
+        .map(|(k, v)| (v - mean[k % dim]) as f32)
         .collect()
 }

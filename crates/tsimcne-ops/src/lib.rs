@@ -19,6 +19,7 @@ pub mod gemm;
 pub mod linear;
 pub mod pool;
 mod simd;
+pub mod stats;
 
 pub use bn::{
     BnParamGrads, BnStats, bn_eval_forward, bn_stats, bn_train_backward, bn_train_forward,
@@ -30,3 +31,4 @@ pub use conv::{
 };
 pub use linear::{LinearGeom, linear_backward_data, linear_backward_params, linear_forward};
 pub use pool::{global_avg_pool, global_avg_pool_backward, nchw_to_nhwc};
+pub use stats::column_means;

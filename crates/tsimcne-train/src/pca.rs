@@ -38,13 +38,7 @@ pub(crate) fn pca_output_layer(
                 embed_all(prev, &images, &augment_config(normalize), 256)?.1
             }
         };
-    let mut mean = vec![0f64; d];
-    for row in z.chunks(d) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += f64::from(v);
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mean = tsimcne_ops::column_means(&z, d);
     let mut cov = vec![0f64; d * d];
     for row in z.chunks(d) {
         for i in 0..d {

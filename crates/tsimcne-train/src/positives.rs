@@ -169,14 +169,7 @@ fn put_centred_unit<T: Copy + Into<f64>>(
     dim: usize,
     offset: usize,
 ) {
-    let n = values.len() / d.max(1);
-    let mut mean = vec![0f64; d];
-    for row in values.chunks_exact(d) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += v.into();
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+    let mean = tsimcne_ops::column_means(values, d);
     let mut centred = vec![0f64; d];
     for (row, o) in values.chunks_exact(d).zip(out.chunks_exact_mut(dim)) {
         for ((c, &v), m) in centred.iter_mut().zip(row).zip(&mean) {
