@@ -3,17 +3,12 @@ use std::path::PathBuf;
 use tsimcne_format::FormatError;
 
 /// Why `prep` could not turn a source into an image table. Every variant
-/// names the file it is about.
+/// names the file it is about. A file that cannot be read, or a value that
+/// is wrong, is [`FormatError`]'s `Io` or `Invalid` (one type for both).
 #[derive(Debug, thiserror::Error)]
 pub enum PrepError {
     #[error(transparent)]
     Format(#[from] FormatError),
-    #[error("{}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{}: truncated or corrupt: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
     #[error("{}: size is {actual} bytes, the official file has {expected} (a custom file needs --no-verify)", path.display())]
@@ -47,25 +42,17 @@ pub enum PrepError {
     },
     #[error("{}: unreadable image: {detail}", path.display())]
     Image { path: PathBuf, detail: String },
-    #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
     #[error("downloading {url}: {message}")]
     Download { url: String, message: String },
 }
 
 impl PrepError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Format(FormatError::io(path, source))
     }
 
     pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self::Format(FormatError::invalid(path, message))
     }
 
     /// The detail often quotes bytes of the bad file (tar's errors quote

@@ -328,7 +328,7 @@ fn image_error(path: &Path, e: impl std::fmt::Display) -> PrepError {
 fn reason(e: &PrepError) -> String {
     match e {
         PrepError::Image { detail, .. } => detail.clone(),
-        PrepError::Io { source, .. } => source.to_string(),
+        PrepError::Format(tsimcne_format::FormatError::Io { source, .. }) => source.to_string(),
         other => other.to_string(),
     }
 }

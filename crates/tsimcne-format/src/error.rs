@@ -35,7 +35,8 @@ pub enum FormatError {
 }
 
 impl FormatError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// [`FormatError::Io`] of `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
             source,
@@ -63,7 +64,8 @@ impl FormatError {
         }
     }
 
-    pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+    /// [`FormatError::Invalid`] of `path`.
+    pub fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self::Invalid {
             path: path.into(),
             message: message.into(),

@@ -74,12 +74,8 @@ pub fn load_model_dir_on(dir: &Path, device: &Device) -> Result<(ModelConfig, Mo
     }
     let config = ModelConfig::load(&config_path)?;
     let path = dir.join(MODEL_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        TrainError::Format(tsimcne_format::FormatError::Io {
-            path: path.clone(),
-            source: e,
-        })
-    })?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| TrainError::Format(tsimcne_format::FormatError::io(path.clone(), e)))?;
     let model = Model::load_bytes(&path, &bytes, &config.arch, device)?;
     Ok((config, model, bytes))
 }
@@ -93,12 +89,8 @@ pub fn load_model_file(path: &Path) -> Result<Model> {
 
 /// [`load_model_file`] with the model on `device`.
 pub fn load_model_file_on(path: &Path, device: &Device) -> Result<Model> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        TrainError::Format(tsimcne_format::FormatError::Io {
-            path: path.into(),
-            source: e,
-        })
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| TrainError::Format(tsimcne_format::FormatError::io(path, e)))?;
     let arch = tsimcne_model::infer_arch(path, &bytes)?;
     arch.check()
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;

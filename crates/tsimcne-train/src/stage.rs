@@ -261,12 +261,8 @@ fn positives(
 /// after the first epoch), cleared of the temporaries of killed runs, and
 /// with `restart`, of the checkpoint and log of earlier settings.
 fn prepare_dir(dir: &Path, restart: bool) -> Result<atomic::DirLock> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        TrainError::Format(tsimcne_format::FormatError::Io {
-            path: dir.into(),
-            source: e,
-        })
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| TrainError::Format(tsimcne_format::FormatError::io(dir, e)))?;
     let lock = atomic::lock_dir(dir)?;
     atomic::check_writable_dir(dir)?;
     atomic::remove_stale_temps(dir, None);
