@@ -142,3 +142,38 @@ pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
         Ok(())
     })
 }
+
+/// What a finetune's flags make of its views: the crop's lower bound, the
+/// jitter probability and the frozen stages, read by `finetune`'s own
+/// parser (so `estimate` times what the stage will run, with its defaults
+/// and checks; flags finetune does not take are an error).
+#[derive(Debug)]
+pub(crate) struct FinetuneViews {
+    pub crop_min: f64,
+    pub jitter_p: f64,
+    pub freeze_layers: usize,
+}
+
+/// [`FinetuneViews`] of `flags`, a finetune command line's flags without
+/// its files.
+pub(crate) fn finetune_views(flags: &[String]) -> anyhow::Result<FinetuneViews> {
+    let files = ["finetune", "--images", "-", "--from", "-", "--out", "-"].map(OsString::from);
+    let argv = files.into_iter().chain(flags.iter().map(OsString::from));
+    let matches = command(TwoDStage::Finetune)
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let a = match matches {
+        Ok(cli) => cli.args,
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or(&text);
+            bail!("finetune's flags: {}", first.trim_start_matches("error: "));
+        }
+    };
+    let augment = a.augment.settings()?;
+    Ok(FinetuneViews {
+        crop_min: augment.crop_min,
+        jitter_p: augment.jitter_p,
+        freeze_layers: a.freeze_layers,
+    })
+}

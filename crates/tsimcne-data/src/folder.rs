@@ -25,14 +25,15 @@ const MAX_DEPTH: usize = 16;
 /// The largest side an image table accepts (`tsimcne.height`, `tsimcne.width`).
 const MAX_SIDE: u32 = 1 << 15;
 
-/// How `--size` makes every image the same size.
+/// How `--size` makes every image the same size (a variant's doc is its
+/// `--help` line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Fit {
-    /// Scale so the image covers the target, then cut the centre
-    /// (torchvision's `Resize` + `CenterCrop`). Keeps the aspect ratio.
+    /// Scale to cover the target size, then cut the centre (keeps aspect ratio; torchvision's Resize + CenterCrop).
     #[default]
     Crop,
-    /// Scale each side independently to the target. Distorts non-square images.
+    /// Scale each side to the target size (distorts non-square images).
     Stretch,
 }
 

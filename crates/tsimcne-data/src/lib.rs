@@ -21,8 +21,9 @@ pub use idx::IdxDataset;
 pub use progress::{NoProgress, Progress, Unit};
 use tsimcne_format::{ImageSet, Subset};
 
-/// What `prep` reads.
+/// What `prep` reads (its value names are [`Source::name`]'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Source {
     Cifar10,
     Cifar100,

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use tsimcne_augment::{AugmentConfig, Shape};
 use tsimcne_format::ImageTableReader;
@@ -50,7 +50,8 @@ struct Args {
     /// A name to start the line with (e.g. the dataset).
     #[arg(long, default_value = "training")]
     label: String,
-    /// The 2-D stages' flags, as passed to them; their --crop-min and
+    /// The 2-D stages' flags, as passed to them (read by finetune's own
+    /// parser, so they must be finetune's); their --crop-min and
     /// --jitter-p set the augmentation timed for project and finetune, and
     /// --freeze-layers the finetune's frozen stages; the others are ignored. Pretraining is timed with the recipe's
     /// augmentation.
@@ -66,22 +67,6 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     run_main(|| run(args, threads))
 }
 
-/// The value of `--name V` or `--name=V` in `flags` (the last one given).
-fn flag_value(flags: &[String], name: &str) -> anyhow::Result<Option<f64>> {
-    let mut found = None;
-    for (i, f) in flags.iter().enumerate() {
-        let value = if f == name {
-            flags.get(i + 1).map(String::as_str)
-        } else {
-            f.strip_prefix(name).and_then(|v| v.strip_prefix('='))
-        };
-        if let Some(v) = value {
-            found = Some(v.parse::<f64>().with_context(|| format!("{name} {v}"))?);
-        }
-    }
-    Ok(found)
-}
-
 fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let &[pretrain_epochs, project_epochs, finetune_epochs] = &args.epochs[..] else {
         bail!("--epochs takes three numbers: pretrain,project,finetune");
@@ -94,18 +79,11 @@ fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         channels: meta.channels as usize,
     };
     let arch = preset(&args.backbone, shape.channels, args.out_dim)?;
+    let views = crate::two_d::finetune_views(&args.map_flags)?;
     let mut map_augment = AugmentConfig::default();
-    if let Some(c) = flag_value(&args.map_flags, "--crop-min")? {
-        map_augment.crop_scale.0 = c;
-    }
-    if let Some(p) = flag_value(&args.map_flags, "--jitter-p")? {
-        map_augment.jitter_p = p;
-    }
-    let finetune_freeze_layers = match flag_value(&args.map_flags, "--freeze-layers")? {
-        None => 0,
-        Some(n) if n >= 0.0 && n.fract() == 0.0 => n as usize,
-        Some(n) => bail!("--freeze-layers {n}: not a number of stages"),
-    };
+    map_augment.crop_scale.0 = views.crop_min;
+    map_augment.jitter_p = views.jitter_p;
+    let finetune_freeze_layers = views.freeze_layers;
     let images = table.num_rows();
     let batch_size = args.batch_size.min(images);
     // The first batch's images (a row group or more) to time the steps on.
@@ -169,15 +147,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_map_flags_it_needs() {
-        let flags: Vec<String> = ["--knn-space", "joint", "--crop-min", "1", "--jitter-p=0"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(flag_value(&flags, "--crop-min").unwrap(), Some(1.0));
-        assert_eq!(flag_value(&flags, "--jitter-p").unwrap(), Some(0.0));
-        assert_eq!(flag_value(&flags, "--map-scale").unwrap(), None);
-        let bad = ["--crop-min", "x"].map(String::from).to_vec();
-        assert!(flag_value(&bad, "--crop-min").is_err());
+    fn reads_the_map_flags_with_finetunes_parser() {
+        let flags: Vec<String> = [
+            "--knn-positives",
+            "10",
+            "--knn-space",
+            "joint",
+            "--crop-min",
+            "1",
+            "--jitter-p=0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let v = crate::two_d::finetune_views(&flags).unwrap();
+        assert_eq!((v.crop_min, v.jitter_p, v.freeze_layers), (1.0, 0.0, 0));
+        let recipe = crate::two_d::finetune_views(&[]).unwrap();
+        assert_eq!((recipe.crop_min, recipe.jitter_p), (0.2, 0.8));
+        let frozen = ["--freeze-layers", "2", "--freeze-layers", "3"].map(String::from);
+        assert_eq!(
+            crate::two_d::finetune_views(&frozen).unwrap().freeze_layers,
+            3
+        );
+        for bad in [
+            &["--crop-min", "x"][..],
+            &["--crop-min", "2"],
+            &["--no-such-flag"],
+        ] {
+            let bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            let e = crate::two_d::finetune_views(&bad).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

@@ -7,37 +7,8 @@ use std::time::Instant;
 
 use crate::{Bar, default_threads, run_main};
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use tsimcne_data::{Duplicates, Fit, FolderOptions, PrepConfig, Source, Unreadable};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum SourceArg {
-    Cifar10,
-    Cifar100,
-    Mnist,
-    FashionMnist,
-    Folder,
-}
-
-impl From<SourceArg> for Source {
-    fn from(s: SourceArg) -> Self {
-        match s {
-            SourceArg::Cifar10 => Source::Cifar10,
-            SourceArg::Cifar100 => Source::Cifar100,
-            SourceArg::Mnist => Source::Mnist,
-            SourceArg::FashionMnist => Source::FashionMnist,
-            SourceArg::Folder => Source::Folder,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum FitArg {
-    /// Scale to cover the target size, then cut the centre (keeps aspect ratio).
-    Crop,
-    /// Scale each side to the target size (distorts non-square images).
-    Stretch,
-}
 
 /// Turn a dataset into an image table: one Parquet row per image with its id,
 /// split, label and raw HWC pixels.
@@ -50,7 +21,7 @@ enum FitArg {
 struct Args {
     /// The dataset to read.
     #[arg(value_enum)]
-    source: SourceArg,
+    source: Source,
     /// The image table to write (written atomically).
     #[arg(long)]
     out: PathBuf,
@@ -85,8 +56,8 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3))]
     channels: Option<u32>,
     /// How --size treats a different aspect ratio.
-    #[arg(long, value_enum, default_value_t = FitArg::Crop)]
-    fit: FitArg,
+    #[arg(long, value_enum, default_value_t = Fit::Crop)]
+    fit: Fit,
     /// Worker threads for decoding images [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -119,7 +90,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let source = Source::from(args.source);
+    let source = args.source;
     if args.download && source.cifar_spec().is_none() {
         bail!("--download is only for cifar10 and cifar100");
     }
@@ -147,10 +118,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         folder: FolderOptions {
             size: args.size,
             channels: args.channels,
-            fit: match args.fit {
-                FitArg::Crop => Fit::Crop,
-                FitArg::Stretch => Fit::Stretch,
-            },
+            fit: args.fit,
             threads: args.threads.unwrap_or_else(default_threads).max(1),
             unreadable: if args.skip_unreadable {
                 Unreadable::Skip
