@@ -6,6 +6,11 @@
 //!
 //! **Invariant:** [`tensor_specs`] lists exactly the tensors a model file of
 //! that architecture holds, with their shapes; nothing else is accepted.
+//!
+//! **Invariant:** [`ResNetArch::residual_blocks`] is the one walk of the
+//! backbone's blocks (checkpoint prefix, channels, stride, shortcut): the
+//! key list here, candle's `Backbone` and the fast CPU backbone are all
+//! built from it.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,10 +48,68 @@ pub struct ResNetArch {
     pub out_dim: usize,
 }
 
+/// One residual block of the backbone, as [`ResNetArch::residual_blocks`]
+/// walks them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockSpec {
+    /// The stage (0-based; its checkpoint name is `layer{stage + 1}`).
+    pub stage: usize,
+    /// The block within its stage.
+    pub index: usize,
+    pub cin: usize,
+    pub cout: usize,
+    /// The first convolution's and the shortcut's stride.
+    pub stride: usize,
+}
+
+impl BlockSpec {
+    /// The checkpoint prefix of its tensors, e.g. `backbone.layer2.0`.
+    pub fn prefix(&self) -> String {
+        format!("{BACKBONE}.{}", self.path())
+    }
+
+    /// The prefix below the backbone's, e.g. `layer2.0` (a `VarBuilder` path).
+    pub fn path(&self) -> String {
+        format!("layer{}.{}", self.stage + 1, self.index)
+    }
+
+    /// Whether the block has a projection shortcut (conv1×1 + BN; `shortcut.0`
+    /// and `shortcut.1`): when it changes the resolution or the channels.
+    pub fn has_shortcut(&self) -> bool {
+        self.stride != 1 || self.cin != self.cout
+    }
+}
+
 impl ResNetArch {
     /// Stride of the first block of stage `s`: 1 for the first stage, else 2.
     pub fn stage_stride(s: usize) -> usize {
         if s == 0 { 1 } else { 2 }
+    }
+
+    /// Every residual block in order, after the stem (`widths[0]` channels):
+    /// stage `s` has `blocks[s]` blocks of `widths[s]` channels, its first
+    /// with stride [`Self::stage_stride`]`(s)`.
+    pub fn residual_blocks(&self) -> Vec<BlockSpec> {
+        let mut out = Vec::new();
+        let mut cin = self.widths.first().copied().unwrap_or(0);
+        for (stage, (&cout, &n)) in self.widths.iter().zip(&self.blocks).enumerate() {
+            for index in 0..n {
+                let stride = if index == 0 {
+                    Self::stage_stride(stage)
+                } else {
+                    1
+                };
+                out.push(BlockSpec {
+                    stage,
+                    index,
+                    cin,
+                    cout,
+                    stride,
+                });
+                cin = cout;
+            }
+        }
+        out
     }
 
     /// Checks the architecture is one a model file can describe: 1 to 8
@@ -173,31 +236,23 @@ pub fn tensor_specs(arch: &ResNetArch) -> Vec<TensorSpec> {
         3,
     );
     bn(&mut out, &format!("{BACKBONE}.bn1"), w0);
-    let mut cin = w0;
-    for (s, (&width, &blocks)) in arch.widths.iter().zip(&arch.blocks).enumerate() {
-        for b in 0..blocks {
-            let p = format!("{BACKBONE}.layer{}.{b}", s + 1);
-            let stride = if b == 0 {
-                ResNetArch::stage_stride(s)
-            } else {
-                1
-            };
-            conv(&mut out, format!("{p}.conv1.weight"), width, cin, 3);
-            bn(&mut out, &format!("{p}.bn1"), width);
-            conv(&mut out, format!("{p}.conv2.weight"), width, width, 3);
-            bn(&mut out, &format!("{p}.bn2"), width);
-            if stride != 1 || cin != width {
-                conv(&mut out, format!("{p}.shortcut.0.weight"), width, cin, 1);
-                bn(&mut out, &format!("{p}.shortcut.1"), width);
-            }
-            cin = width;
+    for blk in arch.residual_blocks() {
+        let (p, cin, width) = (blk.prefix(), blk.cin, blk.cout);
+        conv(&mut out, format!("{p}.conv1.weight"), width, cin, 3);
+        bn(&mut out, &format!("{p}.bn1"), width);
+        conv(&mut out, format!("{p}.conv2.weight"), width, width, 3);
+        bn(&mut out, &format!("{p}.bn2"), width);
+        if blk.has_shortcut() {
+            conv(&mut out, format!("{p}.shortcut.0.weight"), width, cin, 1);
+            bn(&mut out, &format!("{p}.shortcut.1"), width);
         }
     }
     linear(
         &mut out,
         &format!("{HEAD}.{HEAD_HIDDEN}"),
         arch.head_hidden,
-        cin,
+        // The last stage's width (the stem's when there are no blocks).
+        arch.residual_blocks().last().map_or(w0, |b| b.cout),
     );
     linear(
         &mut out,

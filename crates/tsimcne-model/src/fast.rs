@@ -265,32 +265,27 @@ impl FastBackbone {
             stride,
         };
         let w0 = arch.widths.first().copied().unwrap_or(0);
-        let mut blocks = Vec::new();
-        let mut cin = w0;
-        for (s, (&width, &n)) in arch.widths.iter().zip(&arch.blocks).enumerate() {
-            for b in 0..n {
-                let p = format!("{BACKBONE}.layer{}.{b}", s + 1);
-                let stride = if b == 0 {
-                    ResNetArch::stage_stride(s)
-                } else {
-                    1
-                };
-                let shortcut = (stride != 1 || cin != width).then(|| {
+        let walk = arch.residual_blocks();
+        let blocks = walk
+            .iter()
+            .map(|blk| {
+                let (p, cin, width, stride) = (blk.prefix(), blk.cin, blk.cout, blk.stride);
+                let shortcut = blk.has_shortcut().then(|| {
                     (
                         conv(format!("{p}.shortcut.0.weight"), cin, width, 1, stride),
                         format!("{p}.shortcut.1"),
                     )
                 });
-                blocks.push(Block {
+                Block {
                     conv1: conv(format!("{p}.conv1.weight"), cin, width, 3, stride),
                     bn1: format!("{p}.bn1"),
                     conv2: conv(format!("{p}.conv2.weight"), width, width, 3, 1),
                     bn2: format!("{p}.bn2"),
                     shortcut,
-                });
-                cin = width;
-            }
-        }
+                }
+            })
+            .collect();
+        let cin = walk.last().map_or(w0, |b| b.cout);
         Self {
             stem: conv(
                 format!("{BACKBONE}.conv1.weight"),

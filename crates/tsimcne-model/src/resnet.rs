@@ -5,7 +5,7 @@
 
 use candle_core::{D, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
-use tsimcne_format::model_keys::{BACKBONE, HEAD, HEAD_HIDDEN, HEAD_OUT, ResNetArch};
+use tsimcne_format::model_keys::{BACKBONE, BlockSpec, HEAD, HEAD_HIDDEN, HEAD_OUT, ResNetArch};
 
 /// PyTorch's BatchNorm2d defaults.
 fn bn_config() -> BatchNormConfig {
@@ -40,8 +40,11 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    pub fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Self> {
-        let shortcut = if stride != 1 || cin != cout {
+    /// The block `spec` of the walk, its variables under `vb` (at the
+    /// block's own path).
+    pub fn new(spec: &BlockSpec, vb: VarBuilder<'_>) -> Result<Self> {
+        let (cin, cout, stride) = (spec.cin, spec.cout, spec.stride);
+        let shortcut = if spec.has_shortcut() {
             let sc = vb.pp("shortcut");
             Some((
                 conv(cin, cout, 1, stride, sc.pp("0"))?,
@@ -84,25 +87,17 @@ pub struct Backbone {
 impl Backbone {
     pub fn new(arch: &ResNetArch, vb: VarBuilder<'_>) -> Result<Self> {
         let w0 = arch.widths[0];
-        let mut blocks = Vec::new();
-        let mut cin = w0;
-        for (s, (&width, &n)) in arch.widths.iter().zip(&arch.blocks).enumerate() {
-            let layer = vb.pp(format!("layer{}", s + 1));
-            for b in 0..n {
-                let stride = if b == 0 {
-                    ResNetArch::stage_stride(s)
-                } else {
-                    1
-                };
-                blocks.push(BasicBlock::new(
-                    cin,
-                    width,
-                    stride,
-                    layer.pp(b.to_string()),
-                )?);
-                cin = width;
-            }
-        }
+        let blocks = arch
+            .residual_blocks()
+            .iter()
+            .map(|b| {
+                BasicBlock::new(
+                    b,
+                    vb.pp(format!("layer{}", b.stage + 1))
+                        .pp(b.index.to_string()),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             conv1: conv(arch.in_channels, w0, 3, 1, vb.pp("conv1"))?,
             bn1: candle_nn::batch_norm(w0, bn_config(), vb.pp("bn1"))?,

@@ -244,22 +244,15 @@ fn ops(k: Kernels, dev: &Device) -> candle_core::Result<()> {
 fn layers(preset: &str, views: usize, side: usize, channels: usize) -> candle_core::Result<()> {
     let arch = tsimcne_model::preset(preset, channels, 128).map_err(candle_core::Error::wrap)?;
     let mut shapes = vec![(channels, arch.widths[0], 3, 1, side)];
-    let (mut cin, mut hw) = (arch.widths[0], side);
-    for (s, (&w, &n)) in arch.widths.iter().zip(&arch.blocks).enumerate() {
-        for b in 0..n {
-            let stride = if b == 0 {
-                tsimcne_model::ResNetArch::stage_stride(s)
-            } else {
-                1
-            };
-            shapes.push((cin, w, 3, stride, hw));
-            if stride != 1 || cin != w {
-                shapes.push((cin, w, 1, stride, hw));
-            }
-            hw = (hw + 2 - 3) / stride + 1;
-            shapes.push((w, w, 3, 1, hw));
-            cin = w;
+    let mut hw = side;
+    for b in arch.residual_blocks() {
+        let (cin, w, stride) = (b.cin, b.cout, b.stride);
+        shapes.push((cin, w, 3, stride, hw));
+        if b.has_shortcut() {
+            shapes.push((cin, w, 1, stride, hw));
         }
+        hw = (hw + 2 - 3) / stride + 1;
+        shapes.push((w, w, 3, 1, hw));
     }
     shapes.dedup();
     let mut total = [0.0; 4];
