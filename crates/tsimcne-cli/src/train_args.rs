@@ -8,14 +8,45 @@ use tsimcne_train::stage::{LossKind, TrainOptions};
 
 use crate::{default_threads, kernels_for};
 
-/// What differs between the stages' flags: the schedule, each stage with
-/// its own defaults.
-#[derive(Debug, Clone, Copy)]
+/// The schedule's flags, written once; each stage sets its own defaults
+/// (and `--lr`'s default text) on its clap command ([`Schedule::defaults`]),
+/// so `--help` shows them.
+#[derive(Debug, Clone, Copy, Args)]
 pub struct Schedule {
-    pub epochs: usize,
-    /// `None`: the stage's recipe value.
+    /// Epochs of this stage.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Learning rate [default: the stage's recipe value, from the batch size].
+    #[arg(long)]
     pub lr: Option<f64>,
-    pub warmup: usize,
+    /// Warm-up epochs (linear from 0).
+    #[arg(long)]
+    warmup: Option<usize>,
+}
+
+impl Schedule {
+    /// `cmd` with this stage's default epochs and warm-up, and the text of
+    /// its recipe learning rate.
+    pub fn defaults(
+        cmd: clap::Command,
+        epochs: &'static str,
+        warmup: &'static str,
+        lr: &str,
+    ) -> clap::Command {
+        cmd.mut_arg("epochs", |a| a.default_value(epochs))
+            .mut_arg("warmup", |a| a.default_value(warmup))
+            .mut_arg("lr", |a| a.help(format!("Learning rate [default: {lr}]")))
+    }
+
+    /// The epochs (always set: [`Schedule::defaults`] gives them a default).
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(0)
+    }
+
+    /// The warm-up epochs (as [`Schedule::epochs`]).
+    pub fn warmup(&self) -> usize {
+        self.warmup.unwrap_or(0)
+    }
 }
 
 /// The library's training options from a stage's schedule and the flags
@@ -27,10 +58,10 @@ pub fn train_options(
     augment: &AugmentArgs,
 ) -> anyhow::Result<TrainOptions> {
     Ok(TrainOptions {
-        epochs: schedule.epochs,
+        epochs: schedule.epochs(),
         batch_size: train.batch_size,
         lr: schedule.lr,
-        warmup: schedule.warmup,
+        warmup: schedule.warmup(),
         weight_decay: train.weight_decay,
         seed: train.seed,
         loss: train.loss,

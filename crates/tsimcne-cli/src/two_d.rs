@@ -25,14 +25,8 @@ pub struct TwoDArgs {
     /// The output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Learning rate [default: the stage's recipe value, from the batch size].
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Warm-up epochs (linear from 0).
-    #[arg(long)]
-    warmup: Option<usize>,
+    #[command(flatten)]
+    schedule: Schedule,
     /// Opt-in, not the recipe: the loss sees each batch's map centred and
     /// scaled to this root mean square coordinate, so the network cannot
     /// lower it by pushing clusters ever further apart (about 11 is where
@@ -85,14 +79,18 @@ fn command(stage: TwoDStage) -> Command {
              embedding.parquet into --out; rerunning resumes from the last checkpoint.",
         ),
     };
-    Cli::command()
+    let cmd = Cli::command()
         .name(stage.name())
         // A flag given again overrides the earlier one, so that a flag
         // appended to a preset's (make's FINETUNE_FLAGS=...) wins.
         .args_override_self(true)
-        .about(about)
-        .mut_arg("epochs", |a| a.default_value(epochs))
-        .mut_arg("warmup", |a| a.default_value(warmup))
+        .about(about);
+    Schedule::defaults(
+        cmd,
+        epochs,
+        warmup,
+        "the stage's recipe value, from the batch size",
+    )
 }
 
 /// `main` of `project` and `finetune`: `argv` is the command line, the
@@ -114,12 +112,7 @@ pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
         if stage == TwoDStage::Finetune && a.init == OutputInit::Pca {
             bail!("--init is for project; finetune starts from the project model");
         }
-        let schedule = Schedule {
-            // Both have defaults on the command (see `command`).
-            epochs: a.epochs.unwrap_or(0),
-            lr: a.lr,
-            warmup: a.warmup.unwrap_or(0),
-        };
+        let schedule = a.schedule;
         let cfg = TwoDConfig {
             stage,
             images: a.images,

@@ -34,14 +34,8 @@ struct Args {
     /// The output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 1000)]
-    epochs: usize,
-    /// Learning rate [default: 0.03 × batch-size / 256].
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Warm-up epochs (linear from 0).
-    #[arg(long, default_value_t = 10)]
-    warmup: usize,
+    #[command(flatten)]
+    schedule: Schedule,
     /// Network preset: resnet18 (the paper's), small (CPU), tiny (tests).
     #[arg(long, default_value = "resnet18", value_parser = ["resnet18", "small", "tiny"])]
     backbone: String,
@@ -60,7 +54,7 @@ struct Args {
 
 /// The stage's `main`: `argv` is its command line, its name first.
 pub fn main(argv: Vec<OsString>) -> ExitCode {
-    let cmd = Args::command();
+    let cmd = Schedule::defaults(Args::command(), "1000", "10", "0.03 × batch-size / 256");
     let matches = cmd.clone().get_matches_from(argv);
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if args.run.print_key {
@@ -72,11 +66,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let schedule = Schedule {
-        epochs: args.epochs,
-        lr: args.lr,
-        warmup: args.warmup,
-    };
+    let schedule = args.schedule;
     let normalize = match args.normalize {
         NormalizeArg::None => None,
         NormalizeArg::Cifar10 => Some(Normalize {
