@@ -31,11 +31,6 @@ fn requested() -> bool {
     on
 }
 
-fn ok(bin: &str, args: &[&str]) {
-    let r = run(bin, args);
-    assert!(r.ok(), "{bin} {args:?}: {}", r.stderr);
-}
-
 /// Asserts max |a − b| ≤ tol · max(1, max |b|) (`b` from the CPU).
 fn close(what: &str, a: &[f64], b: &[f64], tol: f64) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");

@@ -96,13 +96,8 @@ fn drive(
 /// A 2-D map with one cluster per class, and `isolated` alone in the middle
 /// (so the browser can hover it without another point on top).
 fn map_coords(set: &ImageSet, isolated: usize) -> Vec<f32> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut jitter = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    };
+    let mut rng = tsimcne_rng::SplitMix64::new(0x9e37_79b9_7f4a_7c15);
+    let mut jitter = || rng.uniform(-1.0, 1.0) as f32;
     let mut coords = Vec::new();
     for (i, label) in set.labels.iter().enumerate() {
         let a = label.unwrap() as f32 * std::f32::consts::TAU / 3.0;

@@ -9,7 +9,7 @@ mod harness;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    crate::common::repo_root()
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

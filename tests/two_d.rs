@@ -25,11 +25,6 @@ const TRAIN: [&str; 8] = [
     "1",
 ];
 
-fn ok(bin: &str, args: &[&str]) {
-    let r = run(bin, args);
-    assert!(r.ok(), "{bin} {args:?}: {}", r.stderr);
-}
-
 fn ok_owned(bin: &str, args: &[String]) {
     ok(bin, &args.iter().map(String::as_str).collect::<Vec<_>>());
 }

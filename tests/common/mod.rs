@@ -52,6 +52,12 @@ impl Run {
     }
 }
 
+/// Runs stage `bin` and asserts it succeeded.
+pub fn ok(bin: &str, args: &[&str]) {
+    let r = run(bin, args);
+    assert!(r.ok(), "{bin} {args:?}: {}", r.stderr);
+}
+
 /// The path of stage `name`: a link named after it to the `tsimcne`
 /// executable, beside it, made by `tsimcne --link-stages` as `make build`
 /// makes them, so the tests call the stages the way users do.
