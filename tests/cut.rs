@@ -442,24 +442,7 @@ fn the_checkpoint_cut_and_flipped() {
     let images = w.join("images.parquet");
     embedded_subset(&images, 48);
     let out = w.join("pretrain");
-    let args = [
-        "--images",
-        s(&images),
-        "--out",
-        s(&out),
-        "--backbone",
-        "tiny",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--warmup",
-        "0",
-        "--threads",
-        "2",
-        "--seed",
-        "4",
-    ];
+    let args = tiny_pretrain_args(&images, &out, "2");
     let r = run("pretrain", &args);
     assert!(r.ok(), "{}", r.stderr);
     let outputs = ["model.safetensors", "features.parquet"];

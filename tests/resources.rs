@@ -84,27 +84,6 @@ fn images(dir: &Path, n: usize, name: &str) -> PathBuf {
     out
 }
 
-fn pretrain_args<'a>(images: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
-    vec![
-        "--images",
-        s(images),
-        "--out",
-        s(out),
-        "--backbone",
-        "tiny",
-        "--epochs",
-        epochs,
-        "--batch-size",
-        "16",
-        "--warmup",
-        "0",
-        "--threads",
-        "2",
-        "--seed",
-        "4",
-    ]
-}
-
 /// Runs `bin args` with `dir` read-only: a read-only bind mount in private
 /// namespaces, or `chmod 555` for a user whom permissions stop. `None`
 /// when neither is possible here.
@@ -142,7 +121,7 @@ fn read_only_output_directory_is_refused_and_loses_nothing() {
     // stage, an embedding and an evaluation.
     let table = images(&ro, 32, "images.parquet");
     let pre = ro.join("pretrain");
-    let r = run(PRETRAIN, &pretrain_args(&imgs, &pre, "1"));
+    let r = run(PRETRAIN, &tiny_pretrain_args(&imgs, &pre, "1"));
     assert!(r.ok(), "{}", r.stderr);
     let emb = ro.join("e.parquet");
     assert!(
@@ -171,7 +150,7 @@ fn read_only_output_directory_is_refused_and_loses_nothing() {
     let project_out = ro.join("project");
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         // The same pretrain command again: it would rewrite its outputs.
-        (PRETRAIN, pretrain_args(&imgs, &pre, "1"), "pretrain"),
+        (PRETRAIN, tiny_pretrain_args(&imgs, &pre, "1"), "pretrain"),
         (
             PROJECT,
             vec![
@@ -302,7 +281,7 @@ fn full_disk_during_training_keeps_the_last_checkpoint() {
     let d = tempfile::tempdir().unwrap();
     let imgs = images(d.path(), 48, "images.parquet");
     let clean = d.path().join("clean");
-    let r = run(PRETRAIN, &pretrain_args(&imgs, &clean, "3"));
+    let r = run(PRETRAIN, &tiny_pretrain_args(&imgs, &clean, "3"));
     assert!(r.ok(), "{}", r.stderr);
     let ckpt = std::fs::metadata(clean.join("checkpoint.safetensors"))
         .unwrap()
@@ -320,7 +299,7 @@ fn full_disk_during_training_keeps_the_last_checkpoint() {
         &keep,
         size,
         PRETRAIN,
-        &pretrain_args(&imgs, &out, "3"),
+        &tiny_pretrain_args(&imgs, &out, "3"),
     ) else {
         eprintln!(
             "note: no mount namespaces here (unshare -rm refused); the full-disk check is skipped"
@@ -344,7 +323,7 @@ fn full_disk_during_training_keeps_the_last_checkpoint() {
     assert!(state.contains("\"epochs_done\":1"), "{state}");
     // The same command, on a disk with room, resumes and ends where an
     // uninterrupted run does.
-    let r = run(PRETRAIN, &pretrain_args(&imgs, &kept, "3"));
+    let r = run(PRETRAIN, &tiny_pretrain_args(&imgs, &kept, "3"));
     assert!(r.ok(), "{}", r.stderr);
     assert!(
         !r.stderr.contains("epoch    1"),

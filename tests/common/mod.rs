@@ -52,6 +52,29 @@ impl Run {
     }
 }
 
+/// `pretrain`'s flags for a quick run of the tiny network on `images`
+/// (batch 16, no warm-up, 2 threads, seed 4) into `out`.
+pub fn tiny_pretrain_args<'a>(images: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "--images",
+        s(images),
+        "--out",
+        s(out),
+        "--backbone",
+        "tiny",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "16",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+        "--seed",
+        "4",
+    ]
+}
+
 /// Runs stage `bin` and asserts it succeeded.
 pub fn ok(bin: &str, args: &[&str]) {
     let r = run(bin, args);
