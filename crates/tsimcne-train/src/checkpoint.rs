@@ -103,12 +103,9 @@ pub(crate) fn save_checkpoint(
         path: path.into(),
         detail: e.to_string(),
     };
-    // Serialised once without the sum to read the tensors back as they are
-    // stored (names, dtypes, shapes, bytes), then with it; the tensor part
-    // of the file does not depend on the metadata.
-    let plain =
-        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None).map_err(bad)?;
-    let crc = tensors_crc32(&safetensors::SafeTensors::deserialize(&plain).map_err(bad)?);
+    // The sum of the tensors as safetensors stores them (the same `View`
+    // that `serialize` writes).
+    let crc = tensors_crc32(tensors.iter().map(|(n, t)| (n.as_str(), t)).collect());
     let state = serde_json::json!({
         "epochs_done": epochs_done,
         "fingerprint": fingerprint,
@@ -122,14 +119,12 @@ pub(crate) fn save_checkpoint(
     Ok(())
 }
 
-/// CRC-32 of every tensor of a safetensors file in name order: its name,
-/// dtype, shape and bytes.
-fn tensors_crc32(st: &safetensors::SafeTensors<'_>) -> u32 {
-    let mut names = st.names();
-    names.sort();
+/// CRC-32 of tensors in name order: each one's name, dtype, shape and
+/// bytes as safetensors stores them.
+fn tensors_crc32<V: safetensors::View>(mut tensors: Vec<(&str, V)>) -> u32 {
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = crc32fast::Hasher::new();
-    for name in names {
-        let Ok(view) = st.tensor(name) else { continue };
+    for (name, view) in tensors {
         h.update(&(name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
         h.update(format!("{:?}", view.dtype()).as_bytes());
@@ -137,7 +132,7 @@ fn tensors_crc32(st: &safetensors::SafeTensors<'_>) -> u32 {
         for d in view.shape() {
             h.update(&(*d as u64).to_le_bytes());
         }
-        h.update(view.data());
+        h.update(&view.data());
     }
     h.finalize()
 }
@@ -184,7 +179,8 @@ pub(crate) fn load_checkpoint(
     let done = state.epochs_done;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(format!("unreadable checkpoint: {e}")))?;
-    if tensors_crc32(&st) != state.crc32 {
+    let stored = st.tensors();
+    if tensors_crc32(stored.iter().map(|(n, v)| (n.as_str(), v)).collect()) != state.crc32 {
         return Err(bad(
             "the checkpoint is damaged (its tensors do not match their CRC-32); pass --restart to start over"
                 .into(),
