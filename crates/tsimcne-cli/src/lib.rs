@@ -1,11 +1,11 @@
-//! The command line: each stage in `stages/` parses its arguments into a
-//! library config, calls the library, and maps errors to an exit code.
-//! Nothing else. The shared plumbing (progress bars, the exit path) is here;
+//! The command line: each stage in `stages/` parses its flags (`flags/`)
+//! into a library config, calls the library, and maps errors to an exit
+//! code. Nothing else. The shared plumbing (progress bars, the exit path) is here;
 //! `src/main.rs` is the one executable, `tsimcne`, that runs every stage.
 
+pub mod flags;
+pub mod links;
 pub mod stages;
-pub mod train_args;
-pub mod two_d;
 
 use std::process::ExitCode;
 use std::sync::Mutex;

@@ -35,6 +35,33 @@ pub struct Normalize {
     pub std: Vec<f32>,
 }
 
+/// The per-channel normalisations a run can name (`pretrain --normalize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum NormalizePreset {
+    /// Keep pixels in [0, 1] (the released library).
+    None,
+    /// CIFAR-10 mean and std (the paper's code).
+    Cifar10,
+    /// CIFAR-100 mean and std.
+    Cifar100,
+}
+
+impl NormalizePreset {
+    /// The mean and std of the preset; `None` for pixels as they are.
+    pub fn stats(self) -> Option<Normalize> {
+        let (mean, std) = match self {
+            Self::None => return None,
+            Self::Cifar10 => ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
+            Self::Cifar100 => ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]),
+        };
+        Some(Normalize {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        })
+    }
+}
+
 /// The resolved settings a stage trained with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

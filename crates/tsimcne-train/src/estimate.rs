@@ -9,11 +9,13 @@
 //! and a full step with the map's output (`finetune`), each with its stage's
 //! augmentation, which runs beside the network on the same cores.
 
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use tsimcne_augment::{AugmentConfig, Shape, two_views_of};
+use tsimcne_format::ImageTableReader;
 use tsimcne_format::model_keys::{HEAD, HEAD_OUT, ResNetArch};
 use tsimcne_model::{Backprop, Model};
 
@@ -68,6 +70,75 @@ pub struct Estimate {
 impl Estimate {
     pub fn total_s(&self) -> f64 {
         self.pretrain_s + self.project_s + self.finetune_s
+    }
+
+    /// The line `estimate` prints: `label` (e.g. the dataset), what was
+    /// timed and what to expect.
+    pub fn line(&self, label: &str, backbone: &str, cfg: &EstimateConfig) -> String {
+        format!(
+            "{label}: {}+{}+{} epochs of {} images, {backbone}, {} threads: expect about {} of \
+             training ({} + {} + {}; pretraining at {:.0} images/s, timed here in {:.1} s)",
+            cfg.pretrain_epochs,
+            cfg.project_epochs,
+            cfg.finetune_epochs,
+            cfg.images,
+            cfg.threads,
+            duration(self.total_s()),
+            duration(self.pretrain_s),
+            duration(self.project_s),
+            duration(self.finetune_s),
+            self.pretrain_images_per_s,
+            self.measured_in_s,
+        )
+    }
+}
+
+/// `42 s`, `13 min`, `2.5 h`, `3.1 days`.
+pub fn duration(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 5400.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}
+
+/// What an estimate needs of an image table: its size, its images' shape,
+/// and the pixels of its first images to time the steps on.
+#[derive(Clone, Debug)]
+pub struct TableSample {
+    pub images: usize,
+    pub shape: Shape,
+    /// At least `batch_size` images' pixels (whole row groups), or all.
+    pub pixels: Vec<u8>,
+}
+
+impl TableSample {
+    /// The table at `path` and its first `batch_size` images or more.
+    pub fn read(path: &Path, batch_size: usize) -> Result<Self> {
+        let mut table = ImageTableReader::open(path)?;
+        let meta = table.meta().clone();
+        let shape = Shape {
+            height: meta.height as usize,
+            width: meta.width as usize,
+            channels: meta.channels as usize,
+        };
+        let images = table.num_rows();
+        let mut pixels = Vec::new();
+        while pixels.len() < batch_size.min(images) * shape.len() {
+            match table.next() {
+                Some(batch) => pixels.extend(batch?.pixels),
+                None => break,
+            }
+        }
+        Ok(Self {
+            images,
+            shape,
+            pixels,
+        })
     }
 }
 
@@ -285,5 +356,18 @@ impl<'a> Timer<'a> {
             timed.sort_by(f64::total_cmp);
             Ok(timed[timed.len() / 2] / self.views as f64)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(42.0), "42 s");
+        assert_eq!(duration(600.0), "10 min");
+        assert_eq!(duration(9000.0), "2.5 h");
+        assert_eq!(duration(259_200.0), "3.0 days");
     }
 }

@@ -1,99 +1,19 @@
 //! `evaluate`: kNN accuracy, neighbour preservation and a picture of a map.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::{default_threads, run_main};
 use clap::Parser;
-use tsimcne_eval::stage::{self, Drawn, Picture, StageConfig};
-use tsimcne_eval::{EvalConfig, Reference};
+use tsimcne_eval::stage::{self, Drawn};
 
-/// Evaluate an embedding: kNN accuracy (k = 15, scikit-learn's majority
-/// vote) on the dataset's train→test split and on the paper's repeated
-/// stratified hold-out, neighbour preservation (kNN recall) against
-/// high-dimensional references, and a picture of the map. Writes
-/// metrics.json, map.png and map.svg into --out.
-#[derive(Debug, Parser)]
-#[command(name = "evaluate", version, about, long_about)]
-struct Args {
-    /// The embedding: any Parquet table with `id` and coordinates (`x`, `y`,
-    /// … columns or one vector column), e.g. finetune/embedding.parquet.
-    #[arg(long)]
-    embedding: PathBuf,
-    /// The embedding's vector column, if the table has several.
-    #[arg(long)]
-    column: Option<String>,
-    /// The image table (from prep) the labels come from, joined on `id`.
-    #[arg(long)]
-    images: PathBuf,
-    /// A high-dimensional reference for neighbour preservation: `pixels`,
-    /// or `FILE:COLUMN` such as pretrain/features.parquet:head, optionally
-    /// named `NAME=SPEC`. Repeatable.
-    #[arg(long = "reference", value_name = "SPEC")]
-    references: Vec<String>,
-    /// Neighbours.
-    #[arg(long, default_value_t = 15)]
-    k: usize,
-    /// Seeded stratified hold-out splits.
-    #[arg(long, default_value_t = 5)]
-    repeats: usize,
-    /// Hold-out size [default: 10000, or 20% of a smaller dataset].
-    #[arg(long)]
-    test_size: Option<usize>,
-    /// Query points for neighbour preservation (their neighbours are still
-    /// searched among all points) [default: all].
-    #[arg(long)]
-    sample: Option<usize>,
-    /// Seed of the hold-out splits, the sample and the picture.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Also report kNN accuracy in each reference space (the upper bound).
-    #[arg(long)]
-    reference_knn: bool,
-    /// Output directory (created if missing).
-    #[arg(long)]
-    out: PathBuf,
-    /// Do not draw map.png and map.svg.
-    #[arg(long)]
-    no_plot: bool,
-    /// Image thumbnails drawn on the map at a seeded sample of points.
-    #[arg(long, default_value_t = 0)]
-    thumbnails: usize,
-    /// Threads [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-}
+use crate::flags::evaluate::Args;
+use crate::run_main;
 
 /// The stage's `main`: `argv` is its command line, its name first.
 pub fn main(argv: Vec<OsString>) -> ExitCode {
     let args = Args::parse_from(argv);
     run_main(|| {
-        let references = args
-            .references
-            .iter()
-            .map(|s| Reference::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cfg = StageConfig {
-            eval: EvalConfig {
-                embedding: args.embedding,
-                embedding_column: args.column,
-                images: args.images,
-                references,
-                k: args.k,
-                repeats: args.repeats,
-                test_size: args.test_size,
-                sample: args.sample,
-                seed: args.seed,
-                reference_knn: args.reference_knn,
-                threads: args.threads.unwrap_or_else(default_threads).max(1),
-            },
-            out: args.out,
-            picture: (!args.no_plot).then_some(Picture {
-                thumbnails: args.thumbnails,
-            }),
-        };
-        let report = stage::run(&cfg)?;
+        let report = stage::run(&args.config()?)?;
         println!("{}", tsimcne_eval::summary(&report.evaluation.metrics));
         eprintln!("wrote {}", report.metrics_file.display());
         match report.picture {

@@ -12,13 +12,15 @@ mod evaluate;
 mod explore;
 mod prep;
 mod pretrain;
+mod two_d;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tsimcne_train::stage::TwoDStage;
+use tsimcne_train::stage::{StageSummary, TwoDStage};
 
 /// A stage of the pipeline: its command name, what it does, and its `main`.
 #[derive(Debug, Clone, Copy)]
@@ -50,12 +52,12 @@ pub const STAGES: [Stage; 8] = [
     Stage {
         name: "project",
         about: "stage 2: a fresh 2-D output layer, trained alone",
-        main: |argv| crate::two_d::main(TwoDStage::Project, argv),
+        main: |argv| two_d::main(TwoDStage::Project, argv),
     },
     Stage {
         name: "finetune",
         about: "stage 3: everything trained in 2-D",
-        main: |argv| crate::two_d::main(TwoDStage::Finetune, argv),
+        main: |argv| two_d::main(TwoDStage::Finetune, argv),
     },
     Stage {
         name: "embed",
@@ -108,7 +110,7 @@ pub fn main(mut argv: Vec<OsString>) -> ExitCode {
             let dir = argv.get(2).map(PathBuf::from);
             crate::run_main(|| {
                 let dir = dir.context("--link-stages needs a folder")?;
-                link_stages(&dir)?;
+                crate::links::link_stages(&dir)?;
                 eprintln!("linked {} stages in {}", STAGES.len(), dir.display());
                 Ok(())
             })
@@ -142,39 +144,52 @@ fn usage() -> String {
     s
 }
 
-/// Makes `dir/<stage>` for every stage a link to this executable, replacing
-/// whatever was there (an older build's separate binaries) atomically. The
-/// link is relative when `dir` holds a file named like this executable (the
-/// build folder, or a package being assembled), absolute otherwise.
-pub fn link_stages(dir: &Path) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let name = exe
-        .file_name()
-        .context("this executable has no file name")?;
-    let (target, source) = if dir.join(name).is_file() {
-        (PathBuf::from(name), dir.join(name))
-    } else {
-        (exe.clone(), exe.clone())
-    };
-    for st in &STAGES {
-        let path = dir.join(st.name);
-        let tmp = dir.join(format!(".{}.link-{}", st.name, std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        make_link(&target, &source, &tmp)
-            .with_context(|| format!("{}: making a link to {}", tmp.display(), exe.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("{}: replacing it", path.display()))?;
+/// `--print-key`'s output: the key on stdout.
+fn print_key(key: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(key.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
-    Ok(())
 }
 
-#[cfg(unix)]
-fn make_link(target: &Path, _source: &Path, link: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
+/// A training stage's last line.
+fn report_training(summary: &StageSummary, epochs: usize) {
+    let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);
+    eprintln!(
+        "wrote {}: {epochs} epochs on {} images, final loss {last:.4}",
+        summary.out.display(),
+        summary.images
+    );
 }
 
-/// Elsewhere a hard link (symbolic links need privileges on Windows).
-#[cfg(not(unix))]
-fn make_link(_target: &Path, source: &Path, link: &Path) -> std::io::Result<()> {
-    std::fs::hard_link(source, link)
+#[cfg(test)]
+mod tests {
+    /// The stages stay thin: parse, call, report (their flags live in
+    /// `crate::flags`).
+    #[test]
+    fn every_stage_body_is_at_most_60_lines() {
+        let bodies = [
+            ("embed.rs", include_str!("embed.rs")),
+            ("estimate.rs", include_str!("estimate.rs")),
+            ("evaluate.rs", include_str!("evaluate.rs")),
+            ("explore.rs", include_str!("explore.rs")),
+            ("prep.rs", include_str!("prep.rs")),
+            ("pretrain.rs", include_str!("pretrain.rs")),
+            ("two_d.rs", include_str!("two_d.rs")),
+        ];
+        for (file, src) in bodies {
+            let lines = src.lines().count();
+            assert!(lines <= 60, "src/stages/{file} has {lines} lines");
+        }
+        let listed = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/stages"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "mod.rs")
+            .count();
+        assert_eq!(
+            listed,
+            bodies.len(),
+            "a stage file is missing from this test"
+        );
+    }
 }

@@ -1,17 +1,14 @@
-//! The shared command line of `project` and `finetune`: the same flags, with
-//! each stage's recipe defaults set on the clap command (so `--help` shows
-//! them).
+//! The flags of `project` and `finetune`: the same flags, with each
+//! stage's recipe defaults set on the clap command (so `--help` shows them).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Args, Command, CommandFactory, FromArgMatches, Parser};
-use tsimcne_train::stage::{OutputInit, TwoDConfig, TwoDStage, train_2d};
+use tsimcne_train::stage::{OutputInit, TwoDConfig, TwoDStage};
 
-use crate::train_args::{AugmentArgs, RunArgs, Schedule, TrainArgs, run_key, train_options};
-use crate::{TrainBar, run_main, set_compute_threads};
+use crate::flags::train::{AugmentArgs, RunArgs, Schedule, TrainArgs, train_options};
 
 /// The flags of a 2-D stage.
 #[derive(Debug, Args)]
@@ -47,7 +44,7 @@ pub struct TwoDArgs {
     #[command(flatten)]
     train: TrainArgs,
     #[command(flatten)]
-    run: RunArgs,
+    pub run: RunArgs,
     /// Project only: how the new output layer starts. `random`: the
     /// recipe's fresh layer; `pca`: the PCA of the pretrained 128-D outputs.
     #[arg(long, value_enum, default_value_t = OutputInit::Random)]
@@ -56,13 +53,15 @@ pub struct TwoDArgs {
     augment: AugmentArgs,
 }
 
+/// The command of one 2-D stage: [`TwoDArgs`] as its only arguments.
 #[derive(Debug, Parser)]
-struct Cli {
+pub struct Cli {
     #[command(flatten)]
-    args: TwoDArgs,
+    pub args: TwoDArgs,
 }
 
-fn command(stage: TwoDStage) -> Command {
+/// The command of `stage`, with its recipe defaults.
+pub fn command(stage: TwoDStage) -> Command {
     let (epochs, warmup, about) = match stage {
         TwoDStage::Project => (
             "50",
@@ -93,47 +92,24 @@ fn command(stage: TwoDStage) -> Command {
     )
 }
 
-/// `main` of `project` and `finetune`: `argv` is the command line, the
-/// stage's name first.
-pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
-    let cmd = command(stage);
-    let matches = cmd.clone().get_matches_from(argv);
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    let a = cli.args;
-    if a.run.print_key {
-        print!("{}", run_key(&cmd, &matches));
-        return ExitCode::SUCCESS;
-    }
-    set_compute_threads(a.run.threads());
-    run_main(|| {
-        if stage == TwoDStage::Finetune && a.init == OutputInit::Pca {
+impl TwoDArgs {
+    /// The library's config of `stage`, checked.
+    pub fn config(self, stage: TwoDStage) -> anyhow::Result<TwoDConfig> {
+        if stage == TwoDStage::Finetune && self.init == OutputInit::Pca {
             bail!("--init is for project; finetune starts from the project model");
         }
-        let schedule = a.schedule;
-        let cfg = TwoDConfig {
+        Ok(TwoDConfig {
             stage,
-            images: a.images,
-            from: a.from,
-            out: a.out,
-            out_dim: a.out_dim,
-            init: a.init,
-            map_scale: a.map_scale,
-            freeze_layers: a.freeze_layers,
-            train: train_options(schedule, &a.train, &a.run, &a.augment)?,
-        };
-        let summary = train_2d(&cfg, &TrainBar::new(cfg.train.batch_size))?;
-        let last = summary.epochs.last().map_or(f64::NAN, |l| l.loss);
-        eprintln!(
-            "wrote {}: {} epochs on {} images, final loss {last:.4}",
-            summary.out.display(),
-            cfg.train.epochs,
-            summary.images
-        );
-        Ok(())
-    })
+            images: self.images,
+            from: self.from,
+            out: self.out,
+            out_dim: self.out_dim,
+            init: self.init,
+            map_scale: self.map_scale,
+            freeze_layers: self.freeze_layers,
+            train: train_options(self.schedule, &self.train, &self.run, &self.augment)?,
+        })
+    }
 }
 
 /// What a finetune's flags make of its views: the crop's lower bound, the
@@ -141,7 +117,7 @@ pub fn main(stage: TwoDStage, argv: Vec<OsString>) -> ExitCode {
 /// parser (so `estimate` times what the stage will run, with its defaults
 /// and checks; flags finetune does not take are an error).
 #[derive(Debug)]
-pub(crate) struct FinetuneViews {
+pub struct FinetuneViews {
     pub crop_min: f64,
     pub jitter_p: f64,
     pub freeze_layers: usize,
@@ -149,7 +125,7 @@ pub(crate) struct FinetuneViews {
 
 /// [`FinetuneViews`] of `flags`, a finetune command line's flags without
 /// its files.
-pub(crate) fn finetune_views(flags: &[String]) -> anyhow::Result<FinetuneViews> {
+pub fn finetune_views(flags: &[String]) -> anyhow::Result<FinetuneViews> {
     let files = ["finetune", "--images", "-", "--from", "-", "--out", "-"].map(OsString::from);
     let argv = files.into_iter().chain(flags.iter().map(OsString::from));
     let matches = command(TwoDStage::Finetune)
@@ -169,4 +145,39 @@ pub(crate) fn finetune_views(flags: &[String]) -> anyhow::Result<FinetuneViews> 
         jitter_p: augment.jitter_p,
         freeze_layers: a.freeze_layers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::finetune_views;
+
+    #[test]
+    fn reads_the_map_flags_with_finetunes_parser() {
+        let flags: Vec<String> = [
+            "--knn-positives",
+            "10",
+            "--knn-space",
+            "joint",
+            "--crop-min",
+            "1",
+            "--jitter-p=0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let v = finetune_views(&flags).unwrap();
+        assert_eq!((v.crop_min, v.jitter_p, v.freeze_layers), (1.0, 0.0, 0));
+        let recipe = finetune_views(&[]).unwrap();
+        assert_eq!((recipe.crop_min, recipe.jitter_p), (0.2, 0.8));
+        let frozen = ["--freeze-layers", "2", "--freeze-layers", "3"].map(String::from);
+        assert_eq!(finetune_views(&frozen).unwrap().freeze_layers, 3);
+        for bad in [
+            &["--crop-min", "x"][..],
+            &["--crop-min", "2"],
+            &["--no-such-flag"],
+        ] {
+            let bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            let e = finetune_views(&bad).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 }

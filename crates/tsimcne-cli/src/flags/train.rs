@@ -1,7 +1,9 @@
 //! The flags every training stage (`pretrain`, `project`, `finetune`)
 //! shares, each written once and flattened into the stages' commands.
 
-use clap::Args;
+use std::ffi::OsString;
+
+use clap::{Args, Command, FromArgMatches};
 use tsimcne_format::model_config::{AugmentSettings, KnnSpace};
 use tsimcne_model::{ConvMath, DeviceSpec, Kernels};
 use tsimcne_train::stage::{LossKind, TrainOptions};
@@ -184,6 +186,25 @@ impl AugmentArgs {
         }
         Ok(s)
     }
+}
+
+/// What a training stage's command line asks for.
+#[derive(Debug)]
+pub enum Request<A> {
+    /// `--print-key`: print the run's key ([`run_key`]) and exit.
+    PrintKey(String),
+    /// Train with these flags.
+    Train(A),
+}
+
+/// A training stage's command line `argv` parsed by its command `cmd`
+/// (clap prints the usage and exits on a bad one).
+pub fn parse<A: FromArgMatches>(cmd: Command, argv: Vec<OsString>) -> Request<A> {
+    let matches = cmd.clone().get_matches_from(argv);
+    if matches.get_flag("print_key") {
+        return Request::PrintKey(run_key(&cmd, &matches));
+    }
+    Request::Train(A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
 }
 
 /// The arguments that do not key a run: the paths (keyed by their content

@@ -1,0 +1,79 @@
+//! `explore`'s flags.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tsimcne_explore::{DEFAULT_NEIGHBOURS, ExploreConfig, FeatureSpec, SINGLE_FILE_MAX_BYTES};
+
+use crate::default_threads;
+
+/// Write an interactive map of the images: DIR/map.html, one file that opens
+/// in a browser from disk with no server and no network. Pan and zoom, see
+/// each point's image and its nearest neighbours on hover, click to pin an
+/// image and step through its neighbours; zoomed in, the points become their
+/// thumbnails.
+#[derive(Debug, Parser)]
+#[command(name = "explore", version, about, long_about)]
+pub struct Args {
+    /// The map: any Parquet table with `id` and coordinates (`x`, `y`, … or
+    /// one vector column), e.g. finetune/embedding.parquet or a t-SNE table;
+    /// its first two coordinates are drawn.
+    #[arg(long)]
+    embedding: PathBuf,
+    /// The embedding's vector column, if the table has several.
+    #[arg(long)]
+    column: Option<String>,
+    /// The image table (from prep): thumbnails, labels, splits and file
+    /// names, joined on `id`.
+    #[arg(long)]
+    images: PathBuf,
+    /// Also list each image's nearest neighbours in this space: FILE:COLUMN,
+    /// such as pretrain/features.parquet:backbone.
+    #[arg(long, value_name = "FILE:COLUMN")]
+    features: Option<String>,
+    /// A metrics.json from evaluate, shown beside the legend.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Nearest neighbours listed per image.
+    #[arg(long, default_value_t = DEFAULT_NEIGHBOURS)]
+    neighbours: usize,
+    /// The page's title [default: the embedding's folder and file name].
+    #[arg(long)]
+    title: Option<String>,
+    /// Seed of the order points are drawn in.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Above this many MiB, the thumbnails go into files beside map.html
+    /// (map-data/): copy the folder, not the file alone.
+    #[arg(long, value_name = "MIB", default_value_t = SINGLE_FILE_MAX_BYTES >> 20)]
+    max_single_file: usize,
+    /// Threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Output directory (created if missing): map.html is written there,
+    /// atomically.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl Args {
+    /// The library's config, checked.
+    pub fn config(&self) -> anyhow::Result<ExploreConfig> {
+        Ok(ExploreConfig {
+            embedding: self.embedding.clone(),
+            embedding_column: self.column.clone(),
+            images: self.images.clone(),
+            features: self
+                .features
+                .as_deref()
+                .map(FeatureSpec::parse)
+                .transpose()?,
+            metrics: self.metrics.clone(),
+            neighbours: self.neighbours,
+            seed: self.seed,
+            threads: self.threads.unwrap_or_else(default_threads).max(1),
+            title: self.title.clone(),
+            single_file_max_bytes: self.max_single_file.saturating_mul(1 << 20),
+        })
+    }
+}
