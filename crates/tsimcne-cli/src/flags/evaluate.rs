@@ -7,6 +7,7 @@ use tsimcne_eval::stage::{Picture, StageConfig};
 use tsimcne_eval::{EvalConfig, Reference};
 
 use crate::default_threads;
+use crate::flags::MapArgs;
 
 /// Evaluate an embedding: kNN accuracy (k = 15, scikit-learn's majority
 /// vote) on the dataset's train→test split and on the paper's repeated
@@ -16,16 +17,8 @@ use crate::default_threads;
 #[derive(Debug, Parser)]
 #[command(name = "evaluate", version, about, long_about)]
 pub struct Args {
-    /// The embedding: any Parquet table with `id` and coordinates (`x`, `y`,
-    /// … columns or one vector column), e.g. finetune/embedding.parquet.
-    #[arg(long)]
-    embedding: PathBuf,
-    /// The embedding's vector column, if the table has several.
-    #[arg(long)]
-    column: Option<String>,
-    /// The image table (from prep) the labels come from, joined on `id`.
-    #[arg(long)]
-    images: PathBuf,
+    #[command(flatten)]
+    map: MapArgs,
     /// A high-dimensional reference for neighbour preservation: `pixels`,
     /// or `FILE:COLUMN` such as pretrain/features.parquet:head, optionally
     /// named `NAME=SPEC`. Repeatable.
@@ -74,9 +67,9 @@ impl Args {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(StageConfig {
             eval: EvalConfig {
-                embedding: self.embedding,
-                embedding_column: self.column,
-                images: self.images,
+                embedding: self.map.embedding,
+                embedding_column: self.map.column,
+                images: self.map.images,
                 references,
                 k: self.k,
                 repeats: self.repeats,

@@ -6,8 +6,10 @@ use clap::Parser;
 use tsimcne_explore::{DEFAULT_NEIGHBOURS, ExploreConfig, FeatureSpec, SINGLE_FILE_MAX_BYTES};
 
 use crate::default_threads;
+use crate::flags::MapArgs;
 
-/// Write an interactive map of the images: DIR/map.html, one file that opens
+/// Write an interactive map of the images (the embedding's first two
+/// coordinates): DIR/map.html, one file that opens
 /// in a browser from disk with no server and no network. Pan and zoom, see
 /// each point's image and its nearest neighbours on hover, click to pin an
 /// image and step through its neighbours; zoomed in, the points become their
@@ -15,18 +17,8 @@ use crate::default_threads;
 #[derive(Debug, Parser)]
 #[command(name = "explore", version, about, long_about)]
 pub struct Args {
-    /// The map: any Parquet table with `id` and coordinates (`x`, `y`, … or
-    /// one vector column), e.g. finetune/embedding.parquet or a t-SNE table;
-    /// its first two coordinates are drawn.
-    #[arg(long)]
-    embedding: PathBuf,
-    /// The embedding's vector column, if the table has several.
-    #[arg(long)]
-    column: Option<String>,
-    /// The image table (from prep): thumbnails, labels, splits and file
-    /// names, joined on `id`.
-    #[arg(long)]
-    images: PathBuf,
+    #[command(flatten)]
+    map: MapArgs,
     /// Also list each image's nearest neighbours in this space: FILE:COLUMN,
     /// such as pretrain/features.parquet:backbone.
     #[arg(long, value_name = "FILE:COLUMN")]
@@ -60,9 +52,9 @@ impl Args {
     /// The library's config, checked.
     pub fn config(&self) -> anyhow::Result<ExploreConfig> {
         Ok(ExploreConfig {
-            embedding: self.embedding.clone(),
-            embedding_column: self.column.clone(),
-            images: self.images.clone(),
+            embedding: self.map.embedding.clone(),
+            embedding_column: self.map.column.clone(),
+            images: self.map.images.clone(),
             features: self
                 .features
                 .as_deref()

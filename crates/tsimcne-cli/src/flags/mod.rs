@@ -11,3 +11,22 @@ pub mod prep;
 pub mod pretrain;
 pub mod train;
 pub mod two_d;
+
+use std::path::PathBuf;
+
+/// The map and its images, as `evaluate` and `explore` read them.
+#[derive(Debug, clap::Args)]
+pub struct MapArgs {
+    /// The map: any Parquet table with `id` and coordinates (`x`, `y`, …
+    /// columns or one vector column), e.g. finetune/embedding.parquet, or a
+    /// t-SNE or UMAP table.
+    #[arg(long)]
+    pub embedding: PathBuf,
+    /// The embedding's vector column, if the table has several.
+    #[arg(long)]
+    pub column: Option<String>,
+    /// The image table (from prep) the labels (and explore's thumbnails,
+    /// splits and file names) come from, joined on `id`.
+    #[arg(long)]
+    pub images: PathBuf,
+}
