@@ -7,21 +7,9 @@
 
 use std::time::Instant;
 
+use tsimcne_data::idx::FASHION_MNIST_CLASSES as FASHION;
 use tsimcne_plot::{Map, Style, Thumbnail, render_png, render_svg};
 use tsimcne_rng::SplitMix64;
-
-const FASHION: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
 
 const CIFAR100: [&str; 100] = [
     "apple",

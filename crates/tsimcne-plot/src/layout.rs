@@ -444,6 +444,25 @@ struct Legend {
     entries: Vec<(String, Option<u32>)>,
 }
 
+impl Legend {
+    /// `cols` columns of `col_w` by `rows` lines of `line` at font `scale`.
+    fn grid(
+        scale: u32,
+        (line, cols, rows, col_w): (i32, i32, i32, i32),
+        entries: Vec<(String, Option<u32>)>,
+    ) -> Self {
+        Self {
+            scale,
+            rows,
+            line,
+            col_w,
+            width: cols * col_w,
+            height: rows * line,
+            entries,
+        }
+    }
+}
+
 /// Fits the legend in `avail_h × max_w`: the largest font scale (up to
 /// `base`, or `base + 1` in a single column) at which all entries fit in
 /// columns; failing that, scale 1 with names shortened in the middle;
@@ -480,15 +499,11 @@ fn legend_layout(entries: &[(String, u32)], avail_h: i32, max_w: i32, base: u32)
         let w = col_w(scale, chars);
         if cols * w <= max_w && (scale <= base as i32 || cols == 1) {
             let names = entries.iter().map(|e| e.0.clone()).collect();
-            return Some(Legend {
-                scale: scale as u32,
-                rows,
-                line,
-                col_w: w,
-                width: cols * w,
-                height: rows * line,
-                entries: all(names),
-            });
+            return Some(Legend::grid(
+                scale as u32,
+                (line, cols, rows, w),
+                all(names),
+            ));
         }
     }
     // Scale 1, shortened names.
@@ -500,15 +515,7 @@ fn legend_layout(entries: &[(String, u32)], avail_h: i32, max_w: i32, base: u32)
             .map(|e| shorten_middle(&e.0, fit_chars as usize))
             .collect();
         let w = col_w(1, fit_chars.min(chars));
-        return Some(Legend {
-            scale: 1,
-            rows,
-            line,
-            col_w: w,
-            width: cols * w,
-            height: rows * line,
-            entries: all(names),
-        });
+        return Some(Legend::grid(1, (line, cols, rows, w), all(names)));
     }
     // As many entries as fit, names shortened to 5 characters.
     let w = col_w(1, 5);
@@ -520,15 +527,7 @@ fn legend_layout(entries: &[(String, u32)], avail_h: i32, max_w: i32, base: u32)
         .collect();
     lines.push((format!("+{}", entries.len() - keep), None));
     let rows = rows_max.min(lines.len() as i32);
-    Some(Legend {
-        scale: 1,
-        rows,
-        line,
-        col_w: w,
-        width: cols * w,
-        height: rows * line,
-        entries: lines,
-    })
+    Some(Legend::grid(1, (line, cols, rows, w), lines))
 }
 
 #[cfg(test)]

@@ -274,8 +274,8 @@ fn prepare_dir(dir: &Path, restart: bool) -> Result<atomic::DirLock> {
     Ok(lock)
 }
 
-/// Writes a finished stage's outputs. `config.json` marks a finished
-/// stage, so it goes last; and when the directory holds the `config.json`
+/// Writes a finished stage's outputs: its table (`write`), then the model,
+/// then `config.json`, which marks a finished stage, so it goes last; and when the directory holds the `config.json`
 /// of another run (other settings, `--restart`), that is removed durably
 /// before anything is replaced.
 ///
@@ -284,6 +284,7 @@ fn prepare_dir(dir: &Path, restart: bool) -> Result<atomic::DirLock> {
 fn write_outputs(
     dir: &Path,
     config: &ModelConfig,
+    model: &Model,
     write: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let path = dir.join(MODEL_CONFIG_FILE);
@@ -291,6 +292,7 @@ fn write_outputs(
         atomic::remove_durably(&path)?;
     }
     write()?;
+    model.save(&dir.join(MODEL_FILE))?;
     config.save(&path)?;
     Ok(())
 }
@@ -437,16 +439,15 @@ pub fn pretrain(cfg: &PretrainConfig, obs: &dyn Observer) -> Result<StageSummary
             values: &head,
         },
     ];
-    write_outputs(&cfg.out, &config, || {
+    write_outputs(&cfg.out, &config, &model, || {
         write_vectors(
             &cfg.out.join(FEATURES_FILE),
             KIND_FEATURES,
             &ids,
             &cols,
             &[],
-        )?;
-        model.save(&cfg.out.join(MODEL_FILE))?;
-        Ok(())
+        )
+        .map_err(Into::into)
     })?;
     Ok(StageSummary {
         epochs,
@@ -609,10 +610,8 @@ pub fn train_2d(cfg: &TwoDConfig, obs: &dyn Observer) -> Result<StageSummary> {
     let positives = positives(&images, opts.augment, opts.threads, true, &config.normalize)?;
     let settings = opts.settings(plan, &training, positives);
     let epochs = train(&mut model, &images, &settings, &cfg.out, obs)?;
-    write_outputs(&cfg.out, &config, || {
-        write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))?;
-        model.save(&cfg.out.join(MODEL_FILE))?;
-        Ok(())
+    write_outputs(&cfg.out, &config, &model, || {
+        write_model_embedding(&model, &config, &set, &cfg.out.join(EMBEDDING_FILE))
     })?;
     Ok(StageSummary {
         epochs,
