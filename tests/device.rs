@@ -25,22 +25,8 @@ fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn pretrain_args<'a>(images: &'a Path, out: &'a Path, device: &'a str) -> Vec<&'a str> {
-    vec![
-        "--images",
-        s(images),
-        "--out",
-        s(out),
-        "--backbone",
-        "tiny",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--threads",
-        "2",
-        "--device",
-        device,
-    ]
+    let flags = [("--batch-size", "32"), ("--device", device)];
+    with_flags(tiny_pretrain_args(images, out, "1"), &flags)
 }
 
 #[test]

@@ -21,25 +21,10 @@ fn images(dir: &Path, n: usize) -> PathBuf {
     out
 }
 
+/// The tiny preset's arguments with this file's batch, warm-up and seed.
 fn args<'a>(images: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
-    vec![
-        "--images",
-        s(images),
-        "--out",
-        s(out),
-        "--backbone",
-        "tiny",
-        "--epochs",
-        epochs,
-        "--batch-size",
-        "32",
-        "--warmup",
-        "1",
-        "--threads",
-        "2",
-        "--seed",
-        "7",
-    ]
+    let flags = [("--batch-size", "32"), ("--warmup", "1"), ("--seed", "7")];
+    with_flags(tiny_pretrain_args(images, out, epochs), &flags)
 }
 
 fn read(p: &Path) -> Vec<u8> {

@@ -75,6 +75,18 @@ pub fn tiny_pretrain_args<'a>(images: &'a Path, out: &'a Path, epochs: &'a str) 
     ]
 }
 
+/// `args` with each flag of `flags` set to its value: the value after the
+/// flag replaced where `args` has it, the pair appended where not.
+pub fn with_flags<'a>(mut args: Vec<&'a str>, flags: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    for &(flag, value) in flags {
+        match args.iter().position(|a| *a == flag) {
+            Some(i) => args[i + 1] = value,
+            None => args.extend([flag, value]),
+        }
+    }
+    args
+}
+
 /// Runs stage `bin` and asserts it succeeded.
 pub fn ok(bin: &str, args: &[&str]) {
     let r = run(bin, args);

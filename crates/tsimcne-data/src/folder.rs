@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use image::imageops::{self, FilterType};
 use image::metadata::Orientation;
 use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
-use tsimcne_format::{ImageMeta, ImageSet, SourcePath, Split};
+use tsimcne_format::{ImageMeta, ImageSet, SourcePath};
 
 use crate::checksum::{listing_checksum, md5_bytes};
 use crate::error::{PrepError, Result};
@@ -792,20 +792,6 @@ pub fn read_folder(
     );
     Ok(FolderRead {
         set: ImageSet {
-            meta: ImageMeta {
-                height: size.0,
-                width: size.1,
-                channels,
-                class_names: listing.class_names.clone(),
-                coarse_class_names: None,
-                source: "folder".into(),
-                source_checksum: checksum,
-                subset: None,
-            },
-            splits: vec![Split::Train; read.len()],
-            labels: read.iter().map(|(e, _, _)| e.label).collect(),
-            coarse_labels: Vec::new(),
-            pixels,
             paths: read
                 .iter()
                 .map(|(e, _, _)| SourcePath {
@@ -813,6 +799,15 @@ pub fn read_folder(
                     bytes: e.raw.clone(),
                 })
                 .collect(),
+            ..ImageSet::train_only(
+                ImageMeta::folder(
+                    (size.0, size.1, channels),
+                    listing.class_names.clone(),
+                    checksum,
+                ),
+                read.iter().map(|(e, _, _)| e.label).collect(),
+                pixels,
+            )
         },
         skipped,
         duplicates,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use tsimcne_format::vectors::write_embedding;
-use tsimcne_format::{ImageMeta, ImageSet, Split, write_image_table};
+use tsimcne_format::{ImageMeta, ImageSet, write_image_table};
 use tsimcne_rng::SplitMix64;
 
 fn main() {
@@ -32,23 +32,10 @@ fn main() {
         coords.push((8.0 * a.cos() + rng.normal()) as f32);
         coords.push((8.0 * a.sin() + rng.normal()) as f32);
     }
-    let set = ImageSet {
-        meta: ImageMeta {
-            height: 4,
-            width: 4,
-            channels: 1,
-            class_names: (0..classes).map(|c| format!("class {c}")).collect(),
-            coarse_class_names: None,
-            source: "folder".into(),
-            source_checksum: "md5:00000000000000000000000000000000".into(),
-            subset: None,
-        },
-        splits: vec![Split::Train; n],
-        labels: labels.clone(),
-        coarse_labels: vec![],
-        pixels,
-        paths: vec![],
-    };
+    let class_names = (0..classes).map(|c| format!("class {c}")).collect();
+    let checksum = "md5:00000000000000000000000000000000".into();
+    let meta = ImageMeta::folder((4, 4, 1), class_names, checksum);
+    let set = ImageSet::train_only(meta, labels.clone(), pixels);
     write_image_table(&dir.join("images.parquet"), &set).expect("writing the image table");
     let ids: Vec<u32> = (0..n as u32).collect();
     write_embedding(

@@ -109,27 +109,16 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tsimcne_format::{ImageMeta, Split};
+    use tsimcne_format::ImageMeta;
 
     fn set(n: usize, h: u32, w: u32, c: u32) -> ImageSet {
         let len = (h * w * c) as usize;
-        ImageSet {
-            meta: ImageMeta {
-                height: h,
-                width: w,
-                channels: c,
-                class_names: vec![],
-                coarse_class_names: None,
-                source: "folder".into(),
-                source_checksum: "md5:0".into(),
-                subset: None,
-            },
-            splits: vec![Split::Train; n],
-            labels: vec![None; n],
-            coarse_labels: vec![],
-            pixels: (0..n * len).map(|i| (i * 7 % 251) as u8).collect(),
-            paths: vec![],
-        }
+        let pixels = (0..n * len).map(|i| (i * 7 % 251) as u8).collect();
+        ImageSet::train_only(
+            ImageMeta::folder((h, w, c), vec![], "md5:0".into()),
+            vec![None; n],
+            pixels,
+        )
     }
 
     /// Decoding the sheets gives back every image's exact pixels.

@@ -121,6 +121,25 @@ pub struct ImageMeta {
 }
 
 impl ImageMeta {
+    /// The facts of a table read from an image folder (`source` `folder`):
+    /// no coarse classes, no subset.
+    pub fn folder(
+        (height, width, channels): (u32, u32, u32),
+        class_names: Vec<String>,
+        source_checksum: String,
+    ) -> Self {
+        Self {
+            height,
+            width,
+            channels,
+            class_names,
+            coarse_class_names: None,
+            source: "folder".into(),
+            source_checksum,
+            subset: None,
+        }
+    }
+
     /// Bytes in one image.
     pub fn image_len(&self) -> usize {
         self.height as usize * self.width as usize * self.channels as usize
@@ -293,6 +312,19 @@ impl SourcePath {
 }
 
 impl ImageSet {
+    /// A table of `labels.len()` images, all in the training split, with no
+    /// coarse labels and no source paths. Not checked: see [`Self::check`].
+    pub fn train_only(meta: ImageMeta, labels: Vec<Option<i32>>, pixels: Vec<u8>) -> Self {
+        Self {
+            meta,
+            splits: vec![Split::Train; labels.len()],
+            labels,
+            coarse_labels: Vec::new(),
+            pixels,
+            paths: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.splits.len()
     }

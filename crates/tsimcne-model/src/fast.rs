@@ -65,15 +65,78 @@ struct ConvIn {
 }
 
 /// What a block's backward pass needs from its forward pass.
-struct BlockTape {
-    g1: ConvIn,
-    c1: Vec<f32>,
-    s1: BnStats,
-    a1: Vec<f32>,
-    g2: ConvIn,
-    c2: Vec<f32>,
-    s2: BnStats,
-    short: Option<(ConvIn, Vec<f32>, BnStats)>,
+/// One residual block's saved forward pass, on either device: each unit's
+/// convolution input `G` (what its backward needs), convolution output and
+/// batch statistics `S`, in buffers `B`.
+pub(crate) struct BlockTape<G, B, S> {
+    pub(crate) g1: G,
+    pub(crate) c1: B,
+    pub(crate) s1: S,
+    /// The first unit's output, the second convolution's input.
+    pub(crate) a1: B,
+    pub(crate) g2: G,
+    pub(crate) c2: B,
+    pub(crate) s2: S,
+    pub(crate) short: Option<(G, B, S)>,
+}
+
+/// What one unit (a convolution, its batch norm, then the residual and the
+/// ReLU where asked) gives: the convolution's saved input, its output, the
+/// batch statistics and the unit's output.
+pub(crate) type UnitOut<G, B, S> = (G, B, S, B);
+
+impl Block {
+    /// The block's dataflow, written once for both devices:
+    /// `out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut)`, where the
+    /// shortcut is a 1×1 unit without ReLU or `x` itself.
+    /// `unit(input, conv, bn, h, w, residual, relu)` runs one unit on the
+    /// device; `release` takes back the shortcut's output once added.
+    /// Returns the tape, the output and its spatial size.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn forward<G, B, S>(
+        &self,
+        x: &B,
+        (h, w): (usize, usize),
+        mut unit: impl FnMut(
+            &B,
+            &ConvSpec,
+            &str,
+            usize,
+            usize,
+            Option<&B>,
+            bool,
+        ) -> Result<UnitOut<G, B, S>>,
+        release: impl FnOnce(B),
+    ) -> Result<(BlockTape<G, B, S>, B, (usize, usize))> {
+        // [n, cin, h, w] → [n, cout, h/stride, w/stride] (in either layout)
+        let (g1, c1, s1, a1) = unit(x, &self.conv1, &self.bn1, h, w, None, true)?;
+        let geom = self.conv1.geom(1, h, w);
+        let (ho, wo) = (geom.out_h(), geom.out_w());
+        let short = match &self.shortcut {
+            Some((spec, bn)) => Some(unit(x, spec, bn, h, w, None, false)?),
+            None => None,
+        };
+        let residual = match &short {
+            Some((_, _, _, s)) => s,
+            None => x,
+        };
+        let (g2, c2, s2, out) = unit(&a1, &self.conv2, &self.bn2, ho, wo, Some(residual), true)?;
+        let short = short.map(|(g, c, s, sum)| {
+            release(sum);
+            (g, c, s)
+        });
+        let tape = BlockTape {
+            g1,
+            c1,
+            s1,
+            a1,
+            g2,
+            c2,
+            s2,
+            short,
+        };
+        Ok((tape, out, (ho, wo)))
+    }
 }
 
 /// The stem's part of a tape: its input (NHWC), convolution output and
@@ -95,7 +158,7 @@ pub struct Tape {
     /// `acts[0]` is the first block's input, `acts[i + 1]` block
     /// `first + i`'s output.
     acts: Vec<Vec<f32>>,
-    blocks: Vec<BlockTape>,
+    blocks: Vec<BlockTape<ConvIn, Vec<f32>, BnStats>>,
     /// Pixels and channels of the last activation.
     last_hw: usize,
     last_c: usize,
@@ -487,39 +550,27 @@ impl FastBackbone {
         let mut tapes = Vec::new();
         for b in &self.blocks[blocks] {
             // [n, h, w, cin] → [n, h/stride, w/stride, cout]
-            let (g1, c1, s1, a1) = unit(&act, &b.conv1, &b.bn1, h, w, None, true)?;
-            let (ho, wo) = (g1.geom.out_h(), g1.geom.out_w());
-            let short = match &b.shortcut {
-                Some((spec, bn)) => Some(unit(&act, spec, bn, h, w, None, false)?),
-                None => None,
-            };
-            let residual: &[f32] = match &short {
-                Some((_, _, _, s)) => s,
-                None => &act,
-            };
-            let (g2, c2, s2, out) = unit(&a1, &b.conv2, &b.bn2, ho, wo, Some(residual), true)?;
+            let (tape, out, hw) = b.forward(
+                &act,
+                (h, w),
+                |x: &Vec<f32>, spec, bn, h, w, residual: Option<&Vec<f32>>, relu| {
+                    unit(x, spec, bn, h, w, residual.map(Vec::as_slice), relu)
+                },
+                |sum| self.pool.give(sum),
+            )?;
+            let prev = std::mem::replace(&mut act, out);
             if record {
-                tapes.push(BlockTape {
-                    g1,
-                    c1,
-                    s1,
-                    a1,
-                    g2,
-                    c2,
-                    s2,
-                    short: short.map(|(g, c, s, _)| (g, c, s)),
-                });
-                acts.push(std::mem::replace(&mut act, out));
+                tapes.push(tape);
+                acts.push(prev);
             } else {
-                for buf in [c1, a1, c2, std::mem::replace(&mut act, out)] {
+                for buf in [tape.c1, tape.a1, tape.c2, prev] {
                     self.pool.give(buf);
                 }
-                if let Some((_, c, _, s)) = short {
+                if let Some((_, c, _)) = tape.short {
                     self.pool.give(c);
-                    self.pool.give(s);
                 }
             }
-            (h, w) = (ho, wo);
+            (h, w) = hw;
         }
         let c = act.len() / (n * h * w).max(1);
         let tape = record.then(|| Tape {

@@ -6,7 +6,10 @@
 //! `TSIMCNE_TEST_CUDA=1` on a machine with an NVIDIA GPU, skipped with a note
 //! otherwise.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::loss;
 use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model, ResNetArch};
 
 fn cuda() -> Option<Device> {
@@ -41,27 +44,8 @@ fn images(n: usize, c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// A loss that weighs every output differently.
-fn loss(z: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, d) = z.dims2()?;
-    let w: Vec<f32> = (0..n * d)
-        .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
-        .collect();
-    let w = Tensor::from_vec(w, (n, d), z.device())?;
-    (z * &w)?.sum_all()? + z.sqr()?.mean_all()?
-}
-
-fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, rel: f32) {
-    assert_eq!(gpu.dims(), cpu.dims(), "{what}");
-    let a = gpu.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = cpu.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            (x - y).abs() <= rel * scale,
-            "{what}[{i}]: GPU {x} vs CPU {y} (scale {scale})"
-        );
-    }
+fn assert_close(what: &str, a: &Tensor, b: &Tensor, rel: f32) {
+    common::assert_close(what, a, b, rel, ("GPU", "CPU"));
 }
 
 /// What [`check`] compares.

@@ -2,7 +2,10 @@
 //! and every parameter gradient, on odd shapes (1 and 3 channels, odd sizes,
 //! stride-2 and 1×1 shortcut convolutions, batch 1).
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::loss;
 use tsimcne_model::{Backprop, Kernels, Model, ResNetArch};
 
 fn arch(in_channels: usize, widths: Vec<usize>, blocks: Vec<usize>) -> ResNetArch {
@@ -26,27 +29,8 @@ fn images(n: usize, c: usize, h: usize, w: usize, seed: u64) -> Tensor {
     Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()
 }
 
-/// A loss that weighs every output differently.
-fn loss(z: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, d) = z.dims2()?;
-    let w: Vec<f32> = (0..n * d)
-        .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
-        .collect();
-    let w = Tensor::from_vec(w, (n, d), z.device())?;
-    (z * &w)?.sum_all()? + z.sqr()?.mean_all()?
-}
-
 fn assert_close(what: &str, a: &Tensor, b: &Tensor, rel: f32) {
-    assert_eq!(a.dims(), b.dims(), "{what}");
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            (x - y).abs() <= rel * scale,
-            "{what}[{i}]: fast {x} vs candle {y} (scale {scale})"
-        );
-    }
+    common::assert_close(what, a, b, rel, ("fast", "candle"));
 }
 
 fn check(arch: &ResNetArch, n: usize, h: usize, w: usize) {

@@ -128,7 +128,7 @@ pub(crate) fn pca_output_layer(
 mod tests {
     use super::*;
     use candle_core::Device;
-    use tsimcne_format::{ImageMeta, ImageSet, Split};
+    use tsimcne_format::{ImageMeta, ImageSet};
     use tsimcne_model::preset;
 
     fn covariance(z: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
@@ -160,23 +160,9 @@ mod tests {
         let prev = Model::new(&arch, 3, &Device::Cpu).unwrap();
         let n = 64;
         let mut rng = tsimcne_rng::SplitMix64::keyed(&[9]);
-        let set = ImageSet {
-            meta: ImageMeta {
-                height: 8,
-                width: 8,
-                channels: 1,
-                class_names: vec![],
-                coarse_class_names: None,
-                source: "folder".into(),
-                source_checksum: "md5:0".into(),
-                subset: None,
-            },
-            splits: vec![Split::Train; n],
-            labels: vec![None; n],
-            coarse_labels: vec![],
-            pixels: (0..n * 64).map(|_| rng.below(256) as u8).collect(),
-            paths: Vec::new(),
-        };
+        let pixels = (0..n * 64).map(|_| rng.below(256) as u8).collect();
+        let meta = ImageMeta::folder((8, 8, 1), vec![], "md5:0".into());
+        let set = ImageSet::train_only(meta, vec![None; n], pixels);
         let dir = tempfile::tempdir().unwrap(); // no features.parquet: a forward pass
         let (w, b) = pca_output_layer(&prev, dir.path(), &set, &None, 2).unwrap();
         let map = prev.with_output(2, w, b).unwrap();

@@ -7,7 +7,10 @@
 //! each GPU backbone (candle's kernels; ours, exact and TF32) and SGD's
 //! tensor path. Ours on the GPU also repeats itself bit for bit.
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::values;
 use tsimcne_model::{Backprop, ConvMath, DeviceSpec, Kernels, Model, preset};
 use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity};
 
@@ -22,15 +25,6 @@ fn cuda() -> Option<Device> {
             .open()
             .expect("TSIMCNE_TEST_CUDA=1, but no CUDA device"),
     )
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 /// Asserts max |a − b| ≤ tol · max(1, max |b|): `a` from the GPU, `b` the CPU.

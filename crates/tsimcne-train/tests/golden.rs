@@ -1,6 +1,9 @@
 //! Golden tests against PyTorch (fixtures from tests/golden/make_golden.py)
 //! and finite-difference checks of the loss gradients.
 
+mod common;
+
+use common::values;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -16,19 +19,10 @@ fn golden() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(golden_dir().join("golden.safetensors"), &Device::Cpu).unwrap()
 }
 
-fn vec_of(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 /// Asserts |a − b| ≤ atol + rtol·|b| elementwise.
 fn close(what: &str, a: &Tensor, b: &Tensor, rtol: f64, atol: f64) {
     assert_eq!(a.dims(), b.dims(), "{what}: shapes");
-    let (a, b) = (vec_of(a), vec_of(b));
+    let (a, b) = (values(a), values(b));
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!(
             (x - y).abs() <= atol + rtol * y.abs(),
@@ -169,7 +163,7 @@ fn weights_round_trip_through_safetensors_bit_exactly() {
     let ours: HashMap<String, Tensor> = m.state().unwrap().into_iter().collect();
     assert_eq!(reference.len(), ours.len());
     for (name, t) in &reference {
-        assert_eq!(vec_of(t), vec_of(&ours[name]), "{name}");
+        assert_eq!(values(t), values(&ours[name]), "{name}");
     }
 }
 
@@ -205,8 +199,8 @@ fn loss_gradients_match_finite_differences() {
         let z0 = Tensor::cat(&[&a, &b], 0).unwrap(); // f64
         let zv = Var::from_tensor(&z0).unwrap();
         let grad = info_nce(zv.as_tensor(), sim).unwrap().backward().unwrap();
-        let grad = vec_of(grad.get(&zv).unwrap());
-        let base = vec_of(&z0);
+        let grad = values(grad.get(&zv).unwrap());
+        let base = values(&z0);
         let h = 1e-6;
         let f = |v: &[f64]| -> f64 {
             let z = Tensor::from_vec(v.to_vec(), z0.dims(), &Device::Cpu).unwrap();
@@ -263,8 +257,8 @@ fn fixed_scale_loss_gradients_match_finite_differences_and_ignore_shift_and_scal
     .unwrap()
     .backward()
     .unwrap();
-    let grad = vec_of(grad.get(&zv).unwrap());
-    let base = vec_of(&z0);
+    let grad = values(grad.get(&zv).unwrap());
+    let base = values(&z0);
     let h = 1e-6;
     for i in 0..base.len() {
         let (mut p, mut m) = (base.clone(), base.clone());
@@ -279,7 +273,7 @@ fn fixed_scale_loss_gradients_match_finite_differences_and_ignore_shift_and_scal
         );
     }
     // The scaled views: mean 0, root mean square coordinate 11.
-    let s = vec_of(&fixed_scale(&z0, 11.0).unwrap());
+    let s = values(&fixed_scale(&z0, 11.0).unwrap());
     let (n, d) = z0.dims2().unwrap();
     for c in 0..d {
         let mean: f64 = (0..n).map(|r| s[r * d + c]).sum::<f64>() / n as f64;
@@ -511,7 +505,7 @@ fn sgd_only_touches_its_parameters() {
         .state()
         .unwrap()
         .iter()
-        .map(|(n, t)| (n.clone(), vec_of(t)))
+        .map(|(n, t)| (n.clone(), values(t)))
         .collect();
     let mut sgd = Sgd::new(
         m.trainable(Some(&["projection_head.layers.2"])),
@@ -525,7 +519,7 @@ fn sgd_only_touches_its_parameters() {
         .unwrap();
     sgd.step(&grads, 0.1).unwrap();
     for (name, t) in m.state().unwrap() {
-        let same = before[&name] == vec_of(&t);
+        let same = before[&name] == values(&t);
         let expect_change = name.starts_with("projection_head.layers.2")
             || name.contains("running_")
             || name.ends_with("num_batches_tracked");

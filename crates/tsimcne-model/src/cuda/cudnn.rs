@@ -129,6 +129,58 @@ pub(super) struct ConvPlan {
 // backbone's `Mutex`.
 unsafe impl Send for ConvPlan {}
 
+/// What the three kinds of cuDNN's algorithm rankings (forward,
+/// backward-data, backward-filter) have in common.
+trait AlgoPerf {
+    type Algo: Copy;
+    fn algo(&self) -> Self::Algo;
+    /// The workspace the heuristics estimate, in bytes.
+    fn memory(&self) -> usize;
+    fn usable(&self) -> bool;
+    fn deterministic(&self) -> bool;
+}
+
+macro_rules! algo_perf {
+    ($($perf:ty => $algo:ty),* $(,)?) => {$(
+        impl AlgoPerf for $perf {
+            type Algo = $algo;
+            fn algo(&self) -> $algo {
+                self.algo
+            }
+            fn memory(&self) -> usize {
+                self.memory
+            }
+            fn usable(&self) -> bool {
+                self.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+                    && self.memory <= WORKSPACE_CAP
+            }
+            fn deterministic(&self) -> bool {
+                self.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC
+            }
+        }
+    )*};
+}
+
+algo_perf! {
+    sys::cudnnConvolutionFwdAlgoPerf_t => sys::cudnnConvolutionFwdAlgo_t,
+    sys::cudnnConvolutionBwdDataAlgoPerf_t => sys::cudnnConvolutionBwdDataAlgo_t,
+    sys::cudnnConvolutionBwdFilterAlgoPerf_t => sys::cudnnConvolutionBwdFilterAlgo_t,
+}
+
+/// The first usable deterministic algorithm of cuDNN's ranking (the first
+/// `count` of `perf`), else the first usable one (where a shape has no
+/// deterministic algorithm; every forward algorithm is deterministic), with
+/// its workspace estimate.
+fn pick<P: AlgoPerf>(perf: &[P], count: i32, what: &str) -> Result<(P::Algo, usize)> {
+    let ranked = &perf[..(count.max(0) as usize).min(perf.len())];
+    ranked
+        .iter()
+        .find(|p| p.usable() && p.deterministic())
+        .or_else(|| ranked.iter().find(|p| p.usable()))
+        .map(|p| (p.algo(), p.memory()))
+        .ok_or_else(|| err(what, "none usable"))
+}
+
 const ONE: f32 = 1.0;
 const ZERO: f32 = 0.0;
 
@@ -177,8 +229,6 @@ impl ConvPlan {
         unsafe { result::set_convolution_math_type(conv.0, math) }
             .map_err(|e| err("convolution math", e))?;
         let h = cudnn.handle;
-        let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
-        let det = sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC;
 
         // The heuristics' ranking, first usable algorithm of each.
         let mut count = 0;
@@ -197,11 +247,7 @@ impl ConvPlan {
             )
         }
         .map_err(|e| err("forward algorithm", e))?;
-        let fwd = perf[..count.max(0) as usize]
-            .iter()
-            .find(|p| p.status == ok && p.memory <= WORKSPACE_CAP)
-            .ok_or_else(|| err("forward algorithm", "none usable"))?;
-        let (fwd, fwd_ws) = (fwd.algo, fwd.memory);
+        let (fwd, fwd_ws) = pick(&perf, count, "forward algorithm")?;
 
         // SAFETY: as above.
         let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
@@ -218,17 +264,7 @@ impl ConvPlan {
             )
         }
         .map_err(|e| err("backward-data algorithm", e))?;
-        let usable = &perf[..count.max(0) as usize];
-        let bd = usable
-            .iter()
-            .find(|p| p.status == ok && p.determinism == det && p.memory <= WORKSPACE_CAP)
-            .or_else(|| {
-                usable
-                    .iter()
-                    .find(|p| p.status == ok && p.memory <= WORKSPACE_CAP)
-            })
-            .ok_or_else(|| err("backward-data algorithm", "none usable"))?;
-        let (bwd_data, bd_ws) = (bd.algo, bd.memory);
+        let (bwd_data, bd_ws) = pick(&perf, count, "backward-data algorithm")?;
 
         // SAFETY: as above.
         let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; 16] =
@@ -246,17 +282,7 @@ impl ConvPlan {
             )
         }
         .map_err(|e| err("backward-filter algorithm", e))?;
-        let usable = &perf[..count.max(0) as usize];
-        let bf = usable
-            .iter()
-            .find(|p| p.status == ok && p.determinism == det && p.memory <= WORKSPACE_CAP)
-            .or_else(|| {
-                usable
-                    .iter()
-                    .find(|p| p.status == ok && p.memory <= WORKSPACE_CAP)
-            })
-            .ok_or_else(|| err("backward-filter algorithm", "none usable"))?;
-        let (bwd_filter, bf_ws) = (bf.algo, bf.memory);
+        let (bwd_filter, bf_ws) = pick(&perf, count, "backward-filter algorithm")?;
 
         // The sizes the chosen algorithms ask for (the heuristics' `memory`
         // is an estimate).

@@ -22,6 +22,25 @@ __device__ void block_sum2(double* s1, double* s2) {
     __syncthreads();
 }
 
+// The sums over channel blockIdx.x of the two terms that `terms(k)` gives
+// for element k (its flat index), in the fixed order: per-thread strided
+// sums, then block_sum2. Thread 0 ends with them in s1[0] and s2[0].
+template <typename Terms>
+__device__ void channel_sums2(int n, int c, int hw, Terms terms, double* s1, double* s2) {
+    int ch = blockIdx.x;
+    long long m = (long long)n * hw;
+    double a = 0.0, b = 0.0;
+    for (long long j = threadIdx.x; j < m; j += THREADS) {
+        long long row = j / hw, i = j - row * hw;
+        double2 t = terms((row * c + ch) * hw + i);
+        a += t.x;
+        b += t.y;
+    }
+    s1[threadIdx.x] = a;
+    s2[threadIdx.x] = b;
+    block_sum2(s1, s2);
+}
+
 // Training-mode statistics of channel blockIdx.x: mean and biased variance,
 // and the affine form y = x * scale + shift of the normalisation.
 extern "C" __global__ void bn_stats(
@@ -32,16 +51,10 @@ extern "C" __global__ void bn_stats(
     __shared__ double s2[THREADS];
     int ch = blockIdx.x;
     long long m = (long long)n * hw;
-    double a = 0.0, b = 0.0;
-    for (long long j = threadIdx.x; j < m; j += THREADS) {
-        long long row = j / hw, i = j - row * hw;
-        double v = (double)x[(row * c + ch) * hw + i];
-        a += v;
-        b += v * v;
-    }
-    s1[threadIdx.x] = a;
-    s2[threadIdx.x] = b;
-    block_sum2(s1, s2);
+    channel_sums2(n, c, hw, [&](long long k) {
+        double v = (double)x[k];
+        return make_double2(v, v * v);
+    }, s1, s2);
     if (threadIdx.x == 0) {
         double cnt = m > 0 ? (double)m : 1.0;
         double mu = s1[0] / cnt;
@@ -109,17 +122,10 @@ extern "C" __global__ void bn_bwd_sums(
     __shared__ double s2[THREADS];
     int ch = blockIdx.x;
     long long m = (long long)n * hw;
-    double a = 0.0, b = 0.0;
-    for (long long j = threadIdx.x; j < m; j += THREADS) {
-        long long row = j / hw, i = j - row * hw;
-        long long k = (row * c + ch) * hw + i;
+    channel_sums2(n, c, hw, [&](long long k) {
         double g = (double)masked(y, dy, has_y, k);
-        a += g;
-        b += g * (double)x[k];
-    }
-    s1[threadIdx.x] = a;
-    s2[threadIdx.x] = b;
-    block_sum2(s1, s2);
+        return make_double2(g, g * (double)x[k]);
+    }, s1, s2);
     if (threadIdx.x == 0) {
         double sg = s1[0], sgx = s2[0];
         double mu = (double)mean[ch];

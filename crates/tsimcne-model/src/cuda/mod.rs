@@ -83,16 +83,7 @@ struct ConvIn {
 }
 
 /// What a block's backward pass needs from its forward pass.
-struct BlockTape {
-    g1: ConvIn,
-    c1: Buf,
-    s1: Stats,
-    a1: Buf,
-    g2: ConvIn,
-    c2: Buf,
-    s2: Stats,
-    short: Option<(ConvIn, Buf, Stats)>,
-}
+type BlockTape = crate::fast::BlockTape<ConvIn, Buf, Stats>;
 
 /// The saved forward pass of a training step on the GPU.
 pub struct Tape {
@@ -510,35 +501,23 @@ impl CudaBackbone {
         let mut acts = Vec::new();
         let mut tapes = Vec::new();
         for b in &self.blocks {
-            let ap = ptr(&gpu.stream, &act);
             // [n, cin, h, w] → [n, cout, h/stride, w/stride]
-            let (g1, c1, s1, a1) = unit(gpu, ap, &b.conv1, &b.bn1, h, w, None, true)?;
-            let (ho, wo) = (g1.key.out_h(), g1.key.out_w());
-            let short = match &b.shortcut {
-                Some((spec, bn)) => Some(unit(gpu, ap, spec, bn, h, w, None, false)?),
-                None => None,
-            };
-            let rp = match &short {
-                Some((_, _, _, s)) => ptr(&gpu.stream, s),
-                None => ap,
-            };
-            let a1p = ptr(&gpu.stream, &a1);
-            let (g2, c2, s2, out) = unit(gpu, a1p, &b.conv2, &b.bn2, ho, wo, Some(rp), true)?;
+            let (tape, out, hw) = b.forward(
+                &act,
+                (h, w),
+                |x: &Buf, spec, bn, h, w, residual: Option<&Buf>, relu| {
+                    let xp = ptr(&gpu.stream, x);
+                    let rp = residual.map(|r| ptr(&gpu.stream, r));
+                    unit(gpu, xp, spec, bn, h, w, rp, relu)
+                },
+                drop,
+            )?;
             let prev = std::mem::replace(&mut act, out);
             if record {
-                tapes.push(BlockTape {
-                    g1,
-                    c1,
-                    s1,
-                    a1,
-                    g2,
-                    c2,
-                    s2,
-                    short: short.map(|(g, c, s, _)| (g, c, s)),
-                });
+                tapes.push(tape);
                 acts.push(prev);
             }
-            (h, w) = (ho, wo);
+            (h, w) = hw;
         }
         // Global average pool: [n, c, h·w] → [n, c]
         let rows = n * self.feature_dim;
