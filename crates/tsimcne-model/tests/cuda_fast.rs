@@ -9,7 +9,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::loss;
+use common::{arch, image_values, loss};
 use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model, ResNetArch};
 
 fn cuda() -> Option<Device> {
@@ -22,26 +22,6 @@ fn cuda() -> Option<Device> {
             .open()
             .expect("TSIMCNE_TEST_CUDA=1, but no CUDA device"),
     )
-}
-
-fn arch(in_channels: usize, widths: Vec<usize>, blocks: Vec<usize>) -> ResNetArch {
-    ResNetArch {
-        in_channels,
-        widths,
-        blocks,
-        head_hidden: 24,
-        out_dim: 5,
-    }
-}
-
-fn images(n: usize, c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
-    (0..n * c * h * w)
-        .map(|i| {
-            let r = (i as u64 ^ seed.wrapping_mul(0x2545_F491)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                >> 40;
-            (r % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect()
 }
 
 fn assert_close(what: &str, a: &Tensor, b: &Tensor, rel: f32) {
@@ -61,7 +41,7 @@ enum Compare {
 
 fn check(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare) {
     let Some(gpu) = cuda() else { return };
-    let pixels = images(n, arch.in_channels, h, w, (n * h * w) as u64);
+    let pixels = image_values(n, arch.in_channels, h, w, (n * h * w) as u64);
     let dims = (n, arch.in_channels, h, w);
     let xc = Tensor::from_vec(pixels.clone(), dims, &Device::Cpu).unwrap();
     let xg = Tensor::from_vec(pixels, dims, &gpu).unwrap();

@@ -5,27 +5,11 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::loss;
+use common::{arch, image_values, loss};
 use tsimcne_model::{Backprop, Kernels, Model, ResNetArch};
 
-fn arch(in_channels: usize, widths: Vec<usize>, blocks: Vec<usize>) -> ResNetArch {
-    ResNetArch {
-        in_channels,
-        widths,
-        blocks,
-        head_hidden: 24,
-        out_dim: 5,
-    }
-}
-
 fn images(n: usize, c: usize, h: usize, w: usize, seed: u64) -> Tensor {
-    let v: Vec<f32> = (0..n * c * h * w)
-        .map(|i| {
-            let r = (i as u64 ^ seed.wrapping_mul(0x2545_F491)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                >> 40;
-            (r % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
+    let v = image_values(n, c, h, w, seed);
     Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()
 }
 

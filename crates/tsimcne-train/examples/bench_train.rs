@@ -99,34 +99,23 @@ fn model_run(
     let reps = if preset == "resnet18" { 3 } else { 7 };
     // As in the trainer: the loss comes back to the host every step (the
     // NaN check), which also waits for the forward and backward passes.
-    let secs = match what {
-        "step" => time(reps, || {
-            let (loss, grads) = model
-                .loss_and_grads(
-                    &x,
-                    Backprop::Full,
-                    &Contrastive::new(Similarity::Cauchy, None),
-                )
-                .expect("step");
-            loss.to_scalar::<f32>().expect("loss");
-            sgd.step(&grads, 0.01).expect("sgd");
-            sync(dev);
-        }),
-        // Training-mode forward with the output layer's gradient only: the
-        // backbone's forward pass and BatchNorm updates, no backbone backward.
-        "fwd" => time(reps, || {
-            let (loss, _) = model
-                .loss_and_grads(
-                    &x,
-                    Backprop::OutputOnly,
-                    &Contrastive::new(Similarity::Cauchy, None),
-                )
-                .expect("forward");
-            loss.to_scalar::<f32>().expect("loss");
-            sync(dev);
-        }),
+    // "fwd": the training-mode forward with the output layer's gradient
+    // only: the backbone's forward pass and BatchNorm updates, no backbone
+    // backward and no SGD step.
+    let backprop = match what {
+        "step" => Backprop::Full,
+        "fwd" => Backprop::OutputOnly,
         other => panic!("unknown mode {other}"),
     };
+    let objective = Contrastive::new(Similarity::Cauchy, None);
+    let secs = time(reps, || {
+        let (loss, grads) = model.loss_and_grads(&x, backprop, &objective).expect(what);
+        loss.to_scalar::<f32>().expect("loss");
+        if backprop == Backprop::Full {
+            sgd.step(&grads, 0.01).expect("sgd");
+        }
+        sync(dev);
+    });
     println!("{what}_{preset}_{views} {secs:.4}");
     Ok(())
 }
