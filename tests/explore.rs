@@ -16,9 +16,15 @@ use sha2::{Digest, Sha256};
 use tsimcne_format::vectors::{KIND_FEATURES, VectorColumn, write_embedding, write_vectors};
 use tsimcne_format::{ImageSet, read_image_table};
 
-/// Class folder names a user's collection may have: HTML, a script, quotes.
+/// Class folder names a user's collection may have: HTML, a script, quotes,
+/// and characters outside ASCII (the page is windows-1252, so these travel
+/// as escapes).
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-const CLASSES: [&str; 3] = [HOSTILE, "plain", "\"quoted\" & 'apostrophe'"];
+const CLASSES: [&str; 3] = [
+    HOSTILE,
+    "plain",
+    "\"quoted\" & 'apostrophe' \u{b7} caf\u{e9} \u{732b} \u{1f600}",
+];
 const PER_CLASS: u32 = 25;
 
 /// A folder dataset of 8×8 RGB images in three class folders (one of them
@@ -222,19 +228,33 @@ fn the_page_draws_hovers_and_keeps_hostile_names_inert() {
         assert!(r.ok(), "{}", r.stderr);
         let html_path = out.join("map.html");
         assert!(r.stderr.contains(s(&html_path)), "{}", r.stderr);
-        let html = std::fs::read_to_string(&html_path).unwrap();
+        // ASCII up to the sheets' block, which holds raw PNG bytes (the
+        // page is windows-1252) and no `<` at all.
+        let page = std::fs::read(&html_path).unwrap();
+        let marker = b"<script id=\"tsimcne-sheets\" type=\"application/octet-stream\">";
+        let at = page
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("the sheets' block")
+            + marker.len();
+        let end = at + page[at..].iter().position(|&b| b == b'<').unwrap();
+        let (html, block) = (std::str::from_utf8(&page[..at]).unwrap(), &page[at..end]);
+        assert!(html.is_ascii() && page[end..].is_ascii());
+        assert_eq!(&page[end..], b"</script>\n</body>\n</html>\n");
         // Every name went in escaped: no markup from the data anywhere.
         for raw in ["<img", "<svg", "<b>x"] {
             assert!(!html.contains(raw), "{raw} reached the page unescaped");
         }
         assert!(!html.contains("http://") && !html.contains("https://"));
+        // The sheets in the page, or in files beside it.
+        assert_eq!(block.is_empty(), max_mib == "0");
+        assert!(block.starts_with(b"\x89PNG") || block.is_empty());
 
         // A large page keeps its sheets in files beside it.
         let files: Vec<_> = std::fs::read_dir(out.join("map-data"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert_eq!(files.len(), usize::from(max_mib == "0"), "{files:?}");
-        assert_eq!(html.contains("data:image/png"), max_mib != "0");
 
         let Some(driver) = &driver else { continue };
         // TSIMCNE_SHOTS=DIR keeps the screenshots to look at.

@@ -108,7 +108,8 @@ const MAX_METRICS_BYTES: u64 = 1 << 20;
 /// untainted, so the page can still read its pixels and export them).
 #[derive(Debug)]
 pub struct Page {
-    html: String,
+    /// ASCII but for the sheets' block (the page is windows-1252).
+    html: Vec<u8>,
     /// `(name, content)` of each file in [`DATA_DIR`].
     files: Vec<(String, String)>,
     /// Points on the map.
@@ -118,8 +119,8 @@ pub struct Page {
 }
 
 impl Page {
-    /// The page's HTML.
-    pub fn html(&self) -> &str {
+    /// The page's HTML, in windows-1252.
+    pub fn html(&self) -> &[u8] {
         &self.html
     }
 
@@ -154,7 +155,7 @@ impl Page {
             }
         }
         let path = dir.join("map.html");
-        tsimcne_format::atomic::write_bytes_atomic(&path, self.html.as_bytes())?;
+        tsimcne_format::atomic::write_bytes_atomic(&path, &self.html)?;
         if let Ok(entries) = std::fs::read_dir(&data) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -248,12 +249,11 @@ struct SheetsData {
     per_sheet: usize,
     /// Sheets in all.
     count: usize,
-    /// `data:image/png;base64,…` per sheet, in the page's own block after
-    /// the code (`#tsimcne-sheets`), or empty when they are in `files`.
-    #[serde(skip)]
-    urls: Vec<String>,
+    /// Each sheet's PNG bytes, one after the other in the page's own block
+    /// after the code (`#tsimcne-sheets`); empty when they are in `files`.
+    lengths: Vec<usize>,
     /// Scripts beside the page, relative to it, one per sheet: each calls
-    /// `tsimcneSheet(index, url)`.
+    /// `tsimcneSheet(index, url)` with a `data:image/png;base64,…` URL.
     files: Vec<String>,
 }
 
@@ -332,21 +332,22 @@ pub fn build(cfg: &ExploreConfig) -> Result<Page> {
     let layout = map_layout(&coords, &images, &map_nb, k);
     let packed = sheets::pack(&images, cfg.threads)?;
     let mut data = page_data(cfg, &images, &coords, metrics, neighbours, layout, &packed);
-    let sheet_bytes: usize = data.sheets.urls.iter().map(String::len).sum();
+    let sheet_bytes: usize = packed.pngs.iter().map(Vec::len).sum();
     let mut files = Vec::new();
+    let mut block = Vec::new();
     if sheet_bytes > cfg.single_file_max_bytes {
-        for (s, url) in std::mem::take(&mut data.sheets.urls)
-            .into_iter()
-            .enumerate()
-        {
+        for (s, png) in packed.pngs.iter().enumerate() {
+            let url = format!("data:image/png;base64,{}", b64(png));
             let content = format!("tsimcneSheet({s},{});\n", page::script_json(&url));
             let name = format!("sheet-{s}-{:016x}.js", fnv1a(content.as_bytes()));
             data.sheets.files.push(format!("{DATA_DIR}/{name}"));
             files.push((name, content));
         }
+    } else {
+        data.sheets.lengths = packed.pngs.iter().map(Vec::len).collect();
+        block = page::script_bytes(&packed.pngs.concat());
     }
-    let sheets_json = page::script_json(&data.sheets.urls);
-    let html = page::render(&data.title, &page::script_json(&data), &sheets_json)?;
+    let html = page::render(&data.title, &page::script_json(&data), &block)?;
     Ok(Page {
         html,
         files,
@@ -462,11 +463,7 @@ fn page_data<'a>(
             count: packed.pngs.len(),
             columns: packed.columns,
             per_sheet: packed.per_sheet,
-            urls: packed
-                .pngs
-                .iter()
-                .map(|png| format!("data:image/png;base64,{}", b64(png)))
-                .collect(),
+            lengths: Vec::new(),
             files: Vec::new(),
         },
         density: layout.density,

@@ -1,5 +1,12 @@
 //! The page: one HTML file with the styles, the data and the code inline.
 //!
+//! The page is ASCII but for one block, and declares itself windows-1252:
+//! in that encoding every byte is one character, so the thumbnail sheets'
+//! PNG bytes go into the page as themselves ([`script_bytes`]), not as
+//! base64 (a third larger). Every other character outside ASCII is written
+//! as an escape: `\u` in the JSON and the code, a character reference in
+//! the HTML.
+//!
 //! The data goes into a `<script type="application/json">` block. JSON can
 //! hold `</script>` or `<!--` inside a string, which would end the block or
 //! change how the HTML parser reads it, so every `<`, `>` and `&` in the
@@ -17,19 +24,60 @@ const TEMPLATE: &str = include_str!("page/explore.html");
 const STYLE: &str = include_str!("page/explore.css");
 const SCRIPT: &str = include_str!("page/explore.js");
 
-/// `value` as JSON that is inert inside a `<script>` block.
+/// `value` as ASCII JSON that is inert inside a `<script>` block.
 pub(crate) fn script_json(value: &impl Serialize) -> String {
     let json = serde_json::to_string(value).expect("page data is always serialisable");
     let mut out = String::with_capacity(json.len() + json.len() / 64);
     for ch in json.chars() {
         match ch {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            // Line and paragraph separators end a line in older JavaScript.
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
+            '<' | '>' | '&' => push_js_escape(&mut out, ch),
+            c if c.is_ascii() => out.push(c),
+            // Outside ASCII (line and paragraph separators included, which
+            // end a line in older JavaScript).
+            c => push_js_escape(&mut out, c),
+        }
+    }
+    out
+}
+
+/// `ch` as JavaScript's (and JSON's) `\uXXXX` escapes: one, or a surrogate
+/// pair above U+FFFF.
+fn push_js_escape(out: &mut String, ch: char) {
+    let mut units = [0u16; 2];
+    for u in ch.encode_utf16(&mut units) {
+        out.push_str(&format!("\\u{u:04x}"));
+    }
+}
+
+/// The page's code with every character outside ASCII as its `\u` escape
+/// (the same character in a string, a regular expression or a comment).
+fn js_ascii(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    for ch in code.chars() {
+        if ch.is_ascii() {
+            out.push(ch);
+        } else {
+            push_js_escape(&mut out, ch);
+        }
+    }
+    out
+}
+
+/// The escape byte of [`script_bytes`].
+const ESCAPE: u8 = 0x1b;
+
+/// `bytes` as the content of a `<script>` block in a windows-1252 page,
+/// each byte one character: all but four stand for themselves. NUL (which
+/// the HTML parser replaces), CR (which it turns into LF), `<` (which could
+/// end the block) and the escape byte are written as ESC and then the byte
+/// XOR 0x40, none of which is escaped itself. The page's `blockBytes`
+/// reads them back.
+pub(crate) fn script_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 50);
+    for &b in bytes {
+        match b {
+            0x00 | b'\r' | b'<' | ESCAPE => out.extend([ESCAPE, b ^ 0x40]),
+            b => out.push(b),
         }
     }
     out
@@ -45,7 +93,8 @@ pub(crate) fn html_text(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+            c if c.is_ascii() => out.push(c),
+            c => out.push_str(&format!("&#x{:x};", u32::from(c))),
         }
     }
     out
@@ -53,28 +102,30 @@ pub(crate) fn html_text(text: &str) -> String {
 
 /// The page: the template with its five slots filled, in one pass, so text
 /// in one slot is never read as another slot's marker. The thumbnail sheets
-/// (`sheets_json`, most of a page's bytes) come after the code, so the
-/// browser runs it, and draws the points, before it has parsed them.
-pub(crate) fn render(title: &str, data_json: &str, sheets_json: &str) -> Result<String> {
-    let slots = [
-        ("{{TITLE}}", html_text(title)),
-        ("{{STYLE}}", STYLE.to_string()),
-        ("{{DATA}}", data_json.to_string()),
-        ("{{SCRIPT}}", SCRIPT.to_string()),
-        ("{{SHEETS}}", sheets_json.to_string()),
+/// (`sheets`, the [`script_bytes`] of the PNGs, most of a page's bytes) come
+/// after the code, so the browser runs it, and draws the points, before it
+/// has parsed them. Everything but `sheets` is ASCII.
+pub(crate) fn render(title: &str, data_json: &str, sheets: &[u8]) -> Result<Vec<u8>> {
+    let (title, script) = (html_text(title), js_ascii(SCRIPT));
+    let slots: [(&str, &[u8]); 5] = [
+        ("{{TITLE}}", title.as_bytes()),
+        ("{{STYLE}}", STYLE.as_bytes()),
+        ("{{DATA}}", data_json.as_bytes()),
+        ("{{SCRIPT}}", script.as_bytes()),
+        ("{{SHEETS}}", sheets),
     ];
     let mut out =
-        String::with_capacity(TEMPLATE.len() + data_json.len() + SCRIPT.len() + sheets_json.len());
+        Vec::with_capacity(TEMPLATE.len() + data_json.len() + SCRIPT.len() + sheets.len());
     let mut rest = TEMPLATE;
     for (marker, value) in &slots {
         let (head, tail) = rest
             .split_once(marker)
             .ok_or_else(|| ExploreError::Invalid(format!("the page template has no {marker}")))?;
-        out.push_str(head);
-        out.push_str(value);
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(value);
         rest = tail;
     }
-    out.push_str(rest);
+    out.extend_from_slice(rest.as_bytes());
     Ok(out)
 }
 
@@ -97,9 +148,21 @@ mod tests {
     }
 
     #[test]
+    fn script_json_is_ascii_and_round_trips_every_character() {
+        let text = vec!["caf\u{e9} \u{2028} \u{1f600} \u{7f} \u{80}".to_string()];
+        let json = script_json(&text);
+        assert!(json.is_ascii(), "{json}");
+        assert!(json.contains("\\ud83d\\ude00"), "{json}");
+        let back: Vec<String> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, text);
+    }
+
+    #[test]
     fn the_page_has_each_slot_once() {
-        let html = render("a <b> & \"c\"", "{\"x\":\"{{SCRIPT}}\"}", "[]").unwrap();
-        assert!(html.contains("<title>a &lt;b&gt; &amp; &quot;c&quot;</title>"));
+        let html = render("a <b> & \"c\" \u{e9}", "{\"x\":\"{{SCRIPT}}\"}", b"").unwrap();
+        let html = String::from_utf8(html).unwrap();
+        assert!(html.is_ascii());
+        assert!(html.contains("<title>a &lt;b&gt; &amp; &quot;c&quot; &#xe9;</title>"));
         // A slot marker inside the data is data, not a slot.
         assert!(html.contains("{\"x\":\"{{SCRIPT}}\"}"));
         assert_eq!(html.matches("<script").count(), 3);
@@ -107,6 +170,41 @@ mod tests {
             assert!(!html.contains(slot), "unfilled {slot}");
         }
         assert_eq!(html.matches("{{SCRIPT}}").count(), 1);
+        assert!(html.contains("<meta charset=\"windows-1252\">"));
+    }
+
+    /// Every byte but the four escaped ones stands for itself, and the
+    /// block holds no NUL, CR or `<`: decoding it back (as the page does)
+    /// gives the bytes.
+    #[test]
+    fn script_bytes_round_trip_and_hold_nothing_the_parser_changes() {
+        let bytes: Vec<u8> = (0..=255u8).chain([0, 0x1b, b'<', b'\r', b'\n']).collect();
+        let block = script_bytes(&bytes);
+        assert_eq!(block.len(), bytes.len() + 8);
+        for bad in [0u8, b'\r', b'<'] {
+            assert!(!block.contains(&bad), "{bad:#x}");
+        }
+        let mut back = Vec::new();
+        let mut it = block.iter();
+        while let Some(&b) = it.next() {
+            back.push(if b == ESCAPE {
+                it.next().unwrap() ^ 0x40
+            } else {
+                b
+            });
+        }
+        assert_eq!(back, bytes);
+    }
+
+    /// The page's own parts need no escaping but the code's.
+    #[test]
+    fn the_template_and_styles_are_ascii() {
+        assert!(STYLE.is_ascii());
+        assert!(js_ascii(SCRIPT).is_ascii());
+        assert!(
+            TEMPLATE.is_ascii(),
+            "use character references in explore.html"
+        );
     }
 
     /// The inline code and styles cannot end their own element early.

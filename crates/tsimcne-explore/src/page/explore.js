@@ -18,6 +18,14 @@
     fail(err);
   }
 
+  // windows-1252's characters for the bytes 0x80-0x9F (the others are
+  // their own code points).
+  const CP1252_HIGH = [
+    0x20ac, 0x81, 0x201a, 0x192, 0x201e, 0x2026, 0x2020, 0x2021, 0x2c6, 0x2030, 0x160, 0x2039, 0x152, 0x8d, 0x17d,
+    0x8f, 0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014, 0x2dc, 0x2122, 0x161, 0x203a, 0x153, 0x9d,
+    0x17e, 0x178,
+  ];
+
   function start() {
     const D = JSON.parse(document.getElementById('tsimcne-data').textContent);
     const $ = (id) => document.getElementById(id);
@@ -33,6 +41,28 @@
       const s = atob(b64);
       const out = new Uint8Array(s.length);
       for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+      return out;
+    }
+    // The bytes of a windows-1252 block (page.rs script_bytes): each
+    // character is one byte, except that ESC and the next character stand
+    // for that byte XOR 0x40 (NUL, CR, '<' and ESC itself).
+    function blockBytes(text, length) {
+      if (document.characterSet.toLowerCase() !== 'windows-1252') {
+        throw new Error('the page was read as ' + document.characterSet + ', not windows-1252: open map.html itself');
+      }
+      const back = new Uint8Array(0x2123); // code point -> byte
+      for (let b = 0; b < 256; b++) back[b] = b;
+      CP1252_HIGH.forEach((cp, i) => {
+        back[cp] = 0x80 + i;
+      });
+      const out = new Uint8Array(length);
+      let o = 0;
+      for (let i = 0; i < text.length && o < length; i++) {
+        let b = back[text.charCodeAt(i)];
+        if (b === 0x1b) b = back[text.charCodeAt(++i)] ^ 0x40;
+        out[o++] = b;
+      }
+      if (o !== length) throw new Error('the thumbnail block is cut short: ' + o + ' of ' + length + ' bytes');
       return out;
     }
     const N = D.n;
@@ -183,15 +213,39 @@
     }
 
     // ---- thumbnails ---------------------------------------------------------
-    // The sheets: in the page, or (a large page) in scripts beside it that
-    // call tsimcneSheet; either way data URLs, so the canvas stays readable.
-    // The page's own sheets are in the block after this code: read once
-    // the parser has reached it, after the first points are drawn.
+    // The sheets: their PNG bytes in the block after this code, or (a large
+    // page) data URLs in scripts beside it that call tsimcneSheet. Either
+    // way the canvas stays readable (an ImageBitmap of a Blob, or a data
+    // URL). The page's own block is read once the parser has reached it,
+    // after the first points are drawn.
     const sheets = new Array(D.sheets.count).fill(null);
     let sheetsLeft = D.sheets.count;
-    window.tsimcneSheet = (s, url) => loadSheet(s, url);
+    window.tsimcneSheet = (s, url) => {
+      const img = new Image();
+      img.onload = () => sheetReady(s, img);
+      img.onerror = () => fail('thumbnail sheet ' + s + ' could not be decoded');
+      img.src = url;
+    };
     function readSheetBlock() {
-      JSON.parse($('tsimcne-sheets').textContent).forEach((url, s) => loadSheet(s, url));
+      try {
+        splitSheetBlock();
+      } catch (err) {
+        fail(err);
+      }
+    }
+    function splitSheetBlock() {
+      if (!D.sheets.lengths.length) return;
+      const total = D.sheets.lengths.reduce((a, b) => a + b, 0);
+      const all = blockBytes($('tsimcne-sheets').textContent, total);
+      let at = 0;
+      D.sheets.lengths.forEach((len, s) => {
+        const png = new Blob([all.subarray(at, at + len)], { type: 'image/png' });
+        at += len;
+        createImageBitmap(png).then(
+          (bmp) => sheetReady(s, bmp),
+          () => fail('thumbnail sheet ' + s + ' could not be decoded'),
+        );
+      });
     }
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', readSheetBlock);
     else readSheetBlock();
@@ -200,20 +254,15 @@
       script.onerror = () => fail(file + ' is missing beside the page: copy the whole folder');
       document.body.append(script);
     }
-    function loadSheet(s, url) {
-      const img = new Image();
-      img.onload = () => {
-        sheets[s] = img;
-        if (--sheetsLeft === 0) {
-          hook.thumbnailsReady = true;
-          hook.thumbnailsMs = performance.now();
-          schedule();
-          if (cardPoint >= 0) showCard(cardPoint);
-          renderSelection();
-        }
-      };
-      img.onerror = () => fail('thumbnail sheet ' + s + ' could not be decoded');
-      img.src = url;
+    function sheetReady(s, source) {
+      sheets[s] = source;
+      if (--sheetsLeft === 0) {
+        hook.thumbnailsReady = true;
+        hook.thumbnailsMs = performance.now();
+        schedule();
+        if (cardPoint >= 0) showCard(cardPoint);
+        renderSelection();
+      }
     }
     // Draws image i's thumbnail into ctx at (x, y), size w × h (ctx units).
     function drawThumb(ctx, i, x, y, w, h) {
