@@ -1,5 +1,5 @@
 //! What the page shows between the points: thumbnails at the density peaks,
-//! level by level, and a place for each class's name.
+//! level by level, and places for the class names, coarse to fine.
 
 /// Representative images, coarse to fine: at level `l`, no two of the
 /// images of levels `0..=l` are closer than `radii[l]` in the map, and every
@@ -70,10 +70,41 @@ pub(crate) fn representatives(coords: &[f32], sparsity: &[f32]) -> Representativ
     out
 }
 
-/// Each class's medoid in the map (exact over an even sample of at most
-/// `MEDOID_SAMPLE` of its points): where the page writes its name. `None`
-/// for a class without points.
-pub(crate) fn medoids(coords: &[f32], classes: &[Option<usize>], count: usize) -> Vec<Option<u32>> {
+/// A class name's place on the map: the point it is written at, and the
+/// coarsest zoom level it is written at (an index into the
+/// representatives' `radii`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClassLabel {
+    pub point: u32,
+    pub class: u32,
+    pub level: u8,
+}
+
+/// Levels of class names: the whole class, then islands at the first
+/// `LABEL_LEVELS - 1` finer radii.
+pub(crate) const LABEL_LEVELS: usize = 4;
+
+/// A place gets a name of its own at level 1 only with at least this share
+/// of its class's points (half that at each finer level), and at least
+/// [`PLACE_MIN_POINTS`].
+const PLACE_MIN_SHARE: f64 = 0.02;
+const PLACE_MIN_POINTS: usize = 5;
+
+/// Where the page writes class names, in the order it places them (each
+/// only where it collides with none placed before). Level 0: each class's
+/// medoid, largest class first. Level `l` ≥ 1: the map in square cells of
+/// side `2 · radii[l]`; in each, the medoid of a class's points there when
+/// they are enough of the class (see [`PLACE_MIN_SHARE`]) and no name of
+/// the class is within `radii[l]` of it already; most points first. So a
+/// class in several far islands is named on each, and a large class zoomed
+/// into is named where it is. Medoids are exact over an even sample of at
+/// most [`MEDOID_SAMPLE`] points.
+pub(crate) fn class_labels(
+    coords: &[f32],
+    classes: &[Option<usize>],
+    count: usize,
+    radii: &[f32],
+) -> Vec<ClassLabel> {
     let mut members: Vec<Vec<u32>> = vec![Vec::new(); count];
     for (i, c) in classes.iter().enumerate() {
         if let Some(c) = *c
@@ -82,24 +113,74 @@ pub(crate) fn medoids(coords: &[f32], classes: &[Option<usize>], count: usize) -
             members[c].push(i as u32);
         }
     }
-    members
+    let (mut x0, mut y0) = (f32::MAX, f32::MAX);
+    for p in coords.chunks(2) {
+        (x0, y0) = (x0.min(p[0]), y0.min(p[1]));
+    }
+    let mut out = Vec::new();
+    // [class] → the points named so far.
+    let mut named: Vec<Vec<u32>> = vec![Vec::new(); count];
+    let mut level0: Vec<(usize, u32, u32)> = Vec::new(); // (size, class, point)
+    for (c, m) in members.iter().enumerate() {
+        if let Some(p) = medoid(coords, m) {
+            level0.push((m.len(), c as u32, p));
+            named[c].push(p);
+        }
+    }
+    level0.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    out.extend(level0.iter().map(|&(_, class, point)| ClassLabel {
+        point,
+        class,
+        level: 0,
+    }));
+    for (level, &r) in radii.iter().enumerate().take(LABEL_LEVELS).skip(1) {
+        let share = PLACE_MIN_SHARE / f64::from(1u32 << (level - 1));
+        let grid = Grid::new(2.0 * r, x0, y0);
+        let mut found: Vec<(usize, u32, u32)> = Vec::new(); // (points, class, point)
+        for (c, m) in members.iter().enumerate() {
+            let least = PLACE_MIN_POINTS.max((share * m.len() as f64).ceil() as usize);
+            let mut cells: std::collections::BTreeMap<(i64, i64), Vec<u32>> = Default::default();
+            for &p in m {
+                cells.entry(grid.cell(coords, p)).or_default().push(p);
+            }
+            for here in cells.values().filter(|v| v.len() >= least) {
+                let Some(p) = medoid(coords, here) else {
+                    continue;
+                };
+                if named[c].iter().all(|&q| dist2(coords, p, q) >= r * r) {
+                    found.push((here.len(), c as u32, p));
+                }
+            }
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for &(_, class, point) in &found {
+            named[class as usize].push(point);
+            out.push(ClassLabel {
+                point,
+                class,
+                level: level as u8,
+            });
+        }
+    }
+    out
+}
+
+/// The medoid of `points` in the map: exact over an even sample of at most
+/// [`MEDOID_SAMPLE`] of them; `None` for no points.
+fn medoid(coords: &[f32], points: &[u32]) -> Option<u32> {
+    let step = points.len().div_ceil(MEDOID_SAMPLE).max(1);
+    let sample: Vec<u32> = points.iter().step_by(step).copied().collect();
+    sample
         .iter()
-        .map(|m| {
-            let step = m.len().div_ceil(MEDOID_SAMPLE).max(1);
-            let sample: Vec<u32> = m.iter().step_by(step).copied().collect();
-            sample
+        .map(|&i| {
+            let sum: f64 = sample
                 .iter()
-                .map(|&i| {
-                    let sum: f64 = sample
-                        .iter()
-                        .map(|&j| f64::from(dist2(coords, i, j)).sqrt())
-                        .sum();
-                    (sum, i)
-                })
-                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-                .map(|(_, i)| i)
+                .map(|&j| f64::from(dist2(coords, i, j)).sqrt())
+                .sum();
+            (sum, i)
         })
-        .collect()
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map(|(_, i)| i)
 }
 
 /// Each point's density rank (by `sparsity`, smaller is denser; ties by
@@ -246,6 +327,49 @@ mod tests {
         // the smaller index wins. Class 1 alone; class 2 empty.
         let coords = [0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 10.0, 0.0, 5.0, 5.0];
         let classes = [Some(0), Some(0), Some(0), Some(0), Some(1)];
-        assert_eq!(medoids(&coords, &classes, 3), vec![Some(1), Some(4), None]);
+        let labels = class_labels(&coords, &classes, 3, &[100.0]);
+        let at = |point, class| ClassLabel {
+            point,
+            class,
+            level: 0,
+        };
+        // The larger class first.
+        assert_eq!(labels, vec![at(1, 0), at(4, 1)]);
+    }
+
+    /// A class in two far islands gets a second name at the finer level
+    /// (the island without its medoid), a third island too small for one
+    /// gets none, and a class in one island gets none beyond its first.
+    #[test]
+    fn islands_of_a_class_get_names_at_finer_levels() {
+        let mut coords = Vec::new();
+        let mut classes = Vec::new();
+        let mut rng = SplitMix64::new(5);
+        // Class 0: 60 points near (0, 0), 40 near (50, 0), 2 near (0, 50).
+        // Class 1: 80 points near (50, 50).
+        for (n, cx, cy, c) in [
+            (60, 0.0, 0.0, 0),
+            (40, 50.0, 0.0, 0),
+            (2, 0.0, 50.0, 0),
+            (80, 50.0, 50.0, 1),
+        ] {
+            for _ in 0..n {
+                coords.push(cx + rng.normal() as f32);
+                coords.push(cy + rng.normal() as f32);
+                classes.push(Some(c));
+            }
+        }
+        let labels = class_labels(&coords, &classes, 2, &[100.0, 10.0, 5.0]);
+        let level0: Vec<_> = labels.iter().filter(|l| l.level == 0).collect();
+        assert_eq!(
+            level0.iter().map(|l| l.class).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        // Class 0's medoid is in its big island (points 0..60).
+        assert!(level0[0].point < 60, "{labels:?}");
+        let finer: Vec<_> = labels.iter().filter(|l| l.level > 0).collect();
+        assert_eq!(finer.len(), 1, "{labels:?}");
+        assert_eq!((finer[0].class, finer[0].level), (0, 1));
+        assert!((60..100).contains(&finer[0].point), "{labels:?}");
     }
 }

@@ -219,8 +219,10 @@ struct PageData<'a> {
     disagreement: String,
     /// Thumbnails at the density peaks, by zoom level.
     representatives: RepresentativesData,
-    /// Per class, the point its name is written at (`null`: no points).
-    medoids: Vec<Option<u32>>,
+    /// `[point, class, level]` per class name on the map, in the order the
+    /// page places them: each class at its medoid (level 0), then its
+    /// islands at finer levels (an index into `representatives.radii`).
+    class_labels: Vec<[u32; 3]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -364,7 +366,7 @@ struct MapLayout {
     density: String,
     disagreement: String,
     representatives: RepresentativesData,
-    medoids: Vec<Option<u32>>,
+    class_labels: Vec<[u32; 3]>,
 }
 
 fn map_layout(coords: &[f32], images: &ImageSet, map_nb: &[u32], k: usize) -> MapLayout {
@@ -387,6 +389,11 @@ fn map_layout(coords: &[f32], images: &ImageSet, map_nb: &[u32], k: usize) -> Ma
         .iter()
         .map(|l| l.and_then(|v| usize::try_from(v).ok()))
         .collect();
+    let class_labels =
+        layout::class_labels(coords, &classes, images.meta.class_names.len(), &reps.radii)
+            .into_iter()
+            .map(|l| [l.point, l.class, u32::from(l.level)])
+            .collect();
     MapLayout {
         spacing: median_spacing(coords, map_nb, k),
         density: b64(&layout::density_ranks(&sparsity)),
@@ -396,7 +403,7 @@ fn map_layout(coords: &[f32], images: &ImageSet, map_nb: &[u32], k: usize) -> Ma
             ids: b64_u32(&reps.ids),
             levels: b64(&reps.levels),
         },
-        medoids: layout::medoids(coords, &classes, images.meta.class_names.len()),
+        class_labels,
     }
 }
 
@@ -469,7 +476,7 @@ fn page_data<'a>(
         density: layout.density,
         disagreement: layout.disagreement,
         representatives: layout.representatives,
-        medoids: layout.medoids,
+        class_labels: layout.class_labels,
     }
 }
 

@@ -417,6 +417,9 @@
     const repIds = new Uint32Array(bytes(D.representatives.ids).buffer);
     const repLevels = bytes(D.representatives.levels);
     const REP_SIDE = 36;
+    // A finer level of class names appears once its radius spans this many
+    // CSS pixels.
+    const LABEL_PX = 150;
     let previews = true;
     // The previews drawn last frame, [i, x, y]: hovering one picks its image.
     let drawnReps = [];
@@ -448,18 +451,20 @@
       return drawn;
     }
 
-    // Class names at their medoids (found in Rust), largest class first,
-    // each only where it collides with none already written.
+    // Class names at the places found in Rust, in their order: each class
+    // at its medoid, and zoomed in, its islands (a level's names appear once
+    // its radius spans LABEL_PX), each only where it collides with none
+    // already written.
     function drawLabels() {
-      if (!labelOrder.length) return 0;
+      if (!D.class_labels.length) return 0;
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       ctx.font = '600 13px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
       ctx.textAlign = 'center';
       ctx.textBaseline = 'middle';
+      const radii = D.representatives.radii;
       const placed = [];
-      for (const c of labelOrder) {
-        const i = D.medoids[c];
-        if (hidden[c] || i === null || i === undefined) continue;
+      for (const [i, c, level] of D.class_labels) {
+        if (hidden[c] || (level > 0 && !(radii[level] * view.scale >= LABEL_PX))) continue;
         const [x, y] = toScreen(i);
         const name = D.class_names[c];
         const w = ctx.measureText(name).width + 8, h = 18;
@@ -1014,10 +1019,6 @@
     }
     const classCounts = new Uint32Array(C + 1);
     for (let i = 0; i < N; i++) classCounts[classOf[i]]++;
-    // Classes whose names are written on the map, largest first.
-    const labelOrder = [...Array(C).keys()]
-      .filter((c) => classCounts[c] > 0)
-      .sort((a, b) => classCounts[b] - classCounts[a] || a - b);
     // The legend: a click shows or hides a class, a double click shows it
     // alone (or everything again). Built once; renderLegend marks hidden
     // classes (a double click must land on the element its clicks hit).
