@@ -1,14 +1,15 @@
 // The explorer's speed in headless Chromium (software rendering, no GPU):
 // time to the first points and to usable thumbnails after navigation, the
 // time of one frame while panning, of one hover pick and of one lasso.
-// Usage: node bench/explore_browser.mjs MAP.html   (bench/explore.sh runs it)
+// Usage: node bench/explore_browser.mjs MAP.html [QUERY]   (bench/explore.sh runs it)
+// QUERY: the page's, e.g. renderer=2d for the points without WebGL2.
 // Prints one JSON line. Needs tests/browser's playwright-core (npm ci there).
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 
 const require = createRequire(new URL('../tests/browser/package.json', import.meta.url));
 const { chromium } = require('playwright-core');
-const html = process.argv[2];
+const [html, query] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--enable-unsafe-swiftshader', '--disable-background-networking',
@@ -16,7 +17,7 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
-  await page.goto(pathToFileURL(html).href, { timeout: 300000 });
+  await page.goto(pathToFileURL(html).href + (query ? '?' + query : ''), { timeout: 300000 });
   await page.waitForFunction(() => window.tsimcne && (window.tsimcne.error || window.tsimcne.ready), null, { timeout: 300000 });
   await page.waitForFunction(() => window.tsimcne.error || window.tsimcne.thumbnailsReady, null, { timeout: 300000 });
   const out = await page.evaluate(async () => {
@@ -24,6 +25,7 @@ try {
     if (t.error) return { error: t.error };
     const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
     const s = t.state();
+    t.syncFrames = true;
     const frames = [];
     for (let f = 0; f < 20; f++) {
       t.setView(s.cx + (f * 3) / s.scale, s.cy, s.scale);
@@ -52,6 +54,7 @@ try {
     const lassoMs = lassos[2];
     return {
       n: t.n,
+      renderer: t.renderer,
       first_draw_ms: t.firstDrawMs,
       thumbnails_ms: t.thumbnailsMs,
       frame_ms_median: frames[10],

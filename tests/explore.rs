@@ -262,7 +262,17 @@ fn the_page_draws_hovers_and_keeps_hostile_names_inert() {
             .map(|d| PathBuf::from(d).join(name))
             .unwrap_or_else(|| dir.path().join("shots").join(name));
         std::fs::create_dir_all(&shots).unwrap();
-        let obs = drive(driver, &html_path, hover, &shots, &[]);
+        // The one page with the points through WebGL2 (Chromium's software
+        // one here, which the page takes only when asked), the other as it
+        // chooses: the 2-D canvas, as where a browser has no WebGL2 on a GPU.
+        let (renderer, target) = if max_mib == "0" {
+            ("2d", html_path.clone())
+        } else {
+            let forced = format!("{}?renderer=webgl2", html_path.display());
+            ("webgl2", PathBuf::from(forced))
+        };
+        let obs = drive(driver, &target, hover, &shots, &[]);
+        assert_eq!(obs["renderer"], renderer, "{obs}");
         let empty = serde_json::json!([]);
         for key in ["dialogs", "page_errors", "console_errors", "requests"] {
             assert_eq!(obs[key], empty, "{key}: {obs}");

@@ -1,14 +1,16 @@
 // Drives an `explore` page in headless Chromium and prints what it saw as
 // JSON; tests/explore.rs runs it and checks the observations against what
 // Rust wrote. Usage:
-//   node tests/browser/explore.mjs MAP.html HOVER_ID SCREENSHOT_DIR [basic]
+//   node tests/browser/explore.mjs MAP.html[?QUERY] HOVER_ID SCREENSHOT_DIR [basic]
+// QUERY: the page's own, e.g. renderer=2d (the points without WebGL2).
 // HOVER_ID: an image to hover (the test picks one that no other point hides).
 // `basic`: only load, draw and hover (for pages without classes to click).
 import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const [html, hoverArg, shots, mode] = process.argv.slice(2);
+const [target, hoverArg, shots, mode] = process.argv.slice(2);
+const [html, query] = target.split('?');
 const hoverId = Number(hoverArg);
 const obs = { dialogs: [], page_errors: [], console_errors: [] };
 
@@ -40,9 +42,10 @@ try {
   page.on('console', (m) => {
     if (m.type() === 'error') obs.console_errors.push(m.text());
   });
-  await page.goto(pathToFileURL(html).href);
+  await page.goto(pathToFileURL(html).href + (query ? '?' + query : ''));
   await page.waitForFunction(() => window.tsimcne && (window.tsimcne.error || (window.tsimcne.ready && window.tsimcne.thumbnailsReady)), null, { timeout: 30000 });
   obs.error = await page.evaluate(() => window.tsimcne.error);
+  obs.renderer = await page.evaluate(() => window.tsimcne.renderer);
   obs.n = await page.evaluate(() => window.tsimcne.n);
   obs.first_draw_ms = await page.evaluate(() => window.tsimcne.firstDrawMs);
   obs.thumbnails_ms = await page.evaluate(() => window.tsimcne.thumbnailsMs);
@@ -50,8 +53,18 @@ try {
   // Not blank: count the canvas's non-white pixels and its colours.
   const canvasStats = () =>
     page.evaluate(() => {
+      // What the user sees: the WebGL2 points (when drawn there) under the
+      // 2-D canvas.
       const c = document.getElementById('map');
-      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      const both = document.createElement('canvas');
+      both.width = c.width;
+      both.height = c.height;
+      const b = both.getContext('2d');
+      b.fillStyle = '#fff';
+      b.fillRect(0, 0, c.width, c.height);
+      if (window.tsimcne.renderer === 'webgl2') b.drawImage(document.getElementById('gl'), 0, 0);
+      b.drawImage(c, 0, 0);
+      const d = b.getImageData(0, 0, c.width, c.height).data;
       let ink = 0;
       const colours = new Set();
       for (let i = 0; i < d.length; i += 4) {

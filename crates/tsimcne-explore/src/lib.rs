@@ -5,8 +5,10 @@
 //! PNG sheets ([`sheets`]), every point's nearest neighbours are found with
 //! `tsimcne-eval`'s exact search (in the map, and in a feature space when
 //! one is given), and the draw order is shuffled once with a seed. The page
-//! (`src/page/`, compiled into the binary) only decodes and draws, on a 2-D
-//! canvas: it needs no GPU, so it never shows a blank WebGL canvas.
+//! (`src/page/`, compiled into the binary) only decodes and draws: the
+//! points through WebGL2 on a GPU, else on a 2-D canvas (also where WebGL2
+//! is software, which is slower; or draws nothing, which it checks first),
+//! so it needs no GPU and never shows a blank canvas.
 //!
 //! Every string that reaches the page (class names and file names come from
 //! the user's folders and archives) travels inside one JSON block whose `<`,
