@@ -392,11 +392,6 @@
           glCanvas.width = w;
           glCanvas.height = h;
         },
-        clear() {
-          gl.viewport(0, 0, glCanvas.width, glCanvas.height);
-          gl.clearColor(1, 1, 1, 1);
-          gl.clear(gl.COLOR_BUFFER_BIT);
-        },
         draw({ k, ox, oy, r }) {
           if (colours !== colourVersion) {
             colours = colourVersion;
@@ -409,7 +404,9 @@
             for (let t = 0; t < N; t++) flags[t] = (hidden[drawClass[t]] ? 0 : 1) | (drawSelected[t] ? 2 : 0);
             setFlags(flags);
           }
-          this.clear();
+          gl.viewport(0, 0, glCanvas.width, glCanvas.height);
+          gl.clearColor(1, 1, 1, 1);
+          gl.clear(gl.COLOR_BUFFER_BIT);
           gl.useProgram(prog);
           gl.bindVertexArray(vao);
           gl.uniform3f(uTransform, k, ox, oy);
@@ -527,7 +524,8 @@
     }
 
     function drawThumbnails(visible, side) {
-      if (points) points.clear();
+      // (The 2-D canvas is filled white here: the WebGL2 points under it
+      // need no clearing.)
       ctx.setTransform(1, 0, 0, 1, 0, 0);
       ctx.fillStyle = '#fff';
       ctx.fillRect(0, 0, canvas.width, canvas.height);
