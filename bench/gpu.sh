@@ -14,7 +14,9 @@
 #          views): the training step alone on one batch already on the GPU
 #          (forward, Cauchy InfoNCE, backward, SGD, the loss read back every
 #          step). Ours: examples/bench_train.rs with candle's kernels (the
-#          old path), ours in f32 and ours with TF32 convolutions; PyTorch:
+#          old path), ours in f32 and ours with TF32 convolutions, each
+#          also with the batch-norm sums split over many blocks a channel
+#          (-split, BnSums::Split); PyTorch:
 #          bench/train_torch.py in f32 eager with cudnn.benchmark, bf16 +
 #          channels_last, and torch.compile of that. Shown per epoch of
 #          IMAGES images: step seconds x floor(IMAGES / batch).
@@ -106,7 +108,7 @@ fi
 
 if [[ " $cases " == *" step "* ]]; then
   for b in $batches; do
-    for k in candle fast fast-tf32; do
+    for k in candle fast fast-split fast-tf32 fast-tf32-split; do
       sampled "$work/step_$b.ours-$k" "$bin/examples/bench_train" step "$preset" $((2 * b)) "$k" --device "$device"
     done
     for f in eager bf16 compile; do

@@ -27,7 +27,7 @@ pub mod resnet;
 pub use device::{CUDA_BUILT, DeviceSpec};
 pub use error::{ModelError, Result};
 pub use fast::Acts;
-pub use model::{Backprop, ConvMath, Kernels, Model, infer_arch};
+pub use model::{Backprop, BnSums, ConvMath, Kernels, Model, infer_arch};
 pub use objective::{HostObjective, Objective};
 pub use preset::{PRESETS, check_input, preset};
 pub use tsimcne_format::model_keys::ResNetArch;

@@ -96,6 +96,42 @@ pub enum ConvMath {
     Tf32,
 }
 
+/// How the GPU backbone sums each channel's batch-norm statistics and
+/// gradient terms over the batch ([`Kernels::Fast`] in the `cuda` build;
+/// the CPU ignores it). Both are in f64 in an order fixed by the shape, so
+/// both are deterministic on a given GPU; they differ in the last bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BnSums {
+    /// One block of threads per channel: the form that passed the GPU tests
+    /// on an H200. At most a few hundred blocks for a layer, which leaves
+    /// most of a large GPU idle while the sums run.
+    #[default]
+    PerChannel,
+    /// Each channel cut into [`BnSums::parts`] parts, one block each, whose
+    /// sums are added in part order. Checked on CPU threads
+    /// (tests/cuda_host.rs) but not yet on a GPU.
+    Split,
+}
+
+impl BnSums {
+    /// Elements a part sums in [`BnSums::Split`]: 32 per thread.
+    pub const PART_ELEMENTS: usize = 8192;
+    /// The most parts a channel is cut into.
+    pub const MAX_PARTS: usize = 1024;
+
+    /// The parts a channel of `elements` values (batch × height × width) is
+    /// summed in: a function of the shape alone, never of the GPU, so that
+    /// the order of the sums is fixed.
+    pub fn parts(self, elements: usize) -> usize {
+        match self {
+            BnSums::PerChannel => 1,
+            BnSums::Split => elements
+                .div_ceil(Self::PART_ELEMENTS)
+                .clamp(1, Self::MAX_PARTS),
+        }
+    }
+}
+
 /// Which gradients [`Model::loss_and_grads`] computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backprop {
@@ -243,6 +279,15 @@ impl Model {
         }
         #[cfg(not(feature = "cuda"))]
         let _ = math;
+    }
+
+    /// How the GPU backbone sums batch-norm statistics
+    /// ([`BnSums::PerChannel`] by default); the CPU ignores it.
+    pub fn set_bn_sums(&mut self, sums: BnSums) {
+        #[cfg(feature = "cuda")]
+        self.gpu.set_bn_sums(sums);
+        #[cfg(not(feature = "cuda"))]
+        let _ = sums;
     }
 
     /// The fast backbone of the model's device.
@@ -753,6 +798,17 @@ fn check_view(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bn_parts_depend_on_the_channel_size_alone() {
+        assert_eq!(BnSums::PerChannel.parts(1 << 20), 1);
+        assert_eq!(BnSums::Split.parts(0), 1);
+        assert_eq!(BnSums::Split.parts(BnSums::PART_ELEMENTS), 1);
+        assert_eq!(BnSums::Split.parts(BnSums::PART_ELEMENTS + 1), 2);
+        // resnet18's first layer at 1,024 views: 64 channels of 1,048,576.
+        assert_eq!(BnSums::Split.parts(1024 * 32 * 32), 128);
+        assert_eq!(BnSums::Split.parts(usize::MAX / 2), BnSums::MAX_PARTS);
+    }
     use super::*;
     use crate::preset;
 

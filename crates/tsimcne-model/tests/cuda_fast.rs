@@ -10,7 +10,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{arch, image_values, loss};
-use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model, ResNetArch};
+use tsimcne_model::{Backprop, BnSums, DeviceSpec, Kernels, Model, ResNetArch};
 
 fn cuda() -> Option<Device> {
     if std::env::var_os("TSIMCNE_TEST_CUDA").is_none() {
@@ -39,7 +39,14 @@ enum Compare {
     Values,
 }
 
+/// [`check_with`] for each way of summing the batch-norm statistics.
 fn check(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare) {
+    for sums in [BnSums::PerChannel, BnSums::Split] {
+        check_with(arch, n, h, w, compare, sums);
+    }
+}
+
+fn check_with(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare, sums: BnSums) {
     let Some(gpu) = cuda() else { return };
     let pixels = image_values(n, arch.in_channels, h, w, (n * h * w) as u64);
     let dims = (n, arch.in_channels, h, w);
@@ -48,10 +55,11 @@ fn check(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare) {
     let mut cpu = Model::new(arch, 3, &Device::Cpu).unwrap();
     let mut gm = Model::new(arch, 3, &gpu).unwrap();
     gm.set_kernels(Kernels::Fast).unwrap();
+    gm.set_bn_sums(sums);
     for step in 0..2 {
         let (lg, gg) = gm.loss_and_grads(&xg, Backprop::Full, &loss).unwrap();
         let (lc, gc) = cpu.loss_and_grads(&xc, Backprop::Full, &loss).unwrap();
-        assert_close(&format!("step {step} loss"), &lg, &lc, 1e-4);
+        assert_close(&format!("{sums:?} step {step} loss"), &lg, &lc, 1e-4);
         let trainable = if compare == Compare::Everything {
             cpu.trainable(None)
         } else {
@@ -63,7 +71,7 @@ fn check(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare) {
                 .get(gv.as_tensor())
                 .unwrap_or_else(|| panic!("no GPU gradient for {name}"));
             assert_close(
-                &format!("step {step} grad {name}"),
+                &format!("{sums:?} step {step} grad {name}"),
                 g_gpu,
                 gc.get(var.as_tensor()).unwrap(),
                 2e-3,

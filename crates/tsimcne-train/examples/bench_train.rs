@@ -3,8 +3,8 @@
 //! ratios). One configuration per process, so the peak RSS is its own.
 //!
 //! ```text
-//! bench_train step  PRESET VIEWS [fast|candle|fast-tf32]   full step: forward + backward + SGD
-//! bench_train fwd   PRESET VIEWS [fast|candle|fast-tf32]   forward only (training mode)
+//! bench_train step  PRESET VIEWS [KERNELS]   full step: forward + backward + SGD
+//! bench_train fwd   PRESET VIEWS [KERNELS]   forward only (training mode)
 //! bench_train ops   [fast|candle]                per-op timings at 128 images
 //! bench_train frozen PRESET VIEWS SIDE CHANNELS LAYERS   a 2-D fine-tuning step
 //!     with the stem and the first LAYERS stages frozen (their output given),
@@ -13,9 +13,11 @@
 //!
 //! Any mode takes `--device cpu|cuda|cuda:N` (default cpu; CUDA in a build
 //! with the `cuda` feature, see `bench/gpu.sh`); on a GPU the default kernels
-//! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact f32)
-//! and `fast-tf32` the same with TF32 convolutions; every timed repetition
-//! ends with a device synchronisation.
+//! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact f32),
+//! `fast-tf32` the same with TF32 convolutions, and a `-split` suffix
+//! (`fast-split`, `fast-tf32-split`) sums batch-norm statistics over many
+//! blocks per channel (`BnSums::Split`); `KERNELS` is one of these or
+//! `candle`. Every timed repetition ends with a device synchronisation.
 //!
 //! Prints `key seconds` lines (the median over the timed repetitions) and
 //! `peak_rss_mib N`. Threads: `RAYON_NUM_THREADS` (set it to 2 to compare
@@ -24,7 +26,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use tsimcne_model::{Backprop, DeviceSpec, Kernels, Model, Objective};
+use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, Model, Objective};
 use tsimcne_ops::{BnStats, ConvGeom};
 use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity};
 
@@ -63,18 +65,30 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
 }
 
-/// `fast`, `fast-tf32` or `candle`; none: the device's default (fast on the CPU).
+/// `fast`, `candle`, or fast with `-tf32` and/or `-split`; none: the
+/// device's default (fast on the CPU).
 fn kernels(arg: Option<&String>, dev: &Device) -> Kernels {
     match arg.map(String::as_str) {
         Some("candle") => Kernels::Candle,
-        Some("fast" | "fast-tf32") => Kernels::Fast,
+        Some(a) if a.starts_with("fast") => Kernels::Fast,
         _ => Kernels::default_for(dev),
     }
 }
 
-/// `fast-tf32`: TF32 convolutions in the GPU backbone.
-fn tf32(arg: Option<&String>) -> bool {
-    arg.is_some_and(|a| a == "fast-tf32")
+/// The GPU backbone's settings in `fast-tf32`, `fast-split`, `fast-tf32-split`.
+fn gpu_settings(arg: Option<&String>) -> (ConvMath, BnSums) {
+    let a = arg.map_or("", String::as_str);
+    let math = if a.contains("-tf32") {
+        ConvMath::Tf32
+    } else {
+        ConvMath::Exact
+    };
+    let sums = if a.ends_with("-split") {
+        BnSums::Split
+    } else {
+        BnSums::PerChannel
+    };
+    (math, sums)
 }
 
 fn sync(dev: &Device) {
@@ -85,15 +99,14 @@ fn model_run(
     what: &str,
     preset: &str,
     views: usize,
-    (k, tf32): (Kernels, bool),
+    (k, (math, sums)): (Kernels, (ConvMath, BnSums)),
     dev: &Device,
 ) -> candle_core::Result<()> {
     let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
     let mut model = Model::new(&arch, 0, dev).map_err(candle_core::Error::wrap)?;
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
-    if tf32 {
-        model.set_conv_math(tsimcne_model::ConvMath::Tf32);
-    }
+    model.set_conv_math(math);
+    model.set_bn_sums(sums);
     let x = Tensor::from_vec(random(views * 3 * 32 * 32, 1), (views, 3, 32, 32), dev)?;
     let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
     let reps = if preset == "resnet18" { 3 } else { 7 };
@@ -365,7 +378,7 @@ fn main() -> candle_core::Result<()> {
         Some(m @ ("step" | "fwd")) => {
             let preset = args.get(1).map_or("small", String::as_str);
             let views = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128);
-            let k = (kernels(args.get(3), &dev), tf32(args.get(3)));
+            let k = (kernels(args.get(3), &dev), gpu_settings(args.get(3)));
             model_run(m, preset, views, k, &dev)?;
         }
         Some("ops") => {
@@ -395,7 +408,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd PRESET VIEWS [fast|candle|fast-tf32] | ops [fast|candle] \
+                "usage: bench_train step|fwd PRESET VIEWS [fast[-tf32][-split]|candle] | ops [fast|candle] \
                  | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

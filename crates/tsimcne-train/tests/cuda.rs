@@ -11,7 +11,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::values;
-use tsimcne_model::{Backprop, ConvMath, DeviceSpec, Kernels, Model, preset};
+use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, Model, preset};
 use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity};
 
 /// The first CUDA device, or `None` (with a note) unless asked for.
@@ -52,13 +52,27 @@ fn batch(n: usize, c: usize, s: usize) -> Vec<f32> {
 #[test]
 fn candle_kernels_on_cuda_agree_with_the_cpu() {
     let Some(gpu) = cuda() else { return };
-    steps_agree(&gpu, Kernels::Candle, ConvMath::Exact, 1.0);
+    steps_agree(
+        &gpu,
+        (Kernels::Candle, ConvMath::Exact, BnSums::PerChannel),
+        1.0,
+    );
 }
 
 #[test]
 fn our_kernels_on_cuda_agree_with_the_cpu() {
     let Some(gpu) = cuda() else { return };
-    steps_agree(&gpu, Kernels::Fast, ConvMath::Exact, 1.0);
+    steps_agree(
+        &gpu,
+        (Kernels::Fast, ConvMath::Exact, BnSums::PerChannel),
+        1.0,
+    );
+}
+
+#[test]
+fn our_kernels_with_split_sums_on_cuda_agree_with_the_cpu() {
+    let Some(gpu) = cuda() else { return };
+    steps_agree(&gpu, (Kernels::Fast, ConvMath::Exact, BnSums::Split), 1.0);
 }
 
 #[test]
@@ -66,18 +80,33 @@ fn our_tf32_kernels_on_cuda_agree_with_the_cpu_within_tf32_rounding() {
     let Some(gpu) = cuda() else { return };
     // TF32 rounds the products' inputs to 10 mantissa bits (about 5e-4);
     // two steps of the tiny net differed by up to 5.03e-3 (H200).
-    steps_agree(&gpu, Kernels::Fast, ConvMath::Tf32, 100.0);
+    steps_agree(
+        &gpu,
+        (Kernels::Fast, ConvMath::Tf32, BnSums::PerChannel),
+        100.0,
+    );
 }
 
 #[test]
 fn our_kernels_on_cuda_repeat_bit_for_bit() {
     let Some(gpu) = cuda() else { return };
+    repeat_bit_for_bit(&gpu, BnSums::PerChannel);
+}
+
+#[test]
+fn our_kernels_with_split_sums_on_cuda_repeat_bit_for_bit() {
+    let Some(gpu) = cuda() else { return };
+    repeat_bit_for_bit(&gpu, BnSums::Split);
+}
+
+fn repeat_bit_for_bit(gpu: &Device, sums: BnSums) {
     let arch = preset("tiny", 3, 8).unwrap();
     let dims = (32, 3, 16, 16);
     let run = || {
-        let mut m = Model::new(&arch, 5, &gpu).unwrap();
+        let mut m = Model::new(&arch, 5, gpu).unwrap();
         m.set_kernels(Kernels::Fast).unwrap();
-        let x = Tensor::from_vec(batch(32, 3, 16), dims, &gpu).unwrap();
+        m.set_bn_sums(sums);
+        let x = Tensor::from_vec(batch(32, 3, 16), dims, gpu).unwrap();
         let mut sgd = Sgd::new(m.trainable(None), SgdConfig::default());
         for _ in 0..3 {
             let (_, g) = m
@@ -91,12 +120,16 @@ fn our_kernels_on_cuda_repeat_bit_for_bit() {
         }
         m.to_safetensors().unwrap()
     };
-    assert!(run() == run(), "two runs of the GPU backbone differ");
+    assert!(
+        run() == run(),
+        "two runs of the GPU backbone ({sums:?}) differ"
+    );
 }
 
-/// Two training steps on the CPU (our kernels) and on the GPU (`kernels`,
-/// `math`), compared at the tolerances below times `slack`.
-fn steps_agree(gpu: &Device, kernels: Kernels, math: ConvMath, slack: f64) {
+/// Two training steps on the CPU (our kernels) and on the GPU with
+/// `kernels`, `math` and `sums`, compared at the tolerances below times
+/// `slack`.
+fn steps_agree(gpu: &Device, (kernels, math, sums): (Kernels, ConvMath, BnSums), slack: f64) {
     let arch = preset("tiny", 3, 8).unwrap();
     let dims = (32, 3, 16, 16); // 16 images, two views each
     let pixels = batch(32, 3, 16);
@@ -106,6 +139,7 @@ fn steps_agree(gpu: &Device, kernels: Kernels, math: ConvMath, slack: f64) {
     assert_eq!(gpu_model.kernels(), Kernels::default_for(gpu));
     gpu_model.set_kernels(kernels).unwrap();
     gpu_model.set_conv_math(math);
+    gpu_model.set_bn_sums(sums);
     let close = |what: &str, a: &Tensor, b: &Tensor, tol: f64| close(what, a, b, tol * slack);
     let x_cpu = Tensor::from_vec(pixels.clone(), dims, &Device::Cpu).unwrap();
     let x_gpu = Tensor::from_vec(pixels, dims, gpu).unwrap();

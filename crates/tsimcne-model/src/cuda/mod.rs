@@ -32,7 +32,7 @@ use tsimcne_format::model_keys::ResNetArch;
 use self::cudnn::{ConvKey, ConvPlan, Cudnn};
 use crate::error::{ModelError, Result};
 use crate::fast::{Block, ConvSpec, EPS, FastBackbone, MOMENTUM, Pass};
-use crate::model::ConvMath;
+use crate::model::{BnSums, ConvMath};
 
 /// The most workspace bytes one convolution algorithm may use.
 pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
@@ -40,12 +40,14 @@ pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
 const THREADS: u32 = 256;
 const MODULE: &str = "tsimcne_backbone";
 const SOURCE: &str = include_str!("kernels.cu");
-const KERNELS: [&str; 8] = [
-    "bn_stats",
+const KERNELS: [&str; 10] = [
+    "bn_stats_part",
+    "bn_stats_finish",
     "bn_eval_coef",
     "bn_apply",
     "bn_running",
-    "bn_bwd_sums",
+    "bn_bwd_part",
+    "bn_bwd_finish",
     "bn_bwd_dx",
     "avg_pool",
     "avg_pool_bwd",
@@ -131,6 +133,7 @@ pub struct CudaBackbone {
     blocks: Vec<Block>,
     feature_dim: usize,
     math: ConvMath,
+    sums: BnSums,
     gpu: Mutex<Option<Gpu>>,
 }
 
@@ -146,7 +149,7 @@ impl std::fmt::Debug for CudaBackbone {
 /// A device pointer, for kernel arguments and cuDNN.
 type Ptr = u64;
 
-fn ptr(stream: &CudaStream, b: &Buf) -> Ptr {
+fn ptr<T>(stream: &CudaStream, b: &CudaSlice<T>) -> Ptr {
     let (p, _sync) = b.device_ptr(stream);
     p
 }
@@ -176,7 +179,31 @@ fn grid(total: usize) -> u32 {
     total.div_ceil(THREADS as usize) as u32
 }
 
-/// Launches kernel `$name` over `$blocks` blocks of [`THREADS`] threads.
+/// A launch's grid: `x` blocks, or `(x, y)`.
+trait GridDims {
+    fn dims(self) -> (u32, u32, u32);
+}
+
+impl GridDims for u32 {
+    fn dims(self) -> (u32, u32, u32) {
+        (self.max(1), 1, 1)
+    }
+}
+
+impl GridDims for usize {
+    fn dims(self) -> (u32, u32, u32) {
+        (self as u32).dims()
+    }
+}
+
+impl GridDims for (usize, usize) {
+    fn dims(self) -> (u32, u32, u32) {
+        ((self.0 as u32).max(1), (self.1 as u32).max(1), 1)
+    }
+}
+
+/// Launches kernel `$name` over `$blocks` blocks (a [`GridDims`]) of
+/// [`THREADS`] threads.
 macro_rules! launch {
     ($gpu:expr, $name:expr, $blocks:expr, $($arg:expr),* $(,)?) => {{
         let f = $gpu.func($name)?;
@@ -186,7 +213,7 @@ macro_rules! launch {
             b.arg(&a);
         )*
         let cfg = LaunchConfig {
-            grid_dim: (($blocks as u32).max(1), 1, 1),
+            grid_dim: GridDims::dims($blocks),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -222,6 +249,21 @@ impl Gpu {
         self.funcs
             .get(name)
             .ok_or_else(|| ModelError::Invalid(format!("no CUDA kernel {name}")))
+    }
+
+    /// The partial sums of a batch-norm reduction: two f64 for each part of
+    /// each of `c` channels of `elements` values (see [`BnSums::parts`]).
+    fn part_sums(
+        &self,
+        sums: BnSums,
+        c: usize,
+        elements: usize,
+    ) -> Result<(CudaSlice<f64>, usize)> {
+        let parts = sums.parts(elements);
+        // SAFETY: f64 has no invalid bit patterns; every part is written
+        // before it is read.
+        let b = unsafe { self.stream.alloc::<f64>(2 * c * parts) }.map_err(cuda_err)?;
+        Ok((b, parts))
     }
 
     /// A buffer of `len` f32 whose contents every user overwrites.
@@ -301,12 +343,17 @@ impl CudaBackbone {
             blocks: plan.blocks.clone(),
             feature_dim: plan.feature_dim,
             math,
+            sums: BnSums::default(),
             gpu: Mutex::new(None),
         }
     }
 
     pub fn math(&self) -> ConvMath {
         self.math
+    }
+
+    pub fn set_bn_sums(&mut self, sums: BnSums) {
+        self.sums = sums;
     }
 
     fn key(&self, spec: &ConvSpec, n: usize, h: usize, w: usize) -> ConvKey {
@@ -410,11 +457,24 @@ impl CudaBackbone {
             let (cp, scp, shp) = (ptr(s, &conv_out), ptr(s, &scale), ptr(s, &shift));
             if train {
                 let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
+                let (part, parts) = gpu.part_sums(self.sums, cout, n * hw)?;
+                let pp = ptr(&gpu.stream, &part);
                 launch!(
                     gpu,
-                    "bn_stats",
-                    cout,
+                    "bn_stats_part",
+                    (cout, parts),
                     cp,
+                    n as i32,
+                    cout as i32,
+                    hw as i32,
+                    pp
+                );
+                launch!(
+                    gpu,
+                    "bn_stats_finish",
+                    grid(cout),
+                    pp,
+                    parts as i32,
                     n as i32,
                     cout as i32,
                     hw as i32,
@@ -618,14 +678,27 @@ impl CudaBackbone {
                 Some(r) => (ptr(s, r), 1i32),
                 None => (dxp, 0i32),
             };
+            let (part, parts) = gpu.part_sums(self.sums, c, key.n * hw)?;
+            let pp = ptr(&gpu.stream, &part);
             launch!(
                 gpu,
-                "bn_bwd_sums",
-                c,
+                "bn_bwd_part",
+                (c, parts),
                 xp,
                 yp,
                 dyp,
                 has_y,
+                key.n as i32,
+                c as i32,
+                hw as i32,
+                pp
+            );
+            launch!(
+                gpu,
+                "bn_bwd_finish",
+                grid(c),
+                pp,
+                parts as i32,
                 key.n as i32,
                 c as i32,
                 hw as i32,

@@ -1,0 +1,132 @@
+// Runs the kernels of src/cuda/kernels.cu on CPU threads (cuda_shim.h) for
+// tests/cuda_host.rs. It reads a script from stdin, one command a line:
+//   f32 NAME LEN        then LEN little-endian f32 as raw bytes: a buffer
+//   f64 NAME LEN        a buffer of LEN zeros
+//   run KERNEL GX GY ARG...   launch over (GX, GY) blocks of THREADS threads;
+//                       an ARG is a buffer's NAME, or i:INT, l:LONG,
+//                       f:FLOAT, d:DOUBLE for a scalar
+//   get NAME            write f32 buffer NAME's bytes to stdout
+// and exits non-zero with a message on stderr at the first bad command.
+#include "cuda_shim.h"
+
+#include "../../src/cuda/kernels.cu"
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+#include <tuple>
+#include <utility>
+
+struct Memory {
+    std::map<std::string, std::vector<float>> f32;
+    std::map<std::string, std::vector<double>> f64;
+};
+
+[[noreturn]] static void fail(const std::string& why) {
+    std::cerr << "cuda_host runner: " << why << "\n";
+    std::exit(2);
+}
+
+template <class V>
+static V& find(std::map<std::string, V>& m, const std::string& name) {
+    auto it = m.find(name);
+    if (it == m.end()) fail("no buffer " + name);
+    return it->second;
+}
+
+static std::string scalar(const std::string& tok, const char* prefix) {
+    if (tok.rfind(prefix, 0) != 0) fail("argument " + tok + " is not " + prefix + "...");
+    return tok.substr(2);
+}
+
+template <class T> struct Arg;
+template <> struct Arg<int> {
+    static int get(const std::string& t, Memory&) { return std::stoi(scalar(t, "i:")); }
+};
+template <> struct Arg<long long> {
+    static long long get(const std::string& t, Memory&) { return std::stoll(scalar(t, "l:")); }
+};
+template <> struct Arg<float> {
+    static float get(const std::string& t, Memory&) { return std::stof(scalar(t, "f:")); }
+};
+template <> struct Arg<double> {
+    static double get(const std::string& t, Memory&) { return std::stod(scalar(t, "d:")); }
+};
+template <> struct Arg<float*> {
+    static float* get(const std::string& t, Memory& m) { return find(m.f32, t).data(); }
+};
+template <> struct Arg<const float*> {
+    static const float* get(const std::string& t, Memory& m) { return find(m.f32, t).data(); }
+};
+template <> struct Arg<double*> {
+    static double* get(const std::string& t, Memory& m) { return find(m.f64, t).data(); }
+};
+template <> struct Arg<const double*> {
+    static const double* get(const std::string& t, Memory& m) { return find(m.f64, t).data(); }
+};
+
+using Launcher = std::function<void(dim3, const std::vector<std::string>&, Memory&)>;
+
+template <class... A, std::size_t... I>
+static std::tuple<A...> args(const std::vector<std::string>& t, Memory& m, std::index_sequence<I...>) {
+    return std::tuple<A...>(Arg<A>::get(t[I], m)...);
+}
+
+template <class... A>
+static Launcher kernel(void (*k)(A...)) {
+    return [k](dim3 grid, const std::vector<std::string>& t, Memory& m) {
+        if (t.size() != sizeof...(A))
+            fail("wants " + std::to_string(sizeof...(A)) + " arguments, got " + std::to_string(t.size()));
+        auto a = args<A...>(t, m, std::index_sequence_for<A...>{});
+        emulate_launch(grid, THREADS, [&] { std::apply(k, a); });
+    };
+}
+
+#define KERNEL(name) {#name, kernel(name)}
+
+int main() {
+    std::map<std::string, Launcher> kernels = {
+        KERNEL(bn_stats_part), KERNEL(bn_stats_finish), KERNEL(bn_eval_coef),
+        KERNEL(bn_apply), KERNEL(bn_running), KERNEL(bn_bwd_part),
+        KERNEL(bn_bwd_finish), KERNEL(bn_bwd_dx), KERNEL(avg_pool),
+        KERNEL(avg_pool_bwd), KERNEL(sgd_step),
+    };
+    Memory mem;
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        std::vector<std::string> tok;
+        std::size_t at = 0;
+        while (at < line.size()) {
+            std::size_t end = line.find(' ', at);
+            if (end == std::string::npos) end = line.size();
+            if (end > at) tok.push_back(line.substr(at, end - at));
+            at = end + 1;
+        }
+        if (tok.empty()) continue;
+        const std::string& cmd = tok[0];
+        if ((cmd == "f32" || cmd == "f64") && tok.size() == 3) {
+            std::size_t len = std::stoull(tok[2]);
+            if (cmd == "f64") {
+                mem.f64[tok[1]] = std::vector<double>(len, 0.0);
+                continue;
+            }
+            std::vector<float> v(len);
+            if (!std::cin.read(reinterpret_cast<char*>(v.data()), (std::streamsize)(len * 4)))
+                fail("short data for " + tok[1]);
+            mem.f32[tok[1]] = std::move(v);
+        } else if (cmd == "run" && tok.size() >= 4) {
+            auto k = kernels.find(tok[1]);
+            if (k == kernels.end()) fail("no kernel " + tok[1]);
+            dim3 grid{(unsigned)std::stoul(tok[2]), (unsigned)std::stoul(tok[3]), 1};
+            k->second(grid, std::vector<std::string>(tok.begin() + 4, tok.end()), mem);
+        } else if (cmd == "get" && tok.size() == 2) {
+            auto& v = find(mem.f32, tok[1]);
+            std::fwrite(v.data(), 4, v.size(), stdout);
+        } else {
+            fail("bad command: " + line);
+        }
+    }
+    return 0;
+}
