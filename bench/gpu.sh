@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check in one run (about 6 minutes on an H200): our CUDA
+# The whole GPU check in one run (about 7 minutes on an H200): our CUDA
 # build's tests against the CPU, its training step and epoch beside
 # PyTorch's on the same GPU, and the demo pipeline. For a machine with an
 # NVIDIA GPU and python3 with torch and torchvision (numpy for the archive).
@@ -14,9 +14,10 @@
 #          views): the training step alone on one batch already on the GPU
 #          (forward, Cauchy InfoNCE, backward, SGD, the loss read back every
 #          step). Ours: examples/bench_train.rs with candle's kernels (the
-#          old path), ours in f32 and ours with TF32 convolutions, each
-#          also with the batch-norm sums split over many blocks a channel
-#          (-split, BnSums::Split); PyTorch:
+#          old path), ours in f32 and ours with TF32 convolutions, and
+#          those with the forms not yet run on a GPU: the batch-norm sums
+#          split over many blocks a channel (-split, BnSums::Split) and the
+#          SGD step in one kernel a parameter (-sgd, GpuStep::Fused); PyTorch:
 #          bench/train_torch.py in f32 eager with cudnn.benchmark, bf16 +
 #          channels_last, and torch.compile of that. Shown per epoch of
 #          IMAGES images: step seconds x floor(IMAGES / batch).
@@ -108,7 +109,7 @@ fi
 
 if [[ " $cases " == *" step "* ]]; then
   for b in $batches; do
-    for k in candle fast fast-split fast-tf32 fast-tf32-split; do
+    for k in candle fast fast-split fast-split-sgd fast-tf32 fast-tf32-split-sgd; do
       sampled "$work/step_$b.ours-$k" "$bin/examples/bench_train" step "$preset" $((2 * b)) "$k" --device "$device"
     done
     for f in eager bf16 compile; do

@@ -13,11 +13,12 @@
 //!
 //! Any mode takes `--device cpu|cuda|cuda:N` (default cpu; CUDA in a build
 //! with the `cuda` feature, see `bench/gpu.sh`); on a GPU the default kernels
-//! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact f32),
-//! `fast-tf32` the same with TF32 convolutions, and a `-split` suffix
-//! (`fast-split`, `fast-tf32-split`) sums batch-norm statistics over many
-//! blocks per channel (`BnSums::Split`); `KERNELS` is one of these or
-//! `candle`. Every timed repetition ends with a device synchronisation.
+//! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact
+//! f32), and `KERNELS` is `candle` or `fast` with any of the suffixes, in
+//! this order: `-tf32` TF32 convolutions, `-split` batch-norm sums over many
+//! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel a
+//! parameter (`GpuStep::Fused`); e.g. `fast-tf32-split-sgd`. Every timed
+//! repetition ends with a device synchronisation.
 //!
 //! Prints `key seconds` lines (the median over the timed repetitions) and
 //! `peak_rss_mib N`. Threads: `RAYON_NUM_THREADS` (set it to 2 to compare
@@ -28,7 +29,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, Model, Objective};
 use tsimcne_ops::{BnStats, ConvGeom};
-use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity};
+use tsimcne_train::{Contrastive, GpuStep, Sgd, SgdConfig, Similarity};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -65,8 +66,8 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
 }
 
-/// `fast`, `candle`, or fast with `-tf32` and/or `-split`; none: the
-/// device's default (fast on the CPU).
+/// `candle`, or `fast` with suffixes; none: the device's default (fast on
+/// the CPU).
 fn kernels(arg: Option<&String>, dev: &Device) -> Kernels {
     match arg.map(String::as_str) {
         Some("candle") => Kernels::Candle,
@@ -75,20 +76,46 @@ fn kernels(arg: Option<&String>, dev: &Device) -> Kernels {
     }
 }
 
-/// The GPU backbone's settings in `fast-tf32`, `fast-split`, `fast-tf32-split`.
-fn gpu_settings(arg: Option<&String>) -> (ConvMath, BnSums) {
+/// The GPU settings that `fast`'s suffixes name.
+#[derive(Clone, Copy)]
+struct GpuSettings {
+    math: ConvMath,
+    sums: BnSums,
+    sgd: GpuStep,
+}
+
+fn gpu_settings(arg: Option<&String>) -> GpuSettings {
     let a = arg.map_or("", String::as_str);
-    let math = if a.contains("-tf32") {
-        ConvMath::Tf32
-    } else {
-        ConvMath::Exact
+    let mut rest = a.strip_prefix("fast").unwrap_or("");
+    let mut take = |suffix: &str| match rest.strip_prefix(suffix) {
+        Some(r) => {
+            rest = r;
+            true
+        }
+        None => false,
     };
-    let sums = if a.ends_with("-split") {
-        BnSums::Split
-    } else {
-        BnSums::PerChannel
+    let s = GpuSettings {
+        math: if take("-tf32") {
+            ConvMath::Tf32
+        } else {
+            ConvMath::Exact
+        },
+        sums: if take("-split") {
+            BnSums::Split
+        } else {
+            BnSums::PerChannel
+        },
+        sgd: if take("-sgd") {
+            GpuStep::Fused
+        } else {
+            GpuStep::TensorOps
+        },
     };
-    (math, sums)
+    if !rest.is_empty() {
+        eprintln!("unknown kernels {a}: candle, or fast[-tf32][-split][-sgd]");
+        std::process::exit(2);
+    }
+    s
 }
 
 fn sync(dev: &Device) {
@@ -99,16 +126,17 @@ fn model_run(
     what: &str,
     preset: &str,
     views: usize,
-    (k, (math, sums)): (Kernels, (ConvMath, BnSums)),
+    (k, gpu): (Kernels, GpuSettings),
     dev: &Device,
 ) -> candle_core::Result<()> {
     let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
     let mut model = Model::new(&arch, 0, dev).map_err(candle_core::Error::wrap)?;
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
-    model.set_conv_math(math);
-    model.set_bn_sums(sums);
+    model.set_conv_math(gpu.math);
+    model.set_bn_sums(gpu.sums);
     let x = Tensor::from_vec(random(views * 3 * 32 * 32, 1), (views, 3, 32, 32), dev)?;
     let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
+    sgd.set_gpu_step(gpu.sgd);
     let reps = if preset == "resnet18" { 3 } else { 7 };
     // As in the trainer: the loss comes back to the host every step (the
     // NaN check), which also waits for the forward and backward passes.
@@ -408,7 +436,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd PRESET VIEWS [fast[-tf32][-split]|candle] | ops [fast|candle] \
+                "usage: bench_train step|fwd PRESET VIEWS [candle|fast[-tf32][-split][-sgd]] | ops [fast|candle] \
                  | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

@@ -23,5 +23,5 @@ pub use checkpoint::EpochLog;
 pub use error::{Result, TrainError};
 pub use loss::{Contrastive, Similarity, fixed_scale, info_nce};
 pub use schedule::{base_lr, lr_schedule};
-pub use sgd::{Sgd, SgdConfig};
+pub use sgd::{GpuStep, Sgd, SgdConfig};
 pub use trainer::{Images, Observer, Settings, Silent, train};

@@ -30,6 +30,20 @@ impl Default for SgdConfig {
     }
 }
 
+/// How [`Sgd::step`] updates parameters on a GPU (on the CPU it is always
+/// one loop per parameter). Both give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GpuStep {
+    /// candle's tensor ops: eight launches and four temporaries a
+    /// parameter; the form that passed the GPU tests.
+    #[default]
+    TensorOps,
+    /// One kernel a parameter, in place (`tsimcne_model::cuda::sgd_step`,
+    /// the `cuda` build). Checked on CPU threads against the CPU loop
+    /// (tsimcne-model's tests/cuda_host.rs), not yet on a GPU.
+    Fused,
+}
+
 /// The optimiser: the parameters it updates and their momentum buffers.
 ///
 /// **Invariant:** only the parameters given to [`Sgd::new`] are ever
@@ -40,6 +54,7 @@ pub struct Sgd {
     /// Momentum buffers by parameter name; absent until the first step.
     buffers: BTreeMap<String, Tensor>,
     pub config: SgdConfig,
+    gpu_step: GpuStep,
 }
 
 impl Sgd {
@@ -48,7 +63,13 @@ impl Sgd {
             params,
             buffers: BTreeMap::new(),
             config,
+            gpu_step: GpuStep::default(),
         }
+    }
+
+    /// Chooses how parameters on a GPU are updated; the CPU ignores it.
+    pub fn set_gpu_step(&mut self, step: GpuStep) {
+        self.gpu_step = step;
     }
 
     pub fn params(&self) -> &[(String, Var)] {
@@ -89,6 +110,11 @@ impl Sgd {
                 step_cpu(&mut self.buffers, c, name, var, g, lr)?;
                 continue;
             }
+            #[cfg(feature = "cuda")]
+            if self.gpu_step == GpuStep::Fused && var.device().is_cuda() {
+                step_fused(&mut self.buffers, c, name, var, g, lr)?;
+                continue;
+            }
             let mut g = g.detach();
             if let Some(clip) = c.clip_value {
                 g = g.clamp(-clip, clip)?;
@@ -111,6 +137,39 @@ impl Sgd {
         }
         Ok(())
     }
+}
+
+/// The update in one GPU kernel, in place; a first step's buffer starts as
+/// zeros that the kernel overwrites with the gradient.
+#[cfg(feature = "cuda")]
+fn step_fused(
+    buffers: &mut BTreeMap<String, Tensor>,
+    c: SgdConfig,
+    name: &str,
+    var: &Var,
+    g: &Tensor,
+    lr: f64,
+) -> Result<()> {
+    use tsimcne_model::cuda::{Momentum, SgdStep, sgd_step};
+    let step = SgdStep {
+        lr: lr as f32,
+        momentum: c.momentum as f32,
+        weight_decay: c.weight_decay as f32,
+        clip: c.clip_value.map(|v| v as f32),
+    };
+    let wrap = candle_core::Error::wrap;
+    if c.momentum == 0.0 {
+        return sgd_step(var, g, None, step).map_err(wrap);
+    }
+    let first = !buffers.contains_key(name);
+    let buf = match buffers.get(name) {
+        Some(b) if b.is_contiguous() => b.clone(),
+        Some(b) => b.contiguous()?.copy()?,
+        None => var.as_tensor().zeros_like()?,
+    };
+    sgd_step(var, g, Some(Momentum { buf: &buf, first }), step).map_err(wrap)?;
+    buffers.insert(name.to_string(), buf);
+    Ok(())
 }
 
 /// The same update as the tensor-op path (same f32 operations in the same

@@ -5,14 +5,15 @@
 //! momentum buffers, BatchNorm statistics and eval outputs within float
 //! rounding: on the CPU our fast kernels and the fused SGD loop, on the GPU
 //! each GPU backbone (candle's kernels; ours, exact and TF32) and SGD's
-//! tensor path. Ours on the GPU also repeats itself bit for bit.
+//! tensor path. Ours on the GPU also repeats itself bit for bit, and the
+//! fused SGD kernel gives the tensor path's bits.
 
 mod common;
 
 use candle_core::{Device, Tensor};
 use common::values;
 use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, Model, preset};
-use tsimcne_train::{Contrastive, Sgd, SgdConfig, Similarity};
+use tsimcne_train::{Contrastive, GpuStep, Sgd, SgdConfig, Similarity};
 
 /// The first CUDA device, or `None` (with a note) unless asked for.
 fn cuda() -> Option<Device> {
@@ -100,30 +101,64 @@ fn our_kernels_with_split_sums_on_cuda_repeat_bit_for_bit() {
 }
 
 fn repeat_bit_for_bit(gpu: &Device, sums: BnSums) {
-    let arch = preset("tiny", 3, 8).unwrap();
-    let dims = (32, 3, 16, 16);
-    let run = || {
-        let mut m = Model::new(&arch, 5, gpu).unwrap();
-        m.set_kernels(Kernels::Fast).unwrap();
-        m.set_bn_sums(sums);
-        let x = Tensor::from_vec(batch(32, 3, 16), dims, gpu).unwrap();
-        let mut sgd = Sgd::new(m.trainable(None), SgdConfig::default());
-        for _ in 0..3 {
-            let (_, g) = m
-                .loss_and_grads(
-                    &x,
-                    Backprop::Full,
-                    &Contrastive::new(Similarity::Cauchy, None),
-                )
-                .unwrap();
-            sgd.step(&g, 0.05).unwrap();
-        }
-        m.to_safetensors().unwrap()
-    };
+    let run = || train_bits(gpu, sums, GpuStep::TensorOps, SgdConfig::default()).0;
     assert!(
         run() == run(),
         "two runs of the GPU backbone ({sums:?}) differ"
     );
+}
+
+#[test]
+fn the_fused_sgd_step_on_cuda_gives_the_tensor_ops_bits() {
+    let Some(gpu) = cuda() else { return };
+    let plain = SgdConfig {
+        momentum: 0.0,
+        weight_decay: 0.0,
+        clip_value: None,
+    };
+    for config in [SgdConfig::default(), plain] {
+        let ops = train_bits(&gpu, BnSums::PerChannel, GpuStep::TensorOps, config);
+        let fused = train_bits(&gpu, BnSums::PerChannel, GpuStep::Fused, config);
+        assert!(ops.0 == fused.0, "{config:?}: weights differ");
+        assert_eq!(ops.1, fused.1, "{config:?}: momentum buffers differ");
+    }
+}
+
+/// Three steps of the tiny preset on the GPU with our kernels: the saved
+/// model's bytes and the momentum buffers' bits.
+fn train_bits(
+    gpu: &Device,
+    sums: BnSums,
+    step: GpuStep,
+    config: SgdConfig,
+) -> (Vec<u8>, Vec<(String, Vec<u32>)>) {
+    let arch = preset("tiny", 3, 8).unwrap();
+    let dims = (32, 3, 16, 16);
+    let mut m = Model::new(&arch, 5, gpu).unwrap();
+    m.set_kernels(Kernels::Fast).unwrap();
+    m.set_bn_sums(sums);
+    let x = Tensor::from_vec(batch(32, 3, 16), dims, gpu).unwrap();
+    let mut sgd = Sgd::new(m.trainable(None), config);
+    sgd.set_gpu_step(step);
+    for _ in 0..3 {
+        let (_, g) = m
+            .loss_and_grads(
+                &x,
+                Backprop::Full,
+                &Contrastive::new(Similarity::Cauchy, None),
+            )
+            .unwrap();
+        sgd.step(&g, 0.05).unwrap();
+    }
+    let buffers = sgd
+        .buffers()
+        .iter()
+        .map(|(name, b)| {
+            let v = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (name.clone(), v.iter().map(|x| x.to_bits()).collect())
+        })
+        .collect();
+    (m.to_safetensors().unwrap(), buffers)
 }
 
 /// Two training steps on the CPU (our kernels) and on the GPU with

@@ -334,6 +334,86 @@ impl Gpu {
     }
 }
 
+/// The hyper-parameters of one [`sgd_step`], as the kernel takes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    /// 0: no momentum (no buffer).
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Clip every gradient element to ±this first; `None`: no clipping.
+    pub clip: Option<f32>,
+}
+
+/// The momentum buffer of one [`sgd_step`], updated in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Momentum<'a> {
+    pub buf: &'a Tensor,
+    /// The buffer holds no history yet: the step sets it to the gradient.
+    pub first: bool,
+}
+
+/// One SGD step of parameter `w` with gradient `g`, in place on the GPU, in
+/// one kernel (`sgd_step` in kernels.cu): clipping, weight decay, momentum
+/// and the update in tsimcne-train's order, each operation rounded alone,
+/// so it gives the bits of the CPU's loop and of the step on candle's
+/// tensor ops, without their eight launches and four temporaries. `w`,
+/// `g` and the buffer must be F32 tensors of one shape on one CUDA device;
+/// `momentum` is needed when `s.momentum` is not 0.
+pub fn sgd_step(w: &Var, g: &Tensor, momentum: Option<Momentum<'_>>, s: SgdStep) -> Result<()> {
+    let Device::Cuda(dev) = w.device() else {
+        return Err(ModelError::Invalid(
+            "the GPU SGD step runs on a CUDA device only".into(),
+        ));
+    };
+    let len = w.elem_count();
+    let g = g.contiguous()?;
+    if g.elem_count() != len || momentum.is_some_and(|m| m.buf.elem_count() != len) {
+        return Err(ModelError::Invalid(
+            "the GPU SGD step got a gradient or buffer of another size than its parameter".into(),
+        ));
+    }
+    if (s.momentum != 0.0) != momentum.is_some() {
+        return Err(ModelError::Invalid(
+            "the GPU SGD step needs a momentum buffer exactly when momentum is not 0".into(),
+        ));
+    }
+    let stream = dev.cuda_stream();
+    let f = dev
+        .get_or_load_custom_func("sgd_step", MODULE, ptx()?)?
+        .into_cuda_function();
+    let wp = tensor_ptr(&stream, w.as_tensor())?;
+    let gp = tensor_ptr(&stream, &g)?;
+    let (bp, has_buf, first) = match momentum {
+        Some(m) => (tensor_ptr(&stream, m.buf)?, 1i32, i32::from(m.first)),
+        None => (wp, 0, 0),
+    };
+    let (has_clip, clip) = (i32::from(s.clip.is_some()), s.clip.unwrap_or(0.0));
+    let len = len as i64;
+    let mut b = stream.launch_builder(&f);
+    b.arg(&wp)
+        .arg(&gp)
+        .arg(&bp)
+        .arg(&len)
+        .arg(&has_clip)
+        .arg(&clip)
+        .arg(&s.weight_decay)
+        .arg(&has_buf)
+        .arg(&s.momentum)
+        .arg(&first)
+        .arg(&s.lr);
+    let cfg = LaunchConfig {
+        grid_dim: GridDims::dims(grid(len as usize)),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the arguments match sgd_step's signature in kernels.cu; w, g
+    // and the buffer hold `len` f32 each (checked above), and w and the
+    // buffer are written only by this kernel on the stream candle's ops use.
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    Ok(())
+}
+
 impl CudaBackbone {
     pub fn new(arch: &ResNetArch, math: ConvMath) -> Self {
         let plan = FastBackbone::new(arch);
