@@ -23,7 +23,9 @@
 #          IMAGES images: step seconds x floor(IMAGES / batch).
 #   epoch  whole pretraining epochs on IMAGES random images, the CPU
 #          augmentation of two views per image included. Ours: `pretrain
-#          --device cuda` (its log.csv seconds), PyTorch: `train_torch.py
+#          --device cuda` (its log.csv seconds), with `--gpu-path tested`
+#          (ours-fast) and `--gpu-path next` (ours-next: split batch-norm
+#          sums, fused SGD, augmentation on the GPU), PyTorch: `train_torch.py
 #          epoch` (torchvision transforms in a DataLoader of THREADS worker
 #          processes). The best epoch after the first.
 #   demo   `make demo DEVICE=cuda` (the 10k Fashion-MNIST demo) with its
@@ -124,13 +126,16 @@ if [[ " $cases " == *" epoch "* ]]; then
   "$python" bench/make_cifar_like.py "$archive" $((images / 6)) >/dev/null
   "$bin/prep" cifar10 --input "$archive" --no-verify --out "$work/images.parquet" 2>/dev/null
   for b in $batches; do
-    out=$work/pretrain_$b
-    sampled "$work/epoch_$b.ours-fast" "$bin/pretrain" --images "$work/images.parquet" --out "$out" \
-      --backbone "$preset" --epochs "$epochs" --batch-size "$b" --device "$device" \
-      --threads "$threads" --checkpoint-every "$epochs" --restart
-    # The best epoch after the first, as train_torch.py reports it.
-    [ -f "$out/log.csv" ] && awk -F, -v k="epoch_${preset}_$b" 'NR > 2 && (best == "" || $4 < best) { best = $4 }
-      END { if (best != "") print k, best }' "$out/log.csv" >>"$work/epoch_$b.ours-fast"
+    for path in tested next; do
+      out=$work/pretrain_${b}_$path
+      form=ours-fast; [ $path = next ] && form=ours-next
+      sampled "$work/epoch_$b.$form" "$bin/pretrain" --images "$work/images.parquet" --out "$out" \
+        --backbone "$preset" --epochs "$epochs" --batch-size "$b" --device "$device" \
+        --threads "$threads" --checkpoint-every "$epochs" --restart --gpu-path $path
+      # The best epoch after the first, as train_torch.py reports it.
+      [ -f "$out/log.csv" ] && awk -F, -v k="epoch_${preset}_$b" 'NR > 2 && (best == "" || $4 < best) { best = $4 }
+        END { if (best != "") print k, best }' "$out/log.csv" >>"$work/epoch_$b.$form"
+    done
     THREADS=$threads WORKERS=$threads sampled "$work/epoch_$b.torch-eager" \
       "$python" bench/train_torch.py epoch "$preset" "$b" "$images" "$epochs" --device "$device"
   done

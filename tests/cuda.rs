@@ -4,8 +4,8 @@
 //! an NVIDIA GPU and is skipped with a note otherwise.
 //!
 //! From the same seed, pretrain (tiny preset, four steps), project and
-//! finetune on `--device cuda` give the losses, weights, features and maps
-//! of the CPU run within float rounding; `embed --device cuda` places the
+//! finetune on `--device cuda` (each `--gpu-path`) give the losses,
+//! weights, features and maps of the CPU run within float rounding; `embed --device cuda` places the
 //! CPU model's images where the CPU does; a CUDA stage rerun after its
 //! outputs are lost writes them again from its checkpoint, byte for byte.
 
@@ -98,15 +98,24 @@ fn stages_on_cuda_agree_with_the_cpu() {
     embedded_subset(&images, 128);
     let common = ["--batch-size", "64", "--threads", "2", "--seed", "7"];
     let stage_dir = |stage: &str, dev: &str| -> PathBuf { d.join(format!("{stage}-{dev}")) };
-    for dev in ["cpu", "cuda"] {
+    // "cuda-next": the kernels not yet run on a GPU before (`--gpu-path
+    // next`: split batch-norm sums, fused SGD, augmentation on the GPU).
+    let runs: [(&str, &[&str]); 3] = [
+        ("cpu", &["--device", "cpu"]),
+        ("cuda", &["--device", "cuda"]),
+        ("cuda-next", &["--device", "cuda", "--gpu-path", "next"]),
+    ];
+    for (dev, device) in runs {
         let pre = stage_dir("pretrain", dev);
-        let mut a = vec!["--images", s(&images), "--out", s(&pre), "--device", dev];
+        let mut a = vec!["--images", s(&images), "--out", s(&pre)];
+        a.extend(device);
         a.extend(["--backbone", "tiny", "--epochs", "2", "--warmup", "1"]);
         a.extend(common);
         ok(PRETRAIN, &a);
         let proj = stage_dir("project", dev);
         let mut a = vec!["--images", s(&images), "--from", s(&pre), "--out", s(&proj)];
-        a.extend(["--device", dev, "--epochs", "1"]);
+        a.extend(device);
+        a.extend(["--epochs", "1"]);
         a.extend(common);
         ok(PROJECT, &a);
         let fine = stage_dir("finetune", dev);
@@ -118,33 +127,38 @@ fn stages_on_cuda_agree_with_the_cpu() {
             "--out",
             s(&fine),
         ];
-        a.extend(["--device", dev, "--epochs", "1", "--warmup", "0"]);
+        a.extend(device);
+        a.extend(["--epochs", "1", "--warmup", "0"]);
         a.extend(common);
         ok(FINETUNE, &a);
     }
     let cfg = ModelConfig::load(&stage_dir("pretrain", "cuda").join("config.json")).unwrap();
     assert_eq!(cfg.training.device.as_deref(), Some("cuda:0"));
 
-    let (pre_gpu, pre_cpu) = (stage_dir("pretrain", "cuda"), stage_dir("pretrain", "cpu"));
-    compare_models("pretrain", &pre_gpu, &pre_cpu, 1e-3);
-    for column in ["backbone", "head"] {
-        close(
-            &format!("features {column}"),
-            &vectors(&pre_gpu.join("features.parquet"), Some(column)),
-            &vectors(&pre_cpu.join("features.parquet"), Some(column)),
-            1e-3,
-        );
+    let pre_cpu = stage_dir("pretrain", "cpu");
+    for gpu in ["cuda", "cuda-next"] {
+        let pre_gpu = stage_dir("pretrain", gpu);
+        compare_models(&format!("{gpu} pretrain"), &pre_gpu, &pre_cpu, 1e-3);
+        for column in ["backbone", "head"] {
+            close(
+                &format!("{gpu} features {column}"),
+                &vectors(&pre_gpu.join("features.parquet"), Some(column)),
+                &vectors(&pre_cpu.join("features.parquet"), Some(column)),
+                1e-3,
+            );
+        }
+        for stage in ["project", "finetune"] {
+            let (g, cpu) = (stage_dir(stage, gpu), stage_dir(stage, "cpu"));
+            compare_models(&format!("{gpu} {stage}"), &g, &cpu, 1e-3);
+            close(
+                &format!("{gpu} {stage} map"),
+                &vectors(&g.join("embedding.parquet"), None),
+                &vectors(&cpu.join("embedding.parquet"), None),
+                1e-3,
+            );
+        }
     }
-    for stage in ["project", "finetune"] {
-        let (gpu, cpu) = (stage_dir(stage, "cuda"), stage_dir(stage, "cpu"));
-        compare_models(stage, &gpu, &cpu, 1e-3);
-        close(
-            &format!("{stage} map"),
-            &vectors(&gpu.join("embedding.parquet"), None),
-            &vectors(&cpu.join("embedding.parquet"), None),
-            1e-3,
-        );
-    }
+    let pre_gpu = stage_dir("pretrain", "cuda");
 
     // One model, two devices: only the forward passes' rounding differs.
     let fine_cpu = stage_dir("finetune", "cpu");

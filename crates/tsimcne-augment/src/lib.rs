@@ -178,6 +178,77 @@ impl AugmentConfig {
     }
 }
 
+/// `i32`s a view's parameters take in [`pack_view`].
+pub const VIEW_INTS: usize = 12;
+/// `f32`s a view's parameters take in [`pack_view`].
+pub const VIEW_FLOATS: usize = 4;
+
+/// View parameters `p` of row `image` of an image table as the GPU's
+/// augmentation kernel reads them (tsimcne-model `src/cuda/augment.cu`):
+/// `[image, top, left, height, width, flip, grayscale, jitter, order…]`
+/// and `[brightness, contrast, saturation, hue]` (zeros without jitter).
+pub fn pack_view(image: usize, p: &ViewParams) -> ([i32; VIEW_INTS], [f32; VIEW_FLOATS]) {
+    let (top, left, h, w) = p.crop;
+    let j = p.jitter.unwrap_or(Jitter {
+        order: [0, 1, 2, 3],
+        brightness: 0.0,
+        contrast: 0.0,
+        saturation: 0.0,
+        hue: 0.0,
+    });
+    let int = |v: usize| i32::try_from(v).expect("image tables index and size images in i32");
+    let o = j.order.map(i32::from);
+    (
+        [
+            int(image),
+            int(top),
+            int(left),
+            int(h),
+            int(w),
+            i32::from(p.flip),
+            i32::from(p.grayscale),
+            i32::from(p.jitter.is_some()),
+            o[0],
+            o[1],
+            o[2],
+            o[3],
+        ],
+        [j.brightness, j.contrast, j.saturation, j.hue],
+    )
+}
+
+/// The packed parameters ([`pack_view`]) of the `2N` views that
+/// [`two_views_of`] makes of a batch, in its order (first views, then
+/// second views): view 0 of image row `first[i]` and view 1 of row
+/// `second[i]`, both drawn from the streams of `ids[i]`. The GPU's
+/// augmentation kernel applied to them gives `two_views_of`'s bits.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_two_views(
+    first: &[usize],
+    second: &[usize],
+    ids: &[u64],
+    shape: Shape,
+    cfg: &AugmentConfig,
+    seed: u64,
+    epoch: u64,
+) -> (Vec<i32>, Vec<f32>) {
+    let n = first.len();
+    assert!(
+        second.len() == n && ids.len() == n,
+        "a batch's rows and ids"
+    );
+    let mut ints = Vec::with_capacity(2 * n * VIEW_INTS);
+    let mut floats = Vec::with_capacity(2 * n * VIEW_FLOATS);
+    for (view, rows) in [first, second].into_iter().enumerate() {
+        for (&row, &id) in rows.iter().zip(ids) {
+            let (a, b) = pack_view(row, &view_params(seed, epoch, id, view as u64, shape, cfg));
+            ints.extend(a);
+            floats.extend(b);
+        }
+    }
+    (ints, floats)
+}
+
 /// Whether view `view` of image `id` in `epoch` is mirrored: the flip that
 /// [`two_views_of`] draws for it.
 pub fn view_flip(
@@ -188,7 +259,20 @@ pub fn view_flip(
     shape: Shape,
     cfg: &AugmentConfig,
 ) -> bool {
-    sample_params(&mut view_stream(seed, epoch, id, view), shape, cfg).flip
+    view_params(seed, epoch, id, view, shape, cfg).flip
+}
+
+/// The parameters of view `view` of image `id` in `epoch`: what
+/// [`two_views_of`] draws for it, from [`view_stream`].
+pub fn view_params(
+    seed: u64,
+    epoch: u64,
+    id: u64,
+    view: u64,
+    shape: Shape,
+    cfg: &AugmentConfig,
+) -> ViewParams {
+    sample_params(&mut view_stream(seed, epoch, id, view), shape, cfg)
 }
 
 /// The stream of view `view` of image `id` in `epoch`.
@@ -330,8 +414,7 @@ pub fn two_views_of(
                 let mut scratch = Scratch::default();
                 for (k, slot) in run {
                     let (view, i) = (k / n, k % n);
-                    let mut rng = view_stream(seed, epoch, ids[i], view as u64);
-                    let p = sample_params(&mut rng, shape, cfg);
+                    let p = view_params(seed, epoch, ids[i], view as u64, shape, cfg);
                     let image = if view == 0 { images[i] } else { second[i] };
                     apply(image, shape, &p, cfg, &mut scratch, slot);
                 }

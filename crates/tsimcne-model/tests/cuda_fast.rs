@@ -2,7 +2,8 @@
 //! by kernel through the model: training-mode outputs, running statistics
 //! and every parameter gradient, eval-mode features, on odd shapes (1 and 3
 //! channels, odd and non-square sizes, stride-2 and 1×1 shortcut
-//! convolutions, batch 1). Built with `--features cuda`; runs with
+//! convolutions, batch 1); and the GPU augmentation against the CPU's, bit
+//! for bit. Built with `--features cuda`; runs with
 //! `TSIMCNE_TEST_CUDA=1` on a machine with an NVIDIA GPU, skipped with a note
 //! otherwise.
 
@@ -137,4 +138,82 @@ fn the_small_preset_on_fashion_mnist_shapes() {
 fn resnet18_at_cifar_shapes_values() {
     let a = tsimcne_model::preset("resnet18", 3, 128).unwrap();
     check(&a, 16, 32, 32, Compare::Values);
+}
+
+#[test]
+fn gpu_augmentation_gives_the_cpu_views_bits() {
+    use tsimcne_augment::{AugmentConfig, Shape, pack_two_views, two_views_of};
+    use tsimcne_model::cuda::GpuImages;
+    let Some(gpu) = cuda() else { return };
+    let jittery = AugmentConfig {
+        jitter_p: 1.0,
+        grayscale_p: 0.3,
+        ..AugmentConfig::default()
+    };
+    let normalised = AugmentConfig {
+        normalize: Some((vec![0.5, 0.4, 0.3], vec![0.25, 0.2, 0.3])),
+        ..AugmentConfig::default()
+    };
+    let shapes = [
+        (32, 32, 3, jittery.clone()),
+        (28, 28, 1, jittery),
+        (17, 23, 3, normalised),
+    ];
+    for (height, width, channels, cfg) in shapes {
+        let shape = Shape {
+            height,
+            width,
+            channels,
+        };
+        let rows = 40;
+        let pixels: Vec<u8> = (0..rows * shape.len())
+            .map(|k| ((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        let table = GpuImages::upload(&gpu, &pixels, shape).unwrap();
+        let first: Vec<usize> = (0..16).map(|i| (i * 7) % rows).collect();
+        let second: Vec<usize> = (0..16).map(|i| (i * 11 + 3) % rows).collect();
+        let ids: Vec<u64> = first.iter().map(|&i| i as u64).collect();
+        let row = |i: usize| &pixels[i * shape.len()..(i + 1) * shape.len()];
+        let a: Vec<&[u8]> = first.iter().map(|&i| row(i)).collect();
+        let b: Vec<&[u8]> = second.iter().map(|&i| row(i)).collect();
+        let mut want = vec![0.0f32; 32 * shape.len()];
+        two_views_of(&a, &b, &ids, shape, &cfg, 5, 3, 4, &mut want);
+        let (ints, floats) = pack_two_views(&first, &second, &ids, shape, &cfg, 5, 3);
+        let got = table.views(&ints, &floats, &cfg).unwrap();
+        assert_eq!(got.dims(), &[32, channels, height, width]);
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let differ = got
+            .iter()
+            .zip(&want)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "{shape:?}: {differ} of {} values differ from the CPU's",
+            want.len()
+        );
+    }
+    // Parameters that address pixels outside the table are refused.
+    let shape = Shape {
+        height: 4,
+        width: 4,
+        channels: 1,
+    };
+    let table = GpuImages::upload(&gpu, &[0u8; 32], shape).unwrap();
+    let mut ints = [0i32; tsimcne_augment::VIEW_INTS];
+    ints[3] = 4;
+    ints[4] = 4;
+    ints[8..12].copy_from_slice(&[0, 1, 2, 3]);
+    assert!(
+        table
+            .views(&ints, &[0.0; 4], &AugmentConfig::default())
+            .is_ok()
+    );
+    ints[0] = 2; // the table has rows 0 and 1
+    assert!(
+        table
+            .views(&ints, &[0.0; 4], &AugmentConfig::default())
+            .is_err()
+    );
 }

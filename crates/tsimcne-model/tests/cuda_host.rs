@@ -105,8 +105,23 @@ impl Script {
         self
     }
 
-    /// Runs the script; the buffers asked for, in order.
+    /// Runs the script twice, each block's threads in index order and in
+    /// reverse order, which must give the same bits (else the kernel's
+    /// threads race); the buffers asked for, in order.
     fn exec(&self, exe: &PathBuf) -> Vec<Vec<f32>> {
+        let forward = self.exec_once(exe, b"");
+        let reverse = self.exec_once(exe, b"reverse\n");
+        for ((name, _), (a, b)) in self.gets.iter().zip(forward.iter().zip(&reverse)) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(a) == bits(b),
+                "{name}: the kernel's threads race (another order, another result)"
+            );
+        }
+        forward
+    }
+
+    fn exec_once(&self, exe: &PathBuf, prefix: &[u8]) -> Vec<Vec<f32>> {
         let mut child = Command::new(exe)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -114,7 +129,7 @@ impl Script {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let bytes = self.bytes.clone();
+        let bytes = [prefix, &self.bytes].concat();
         let writer = std::thread::spawn(move || stdin.write_all(&bytes));
         let out = child.wait_with_output().unwrap();
         writer.join().unwrap().unwrap();
@@ -514,4 +529,179 @@ fn the_sgd_kernel_gives_the_cpu_loops_bits() {
             );
         }
     }
+}
+
+/// `len` pixel bytes, a hash of `seed` and the index.
+fn pixels(len: usize, seed: u64) -> Vec<u8> {
+    (0..len as u64)
+        .map(|k| ((k ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+        .collect()
+}
+
+fn ints(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl Script {
+    fn raw(&mut self, kind: &str, name: &str, len: usize, bytes: &[u8]) -> &mut Self {
+        writeln!(self.bytes, "{kind} {name} {len}").unwrap();
+        self.bytes.extend_from_slice(bytes);
+        self.bytes.push(b'\n');
+        self
+    }
+}
+
+#[test]
+fn the_augmentation_kernel_gives_the_cpu_views_bits() {
+    use tsimcne_augment::{
+        AugmentConfig, Scratch, Shape, apply, pack_view, sample_params, view_stream,
+    };
+    let Some(exe) = runner() else { return };
+    let jittery = AugmentConfig {
+        jitter_p: 1.0,
+        grayscale_p: 0.3,
+        ..AugmentConfig::default()
+    };
+    let normalised = AugmentConfig {
+        normalize: Some((vec![0.5, 0.4, 0.3], vec![0.25, 0.2, 0.3])),
+        ..AugmentConfig::default()
+    };
+    let cases = [
+        (
+            Shape {
+                height: 13,
+                width: 9,
+                channels: 3,
+            },
+            jittery.clone(),
+        ),
+        (
+            Shape {
+                height: 8,
+                width: 8,
+                channels: 1,
+            },
+            jittery,
+        ),
+        (
+            Shape {
+                height: 16,
+                width: 11,
+                channels: 3,
+            },
+            normalised,
+        ),
+    ];
+    for (shape, cfg) in cases {
+        let (n, views) = (5, 24);
+        let images = pixels(n * shape.len(), shape.len() as u64);
+        let (mut vint, mut vfloat, mut want) = (Vec::new(), Vec::new(), Vec::new());
+        let mut scratch = Scratch::default();
+        for v in 0..views {
+            let image = (v * 3) % n;
+            let p = sample_params(&mut view_stream(7, 1, image as u64, v as u64), shape, &cfg);
+            let (a, b) = pack_view(image, &p);
+            vint.extend(a);
+            vfloat.extend(b);
+            let mut out = vec![0.0; shape.len()];
+            let src = &images[image * shape.len()..(image + 1) * shape.len()];
+            apply(src, shape, &p, &cfg, &mut scratch, &mut out);
+            want.extend(out);
+        }
+        let (mean, std) = cfg
+            .normalize
+            .clone()
+            .unwrap_or((vec![0.0; 3], vec![1.0; 3]));
+        let len = views * shape.len();
+        let mut sc = Script::default();
+        sc.raw("u8", "images", images.len(), &images)
+            .raw("i32", "vint", vint.len(), &ints(&vint))
+            .f32("vfloat", &vfloat)
+            .f32("mean", &mean)
+            .f32("std", &std)
+            .zeros("tmp", len)
+            .zeros("out", len)
+            .run(
+                "augment_views",
+                (views, 1),
+                &[
+                    s("images"),
+                    i(shape.height),
+                    i(shape.width),
+                    i(shape.channels),
+                    s("vint"),
+                    s("vfloat"),
+                    i(usize::from(cfg.normalize.is_some())),
+                    s("mean"),
+                    s("std"),
+                    s("tmp"),
+                    s("out"),
+                ],
+            )
+            .get("out", len);
+        let got = sc.exec(exe).remove(0);
+        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                a.to_bits() == b.to_bits(),
+                "{shape:?} view {} element {}: kernel {a} vs CPU {b}",
+                k / shape.len(),
+                k % shape.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn packed_batches_give_two_views_of_bits() {
+    use tsimcne_augment::{AugmentConfig, Shape, pack_two_views, two_views_of};
+    let Some(exe) = runner() else { return };
+    let shape = Shape {
+        height: 10,
+        width: 12,
+        channels: 3,
+    };
+    let cfg = AugmentConfig::default();
+    let n_images = 9;
+    let images = pixels(n_images * shape.len(), 99);
+    let row = |i: usize| &images[i * shape.len()..(i + 1) * shape.len()];
+    // A batch of 4 whose second views come from partner rows.
+    let (first, second) = ([3usize, 0, 7, 5], [4usize, 8, 7, 1]);
+    let ids: Vec<u64> = first.iter().map(|&i| i as u64).collect();
+    let mut want = vec![0.0; 2 * 4 * shape.len()];
+    let imgs: Vec<&[u8]> = first.iter().map(|&i| row(i)).collect();
+    let partners: Vec<&[u8]> = second.iter().map(|&i| row(i)).collect();
+    two_views_of(&imgs, &partners, &ids, shape, &cfg, 3, 2, 2, &mut want);
+    let (vint, vfloat) = pack_two_views(&first, &second, &ids, shape, &cfg, 3, 2);
+    let len = want.len();
+    let mut sc = Script::default();
+    sc.raw("u8", "images", images.len(), &images)
+        .raw("i32", "vint", vint.len(), &ints(&vint))
+        .f32("vfloat", &vfloat)
+        .f32("none", &[0.0])
+        .zeros("tmp", len)
+        .zeros("out", len)
+        .run(
+            "augment_views",
+            (8, 1),
+            &[
+                s("images"),
+                i(shape.height),
+                i(shape.width),
+                i(shape.channels),
+                s("vint"),
+                s("vfloat"),
+                i(0),
+                s("none"),
+                s("none"),
+                s("tmp"),
+                s("out"),
+            ],
+        )
+        .get("out", len);
+    let got = sc.exec(exe).remove(0);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(
+        bits(&got) == bits(&want),
+        "the kernel's batch differs from two_views_of's"
+    );
 }

@@ -24,4 +24,4 @@ pub use error::{Result, TrainError};
 pub use loss::{Contrastive, Similarity, fixed_scale, info_nce};
 pub use schedule::{base_lr, lr_schedule};
 pub use sgd::{GpuStep, Sgd, SgdConfig};
-pub use trainer::{Images, Observer, Settings, Silent, train};
+pub use trainer::{GpuPath, Images, Observer, Settings, Silent, train};

@@ -21,7 +21,7 @@ use crate::model_dir::{check_images, fnv1a, load_model_dir_on};
 use crate::pca::pca_output_layer;
 use crate::positives::{FeatureNeighbours, Neighbours, Positives};
 use crate::sgd::SgdConfig;
-use crate::trainer::{Images, Observer, Settings, embed_all, train};
+use crate::trainer::{GpuPath, Images, Observer, Settings, embed_all, train};
 
 pub const FEATURES_FILE: &str = "features.parquet";
 
@@ -78,6 +78,8 @@ pub struct TrainOptions {
     pub kernels: Option<Kernels>,
     /// The arithmetic of a GPU's convolutions (the CPU's is exact f32).
     pub conv_math: ConvMath,
+    /// Which forms of our GPU kernels to use (the CPU ignores it).
+    pub gpu_path: GpuPath,
     /// Crop scale and jitter probability of the training views, and the
     /// opt-in pixel-neighbour positives.
     pub augment: AugmentSettings,
@@ -156,6 +158,7 @@ impl TrainOptions {
             positives,
             map_scale: plan.map_scale,
             freeze_layers: plan.freeze_layers,
+            gpu_path: self.gpu_path,
         }
     }
 
@@ -170,6 +173,7 @@ impl TrainOptions {
     fn prepare(&self, mut model: Model, device: &Device) -> Result<Model> {
         model.set_kernels(self.kernels.unwrap_or_else(|| Kernels::default_for(device)))?;
         model.set_conv_math(self.conv_math);
+        model.set_bn_sums(self.gpu_path.bn_sums());
         Ok(model)
     }
 }

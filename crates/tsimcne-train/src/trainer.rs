@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use tsimcne_augment::{AugmentConfig, Shape, two_views_of, view_flip};
+use tsimcne_augment::{AugmentConfig, Shape, pack_two_views, two_views_of, view_flip};
 use tsimcne_format::ImageSet;
 use tsimcne_format::atomic::write_bytes_atomic;
 use tsimcne_model::{Acts, Backprop, Model};
@@ -28,7 +28,7 @@ use crate::error::{Result, TrainError};
 use crate::loss::{Contrastive, Similarity};
 use crate::positives::{Neighbours, Positives};
 use crate::schedule::lr_schedule;
-use crate::sgd::{Sgd, SgdConfig};
+use crate::sgd::{GpuStep, Sgd, SgdConfig};
 
 /// Key of the batch-order stream, beside the view streams' (seed, epoch, id, view).
 const SHUFFLE_KEY: u64 = 0x5348_5546_464c_4500; // "SHUFFLE"
@@ -61,6 +61,59 @@ impl Images {
     }
 }
 
+/// Which forms of the GPU kernels a training stage uses (`--gpu-path`; a
+/// variant's first paragraph is its `--help` line). Both give the same
+/// results within float rounding; the CPU ignores the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum GpuPath {
+    /// The forms that passed the GPU tests on an H200.
+    #[default]
+    Tested,
+    /// Also the newer ones, checked on the CPU but not yet run on a GPU:
+    /// batch-norm sums over many blocks a channel, SGD in one kernel, and
+    /// augmentation on the GPU.
+    ///
+    /// `BnSums::Split`, `GpuStep::Fused`, and the image table in GPU memory
+    /// with each batch's views made there (`GpuImages`) from parameters
+    /// drawn on the CPU: the CPU augmentation's bits.
+    Next,
+}
+
+impl GpuPath {
+    /// How the backbone sums batch-norm statistics on this path.
+    pub fn bn_sums(self) -> tsimcne_model::BnSums {
+        match self {
+            GpuPath::Tested => tsimcne_model::BnSums::PerChannel,
+            GpuPath::Next => tsimcne_model::BnSums::Split,
+        }
+    }
+
+    /// How SGD updates parameters on this path.
+    pub fn sgd_step(self) -> GpuStep {
+        match self {
+            GpuPath::Tested => GpuStep::TensorOps,
+            GpuPath::Next => GpuStep::Fused,
+        }
+    }
+}
+
+/// The image table in GPU memory, in the `cuda` build.
+#[cfg(feature = "cuda")]
+type GpuImages = tsimcne_model::cuda::GpuImages;
+
+/// Without the `cuda` build there is never a table in GPU memory.
+#[cfg(not(feature = "cuda"))]
+#[derive(Debug)]
+enum GpuImages {}
+
+#[cfg(not(feature = "cuda"))]
+impl GpuImages {
+    fn views(&self, _: &[i32], _: &[f32], _: &AugmentConfig) -> Result<Tensor> {
+        match *self {}
+    }
+}
+
 /// Everything the loop needs; the stage resolves it from its config.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -89,6 +142,8 @@ pub struct Settings {
     /// The stem and the first `freeze_layers` stages are fixed: eval-mode
     /// BatchNorm, no gradients, no updates (0: everything trains).
     pub freeze_layers: usize,
+    /// On a GPU: which forms of our kernels and where the augmentation runs.
+    pub gpu_path: GpuPath,
 }
 
 /// The most bytes [`PrefixCache`] may take; above it the frozen layers run
@@ -177,6 +232,8 @@ impl PrefixCache {
 enum Batch {
     /// Views `[2 · batch, c, h, w]`.
     Views(Vec<f32>),
+    /// The views' packed parameters, for [`GpuImages::views`].
+    Packed { ints: Vec<i32>, floats: Vec<f32> },
     /// The output of the frozen first `first` blocks for those views, from
     /// the [`PrefixCache`].
     Cached { acts: Acts, first: usize },
@@ -257,6 +314,7 @@ pub fn train(
             .collect(),
         s.sgd,
     );
+    sgd.set_gpu_step(s.gpu_path.sgd_step());
     // Training the output layer alone (the project stage): nothing below it
     // needs a gradient, so the graph is cut there. Same values, same updates.
     let out_layer = format!(
@@ -292,6 +350,22 @@ pub fn train(
         }
         _ => None,
     };
+    // The views made on the GPU, from the table in its memory.
+    let gpu_images: Option<GpuImages> = match () {
+        #[cfg(feature = "cuda")]
+        () if s.gpu_path == GpuPath::Next
+            && model.device().is_cuda()
+            && cache.is_none()
+            && start < s.epochs =>
+        {
+            Some(GpuImages::upload(
+                model.device(),
+                &images.pixels,
+                images.shape,
+            )?)
+        }
+        () => None,
+    };
     let mut logs = read_log(&dir.join(LOG_FILE), start);
     obs.start((s.epochs * steps) as u64, (start * steps) as u64);
     let shape = images.shape;
@@ -301,6 +375,14 @@ pub fn train(
     // changes (the lists are shared, so a copy is a reference count).
     let mut partners: Option<Option<Neighbours>> = None;
     let objective = Contrastive::new(s.similarity, s.map_scale);
+    // The loss and gradients of a batch of views [2 · batch, c, h, w].
+    let views_loss = |model: &mut Model, x: &Tensor| -> Result<_> {
+        Ok(match frozen_blocks {
+            Some(blocks) => model.loss_and_grads_frozen(x, blocks, &objective)?,
+            None if output_only => model.loss_and_grads(x, Backprop::OutputOnly, &objective)?,
+            None => model.loss_and_grads(x, Backprop::Full, &objective)?,
+        })
+    };
     for (epoch, &lr) in lrs.iter().enumerate().skip(start) {
         let t0 = Instant::now();
         if let Some(f) = &s.positives.features {
@@ -324,6 +406,7 @@ pub fn train(
             let (tx, rx) = mpsc::sync_channel::<Batch>(1);
             let order = &order;
             let cache = cache.as_ref();
+            let packed = gpu_images.is_some();
             scope.spawn(move || {
                 for step in 0..steps {
                     let idx = &order[step * s.batch_size..(step + 1) * s.batch_size];
@@ -362,8 +445,27 @@ pub fn train(
                         }
                         continue;
                     }
-                    let imgs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
                     let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+                    if packed {
+                        let second: Vec<usize> = match partners {
+                            None => idx.to_vec(),
+                            Some(nb) => idx.iter().map(|&i| nb.partner(i, s.seed, epoch)).collect(),
+                        };
+                        let (ints, floats) = pack_two_views(
+                            idx,
+                            &second,
+                            &ids,
+                            shape,
+                            &s.augment,
+                            s.seed,
+                            epoch as u64,
+                        );
+                        if tx.send(Batch::Packed { ints, floats }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let imgs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
                     let second: Vec<&[u8]> = match partners {
                         None => imgs.clone(),
                         Some(nb) => idx
@@ -397,14 +499,13 @@ pub fn train(
                         model.loss_and_grads_from(acts, first, &objective)?
                     }
                     Batch::Views(buf) => {
-                        let x = Tensor::from_vec(buf, dims, model.device())?;
-                        match frozen_blocks {
-                            Some(blocks) => model.loss_and_grads_frozen(&x, blocks, &objective)?,
-                            None if output_only => {
-                                model.loss_and_grads(&x, Backprop::OutputOnly, &objective)?
-                            }
-                            None => model.loss_and_grads(&x, Backprop::Full, &objective)?,
-                        }
+                        views_loss(model, &Tensor::from_vec(buf, dims, model.device())?)?
+                    }
+                    Batch::Packed { ints, floats } => {
+                        let table = gpu_images
+                            .as_ref()
+                            .ok_or_else(|| TrainError::Invalid("no images on the GPU".into()))?;
+                        views_loss(model, &table.views(&ints, &floats, &s.augment)?)?
                     }
                 };
                 let value = loss.to_scalar::<f32>()?;

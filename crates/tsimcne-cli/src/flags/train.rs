@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use clap::{Args, Command, FromArgMatches};
 use tsimcne_format::model_config::{AugmentSettings, KnnSpace};
 use tsimcne_model::{ConvMath, DeviceSpec, Kernels};
+use tsimcne_train::GpuPath;
 use tsimcne_train::stage::{LossKind, TrainOptions};
 
 use crate::{default_threads, kernels_for};
@@ -73,6 +74,7 @@ pub fn train_options(
         device: run.device,
         kernels: run.kernels()?,
         conv_math: run.conv_math,
+        gpu_path: run.gpu_path.unwrap_or_default(),
         augment: augment.settings()?,
     })
 }
@@ -112,6 +114,10 @@ pub struct RunArgs {
     /// TF32 tensor cores (faster; recorded in config.json).
     #[arg(long, value_enum, default_value = "exact")]
     pub conv_math: ConvMath,
+    /// On a GPU with our kernels: the forms that passed the GPU tests, or
+    /// also the newer ones (same results within rounding) [default: tested].
+    #[arg(long, value_enum)]
+    pub gpu_path: Option<GpuPath>,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     pub checkpoint_every: usize,

@@ -18,7 +18,10 @@
 
 #![allow(unsafe_code)] // cuDNN calls and kernel launches on device pointers
 
+mod augment;
 mod cudnn;
+
+pub use augment::GpuImages;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -5,7 +5,10 @@
 // next, which is the barrier's meaning. A barrier that some threads of a
 // block skip (undefined on a GPU) stops the run with a message. __shared__
 // arrays are function statics, shared by the threads of the block that
-// runs. Not emulated: warps, atomics, concurrent blocks, and the GPU's
+// runs. Within a round the threads run in index order, or in reverse
+// order when shim::reverse is set: a kernel whose threads race (one reads
+// what another writes between the same two barriers) gives different
+// results in the two orders. Not emulated: warps, atomics, concurrent blocks, and the GPU's
 // floating point (it contracts a * b + c into one fused multiply-add where
 // the host rounds twice), so results agree with the GPU's within rounding.
 #pragma once
@@ -40,6 +43,7 @@ inline ucontext_t scheduler;
 inline std::vector<Fiber> fibers;
 inline const std::function<void()>* body = nullptr;
 inline unsigned current = 0;
+inline bool reverse = false;
 
 inline void entry() {
     (*body)();
@@ -88,7 +92,8 @@ inline void emulate_launch(dim3 grid, unsigned threads, const std::function<void
                 // One round: every thread runs to its next barrier or its end.
                 for (;;) {
                     unsigned done = 0;
-                    for (unsigned t = 0; t < threads; t++) {
+                    for (unsigned u = 0; u < threads; u++) {
+                        unsigned t = shim::reverse ? threads - 1 - u : u;
                         shim::current = t;
                         threadIdx = {t, 0, 0};
                         swapcontext(&shim::scheduler, &shim::fibers[t].ctx);

@@ -2,14 +2,18 @@
 // tests/cuda_host.rs. It reads a script from stdin, one command a line:
 //   f32 NAME LEN        then LEN little-endian f32 as raw bytes: a buffer
 //   f64 NAME LEN        a buffer of LEN zeros
+//   u8 NAME LEN, i32 NAME LEN   as f32, with LEN bytes or LEN i32
 //   run KERNEL GX GY ARG...   launch over (GX, GY) blocks of THREADS threads;
 //                       an ARG is a buffer's NAME, or i:INT, l:LONG,
 //                       f:FLOAT, d:DOUBLE for a scalar
 //   get NAME            write f32 buffer NAME's bytes to stdout
+//   reverse             run each block's threads in reverse order from now on
+//                       (cuda_shim.h: a race shows as another result)
 // and exits non-zero with a message on stderr at the first bad command.
 #include "cuda_shim.h"
 
 #include "../../src/cuda/kernels.cu"
+#include "../../src/cuda/augment.cu"
 
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +26,8 @@
 struct Memory {
     std::map<std::string, std::vector<float>> f32;
     std::map<std::string, std::vector<double>> f64;
+    std::map<std::string, std::vector<unsigned char>> u8;
+    std::map<std::string, std::vector<int>> i32;
 };
 
 [[noreturn]] static void fail(const std::string& why) {
@@ -60,12 +66,26 @@ template <> struct Arg<float*> {
 template <> struct Arg<const float*> {
     static const float* get(const std::string& t, Memory& m) { return find(m.f32, t).data(); }
 };
+template <> struct Arg<const unsigned char*> {
+    static const unsigned char* get(const std::string& t, Memory& m) { return find(m.u8, t).data(); }
+};
+template <> struct Arg<const int*> {
+    static const int* get(const std::string& t, Memory& m) { return find(m.i32, t).data(); }
+};
 template <> struct Arg<double*> {
     static double* get(const std::string& t, Memory& m) { return find(m.f64, t).data(); }
 };
 template <> struct Arg<const double*> {
     static const double* get(const std::string& t, Memory& m) { return find(m.f64, t).data(); }
 };
+
+// LEN elements' raw little-endian bytes from stdin, after the command's line.
+template <class T>
+static void read(std::vector<T>& v, std::size_t len, const std::string& name) {
+    v.resize(len);
+    if (!std::cin.read(reinterpret_cast<char*>(v.data()), (std::streamsize)(len * sizeof(T))))
+        fail("short data for " + name);
+}
 
 using Launcher = std::function<void(dim3, const std::vector<std::string>&, Memory&)>;
 
@@ -91,7 +111,7 @@ int main() {
         KERNEL(bn_stats_part), KERNEL(bn_stats_finish), KERNEL(bn_eval_coef),
         KERNEL(bn_apply), KERNEL(bn_running), KERNEL(bn_bwd_part),
         KERNEL(bn_bwd_finish), KERNEL(bn_bwd_dx), KERNEL(avg_pool),
-        KERNEL(avg_pool_bwd), KERNEL(sgd_step),
+        KERNEL(avg_pool_bwd), KERNEL(sgd_step), KERNEL(augment_views),
     };
     Memory mem;
     std::string line;
@@ -106,21 +126,24 @@ int main() {
         }
         if (tok.empty()) continue;
         const std::string& cmd = tok[0];
-        if ((cmd == "f32" || cmd == "f64") && tok.size() == 3) {
+        if ((cmd == "f32" || cmd == "f64" || cmd == "u8" || cmd == "i32") && tok.size() == 3) {
             std::size_t len = std::stoull(tok[2]);
             if (cmd == "f64") {
                 mem.f64[tok[1]] = std::vector<double>(len, 0.0);
-                continue;
+            } else if (cmd == "f32") {
+                read(mem.f32[tok[1]], len, tok[1]);
+            } else if (cmd == "u8") {
+                read(mem.u8[tok[1]], len, tok[1]);
+            } else {
+                read(mem.i32[tok[1]], len, tok[1]);
             }
-            std::vector<float> v(len);
-            if (!std::cin.read(reinterpret_cast<char*>(v.data()), (std::streamsize)(len * 4)))
-                fail("short data for " + tok[1]);
-            mem.f32[tok[1]] = std::move(v);
         } else if (cmd == "run" && tok.size() >= 4) {
             auto k = kernels.find(tok[1]);
             if (k == kernels.end()) fail("no kernel " + tok[1]);
             dim3 grid{(unsigned)std::stoul(tok[2]), (unsigned)std::stoul(tok[3]), 1};
             k->second(grid, std::vector<std::string>(tok.begin() + 4, tok.end()), mem);
+        } else if (cmd == "reverse" && tok.size() == 1) {
+            shim::reverse = true;
         } else if (cmd == "get" && tok.size() == 2) {
             auto& v = find(mem.f32, tok[1]);
             std::fwrite(v.data(), 4, v.size(), stdout);
