@@ -25,6 +25,8 @@ THREADS ?=
 DEVICE  ?= cpu
 # CONV_MATH=tf32: a GPU's convolutions on TF32 tensor cores (--conv-math).
 CONV_MATH ?=
+# GPU_PATH=next: also the GPU kernels not yet run on a GPU (--gpu-path).
+GPU_PATH ?=
 CUDA    := $(filter cuda%,$(DEVICE))
 DVC       ?= dvc
 SNAKEMAKE ?= snakemake
@@ -184,7 +186,7 @@ DEMO_FINETUNE_FREEZE ?= $(if $(filter cpu,$(DEVICE)),2,0)
 DEMO_LIMIT           ?=
 
 # Hyperparameters that name a run (runs/<dataset>/<run>); the evaluation
-# settings, DEVICE, CONV_MATH, THREADS and CHECKPOINT_EVERY do not.
+# settings, DEVICE, CONV_MATH, GPU_PATH, THREADS and CHECKPOINT_EVERY do not.
 RUN_VARS := DATA LIMIT LIMIT_SEED PREP_FLAGS BACKBONE BATCH SEED LOSS NORMALIZE AUGMENT \
 	OUT_DIM PRETRAIN_EPOCHS PRETRAIN_WARMUP PRETRAIN_LR PRETRAIN_FLAGS \
 	MAP_DIM PROJECT_EPOCHS PROJECT_WARMUP PROJECT_LR PROJECT_FLAGS \
@@ -266,7 +268,7 @@ RUN_DIR  ?= $(RUNS)/$(DATASET)/$(RUN_NAME)
 D := $(RUN_DIR)
 
 # What each stage is run with. The stamps hold everything but the paths and
-# DEVICE, CONV_MATH, THREADS and CHECKPOINT_EVERY (which do not change a
+# DEVICE, CONV_MATH, GPU_PATH, THREADS and CHECKPOINT_EVERY (which do not change a
 # result beyond float or TF32 rounding).
 TRAIN_COMMON  = $(strip --batch-size $(BATCH) --seed $(SEED) --loss $(LOSS) $(AUGMENT))
 PREP_ARGS     = $(strip $(PREP_SOURCE) $(if $(DATA),--input $(DATA)) \
@@ -283,6 +285,7 @@ EVAL_ARGS     = $(strip --k $(K) --repeats $(REPEATS) $(if $(TEST_SIZE),--test-s
 	$(foreach r,$(REFERENCES),--reference $(if $(filter head backbone,$(r)),$(D)/pretrain/features.parquet:$(r),$(r))) \
 	$(EVAL_FLAGS))
 RUNTIME_ARGS  = $(strip --device $(DEVICE) $(if $(CONV_MATH),--conv-math $(CONV_MATH)) \
+	$(if $(GPU_PATH),--gpu-path $(GPU_PATH)) \
 	$(if $(THREADS),--threads $(THREADS)) \
 	$(if $(CHECKPOINT_EVERY),--checkpoint-every $(CHECKPOINT_EVERY)))
 

@@ -283,6 +283,7 @@ fn micro_config() -> ModelConfig {
             checkpoint_every: 1,
             device: None,
             conv_math: None,
+            gpu_path: None,
         },
     }
 }

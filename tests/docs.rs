@@ -277,6 +277,8 @@ fn the_pipelines_leave_out_exactly_the_result_neutral_settings() {
             "cpu",
             "--conv-math",
             "tf32",
+            "--gpu-path",
+            "next",
             "--restart",
         ]);
         assert_eq!(plain, same, "{name}");

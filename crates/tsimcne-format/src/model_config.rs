@@ -113,6 +113,10 @@ pub struct TrainingConfig {
     /// (`--conv-math tf32`); absent: exact f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv_math: Option<String>,
+    /// `next` when a GPU trained with the kernels not yet run on a GPU
+    /// before (`--gpu-path next`); absent: the tested ones, or the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_path: Option<String>,
 }
 
 /// The augmentation settings a stage can change (the rest are the recipe's).
@@ -209,11 +213,17 @@ impl Default for AugmentSettings {
 
 /// The [`TrainingConfig`] fields that do not change a result beyond float
 /// (or TF32) rounding, and so do not key a run: the thread count and the
-/// checkpoint interval (bit-identical results), the device and the
-/// convolution arithmetic. Each is the flag of the same name with `-` for
+/// checkpoint interval (bit-identical results), the device, the
+/// convolution arithmetic and the GPU kernels' path. Each is the flag of the same name with `-` for
 /// `_`. The one list: pipelines/stage.sh and the Makefile's run names leave
 /// out the same flags and variables (tests/docs.rs checks them).
-pub const RESULT_NEUTRAL_FIELDS: [&str; 4] = ["threads", "checkpoint_every", "device", "conv_math"];
+pub const RESULT_NEUTRAL_FIELDS: [&str; 5] = [
+    "threads",
+    "checkpoint_every",
+    "device",
+    "conv_math",
+    "gpu_path",
+];
 
 impl TrainingConfig {
     /// Everything that changes the result, as canonical JSON; a checkpoint
@@ -349,6 +359,7 @@ pub(crate) mod tests {
                 freeze_layers: 0,
                 device: Some("cpu".into()),
                 conv_math: None,
+                gpu_path: None,
             },
         }
     }

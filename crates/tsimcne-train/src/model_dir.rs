@@ -44,6 +44,7 @@ pub(crate) fn exported_config(arch: tsimcne_model::ResNetArch, input: InputShape
             freeze_layers: 0,
             device: None,
             conv_math: None,
+            gpu_path: None,
         },
     }
 }

@@ -132,6 +132,8 @@ impl TrainOptions {
             device: Some(self.device.to_string()),
             conv_math: (self.conv_math == ConvMath::Tf32 && !self.device.is_cpu())
                 .then(|| "tf32".to_string()),
+            gpu_path: (self.gpu_path == GpuPath::Next && !self.device.is_cpu())
+                .then(|| "next".to_string()),
         }
     }
 

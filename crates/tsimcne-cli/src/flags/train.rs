@@ -74,7 +74,7 @@ pub fn train_options(
         device: run.device,
         kernels: run.kernels()?,
         conv_math: run.conv_math,
-        gpu_path: run.gpu_path.unwrap_or_default(),
+        gpu_path: run.gpu_path,
         augment: augment.settings()?,
     })
 }
@@ -115,9 +115,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "exact")]
     pub conv_math: ConvMath,
     /// On a GPU with our kernels: the forms that passed the GPU tests, or
-    /// also the newer ones (same results within rounding) [default: tested].
-    #[arg(long, value_enum)]
-    pub gpu_path: Option<GpuPath>,
+    /// also the newer ones (same results within rounding; recorded in
+    /// config.json).
+    #[arg(long, value_enum, default_value = "tested")]
+    pub gpu_path: GpuPath,
     /// Save a checkpoint every N epochs.
     #[arg(long, default_value_t = 1)]
     pub checkpoint_every: usize,
@@ -127,7 +128,8 @@ pub struct RunArgs {
     /// Print the run's key and exit: every setting the result depends on,
     /// given or default, one `--flag=value` per line (not the paths, which
     /// a pipeline keys by content, nor the settings that change nothing
-    /// beyond rounding: threads, checkpoint interval, device, conv math).
+    /// beyond rounding: threads, checkpoint interval, device, conv math,
+    /// GPU path).
     #[arg(long)]
     pub print_key: bool,
 }
