@@ -7,6 +7,7 @@
 //! `TSIMCNE_TEST_CUDA=1` on a machine with an NVIDIA GPU, skipped with a note
 //! otherwise.
 
+mod augment_cases;
 mod common;
 
 use candle_core::{Device, Tensor};
@@ -145,15 +146,7 @@ fn gpu_augmentation_gives_the_cpu_views_bits() {
     use tsimcne_augment::{AugmentConfig, Shape, pack_two_views, two_views_of};
     use tsimcne_model::cuda::GpuImages;
     let Some(gpu) = cuda() else { return };
-    let jittery = AugmentConfig {
-        jitter_p: 1.0,
-        grayscale_p: 0.3,
-        ..AugmentConfig::default()
-    };
-    let normalised = AugmentConfig {
-        normalize: Some((vec![0.5, 0.4, 0.3], vec![0.25, 0.2, 0.3])),
-        ..AugmentConfig::default()
-    };
+    let (jittery, normalised) = (augment_cases::jittery(), augment_cases::normalised());
     let shapes = [
         (32, 32, 3, jittery.clone()),
         (28, 28, 1, jittery),

@@ -10,6 +10,8 @@
 //! Without a compiler these tests skip with a note; CI sets
 //! TSIMCNE_REQUIRE_CXX=1, so there they fail instead.
 
+mod augment_cases;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -551,21 +553,56 @@ impl Script {
     }
 }
 
+/// `views` views of the u8 HWC `images` by the augmentation kernel from
+/// their packed parameters, with `cfg`'s normalisation.
+fn augment_on_host(
+    exe: &PathBuf,
+    images: &[u8],
+    shape: tsimcne_augment::Shape,
+    (vint, vfloat): (&[i32], &[f32]),
+    cfg: &tsimcne_augment::AugmentConfig,
+    views: usize,
+) -> Vec<f32> {
+    let c = shape.channels;
+    let (mean, std) = cfg
+        .normalize
+        .clone()
+        .unwrap_or((vec![0.0; c], vec![1.0; c]));
+    let len = views * shape.len();
+    let mut sc = Script::default();
+    sc.raw("u8", "images", images.len(), images)
+        .raw("i32", "vint", vint.len(), &ints(vint))
+        .f32("vfloat", vfloat)
+        .f32("mean", &mean)
+        .f32("std", &std)
+        .zeros("tmp", len)
+        .zeros("out", len)
+        .run(
+            "augment_views",
+            (views, 1),
+            &[
+                s("images"),
+                i(shape.height),
+                i(shape.width),
+                i(shape.channels),
+                s("vint"),
+                s("vfloat"),
+                i(usize::from(cfg.normalize.is_some())),
+                s("mean"),
+                s("std"),
+                s("tmp"),
+                s("out"),
+            ],
+        )
+        .get("out", len);
+    sc.exec(exe).remove(0)
+}
+
 #[test]
 fn the_augmentation_kernel_gives_the_cpu_views_bits() {
-    use tsimcne_augment::{
-        AugmentConfig, Scratch, Shape, apply, pack_view, sample_params, view_stream,
-    };
+    use tsimcne_augment::{Scratch, Shape, apply, pack_view, sample_params, view_stream};
     let Some(exe) = runner() else { return };
-    let jittery = AugmentConfig {
-        jitter_p: 1.0,
-        grayscale_p: 0.3,
-        ..AugmentConfig::default()
-    };
-    let normalised = AugmentConfig {
-        normalize: Some((vec![0.5, 0.4, 0.3], vec![0.25, 0.2, 0.3])),
-        ..AugmentConfig::default()
-    };
+    let (jittery, normalised) = (augment_cases::jittery(), augment_cases::normalised());
     let cases = [
         (
             Shape {
@@ -608,38 +645,7 @@ fn the_augmentation_kernel_gives_the_cpu_views_bits() {
             apply(src, shape, &p, &cfg, &mut scratch, &mut out);
             want.extend(out);
         }
-        let (mean, std) = cfg
-            .normalize
-            .clone()
-            .unwrap_or((vec![0.0; 3], vec![1.0; 3]));
-        let len = views * shape.len();
-        let mut sc = Script::default();
-        sc.raw("u8", "images", images.len(), &images)
-            .raw("i32", "vint", vint.len(), &ints(&vint))
-            .f32("vfloat", &vfloat)
-            .f32("mean", &mean)
-            .f32("std", &std)
-            .zeros("tmp", len)
-            .zeros("out", len)
-            .run(
-                "augment_views",
-                (views, 1),
-                &[
-                    s("images"),
-                    i(shape.height),
-                    i(shape.width),
-                    i(shape.channels),
-                    s("vint"),
-                    s("vfloat"),
-                    i(usize::from(cfg.normalize.is_some())),
-                    s("mean"),
-                    s("std"),
-                    s("tmp"),
-                    s("out"),
-                ],
-            )
-            .get("out", len);
-        let got = sc.exec(exe).remove(0);
+        let got = augment_on_host(exe, &images, shape, (&vint, &vfloat), &cfg, views);
         for (k, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!(
                 a.to_bits() == b.to_bits(),
@@ -672,33 +678,7 @@ fn packed_batches_give_two_views_of_bits() {
     let partners: Vec<&[u8]> = second.iter().map(|&i| row(i)).collect();
     two_views_of(&imgs, &partners, &ids, shape, &cfg, 3, 2, 2, &mut want);
     let (vint, vfloat) = pack_two_views(&first, &second, &ids, shape, &cfg, 3, 2);
-    let len = want.len();
-    let mut sc = Script::default();
-    sc.raw("u8", "images", images.len(), &images)
-        .raw("i32", "vint", vint.len(), &ints(&vint))
-        .f32("vfloat", &vfloat)
-        .f32("none", &[0.0])
-        .zeros("tmp", len)
-        .zeros("out", len)
-        .run(
-            "augment_views",
-            (8, 1),
-            &[
-                s("images"),
-                i(shape.height),
-                i(shape.width),
-                i(shape.channels),
-                s("vint"),
-                s("vfloat"),
-                i(0),
-                s("none"),
-                s("none"),
-                s("tmp"),
-                s("out"),
-            ],
-        )
-        .get("out", len);
-    let got = sc.exec(exe).remove(0);
+    let got = augment_on_host(exe, &images, shape, (&vint, &vfloat), &cfg, 8);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert!(
         bits(&got) == bits(&want),

@@ -446,46 +446,27 @@ pub fn train(
                         continue;
                     }
                     let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
-                    if packed {
-                        let second: Vec<usize> = match partners {
-                            None => idx.to_vec(),
-                            Some(nb) => idx.iter().map(|&i| nb.partner(i, s.seed, epoch)).collect(),
-                        };
-                        let (ints, floats) = pack_two_views(
-                            idx,
-                            &second,
-                            &ids,
-                            shape,
-                            &s.augment,
-                            s.seed,
-                            epoch as u64,
-                        );
-                        if tx.send(Batch::Packed { ints, floats }).is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    let imgs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
-                    let second: Vec<&[u8]> = match partners {
-                        None => imgs.clone(),
-                        Some(nb) => idx
-                            .iter()
-                            .map(|&i| images.image(nb.partner(i, s.seed, epoch)))
-                            .collect(),
+                    // Second views come from each image's partner, or the image.
+                    let second: Vec<usize> = match partners {
+                        None => idx.to_vec(),
+                        Some(nb) => idx.iter().map(|&i| nb.partner(i, s.seed, epoch)).collect(),
                     };
-                    let mut buf = vec![0f32; 2 * s.batch_size * view_len];
-                    two_views_of(
-                        &imgs,
-                        &second,
-                        &ids,
-                        shape,
-                        &s.augment,
-                        s.seed,
-                        epoch as u64,
-                        s.threads,
-                        &mut buf,
-                    );
-                    if tx.send(Batch::Views(buf)).is_err() {
+                    let (seed, epoch) = (s.seed, epoch as u64);
+                    let batch = if packed {
+                        let (ints, floats) =
+                            pack_two_views(idx, &second, &ids, shape, &s.augment, seed, epoch);
+                        Batch::Packed { ints, floats }
+                    } else {
+                        let rows = |r: &[usize]| r.iter().map(|&i| images.image(i)).collect();
+                        let (first, second): (Vec<&[u8]>, Vec<&[u8]>) = (rows(idx), rows(&second));
+                        let mut buf = vec![0f32; 2 * s.batch_size * view_len];
+                        two_views_of(
+                            &first, &second, &ids, shape, &s.augment, seed, epoch, s.threads,
+                            &mut buf,
+                        );
+                        Batch::Views(buf)
+                    };
+                    if tx.send(batch).is_err() {
                         return; // the trainer stopped early
                     }
                 }

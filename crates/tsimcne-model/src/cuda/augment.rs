@@ -14,28 +14,20 @@ use candle_core::{Device, Storage, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use tsimcne_augment::{AugmentConfig, Shape, VIEW_FLOATS, VIEW_INTS};
 
-use super::{THREADS, cuda_err};
+use super::{THREADS, compiled, cuda_err};
 use crate::error::{ModelError, Result};
 
 const MODULE: &str = "tsimcne_augment";
 const SOURCE: &str = include_str!("augment.cu");
 
-/// The PTX of `augment.cu`, compiled once per process, without fused
-/// multiply-adds.
+/// The PTX of `augment.cu`, without fused multiply-adds.
 fn ptx() -> Result<&'static str> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        let opts = cudarc::nvrtc::CompileOptions {
-            fmad: Some(false),
-            ..Default::default()
-        };
-        cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
-            .map(|p| p.to_src())
-            .map_err(|e| format!("compiling the augmentation kernel: {e}"))
-    })
-    .as_ref()
-    .map(String::as_str)
-    .map_err(|e| ModelError::Invalid(e.clone()))
+    let opts = cudarc::nvrtc::CompileOptions {
+        fmad: Some(false),
+        ..Default::default()
+    };
+    compiled(&PTX, SOURCE, opts, "the augmentation kernel")
 }
 
 /// The u8 HWC rows of an image table in GPU memory.

@@ -60,17 +60,28 @@ fn cuda_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Invalid(format!("CUDA: {e}"))
 }
 
-/// The PTX of `kernels.cu`, compiled once per process.
-fn ptx() -> Result<&'static str> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        cudarc::nvrtc::compile_ptx(SOURCE)
+/// A CUDA source's PTX, compiled by NVRTC with `opts` once per process
+/// (`cell` keeps it, or the error); `what` names the kernels in the error.
+fn compiled(
+    cell: &'static OnceLock<std::result::Result<String, String>>,
+    source: &str,
+    opts: cudarc::nvrtc::CompileOptions,
+    what: &str,
+) -> Result<&'static str> {
+    cell.get_or_init(|| {
+        cudarc::nvrtc::compile_ptx_with_opts(source, opts)
             .map(|p| p.to_src())
-            .map_err(|e| format!("compiling the backbone's kernels: {e}"))
+            .map_err(|e| format!("compiling {what}: {e}"))
     })
     .as_ref()
     .map(String::as_str)
     .map_err(|e| ModelError::Invalid(e.clone()))
+}
+
+/// The PTX of `kernels.cu`.
+fn ptx() -> Result<&'static str> {
+    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    compiled(&PTX, SOURCE, Default::default(), "the backbone's kernels")
 }
 
 /// A device buffer of f32.
