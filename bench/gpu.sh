@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check in one run (about 7 minutes on an H200): our CUDA
+# The whole GPU check in one run (about 8 minutes on an H200): our CUDA
 # build's tests against the CPU, its training step and epoch beside
 # PyTorch's on the same GPU, and the demo pipeline. For a machine with an
 # NVIDIA GPU and python3 with torch and torchvision (numpy for the archive).
@@ -20,7 +20,15 @@
 #          SGD step in one kernel a parameter (-sgd, GpuStep::Fused); PyTorch:
 #          bench/train_torch.py in f32 eager with cudnn.benchmark, bf16 +
 #          channels_last, and torch.compile of that. Shown per epoch of
-#          IMAGES images: step seconds x floor(IMAGES / batch).
+#          IMAGES images: step seconds x floor(IMAGES / batch). -timed: each
+#          convolution's algorithms chosen by timing them, as cudnn.benchmark
+#          (ConvSearch::Timed).
+#   profile  where the step's time goes, at the first of BATCHES, for each
+#          of PROFILE_FORMS (default "fast-tf32 fast-tf32-split-sgd-timed"):
+#          `bench_train profile`, each convolution and batch-norm phase of
+#          our GPU backbone timed between two synchronisations, with its
+#          shape and cuDNN algorithm, then the SGD step and the rest (head,
+#          loss); the whole listing in BENCH_DIR/gpu/profile_*.log.
 #   epoch  whole pretraining epochs on IMAGES random images, the CPU
 #          augmentation of two views per image included. Ours: `pretrain
 #          --device cuda` (its log.csv seconds), with `--gpu-path tested`
@@ -37,7 +45,7 @@
 # Environment: BIN (our CUDA binaries; default target/cuda/release, from
 # scripts/build-cuda.sh or unpacked from scripts/pack-cuda.sh's tar),
 # DEVICE (cuda), THREADS (default all cores), EPOCHS (3), IMAGES (60000),
-# BATCHES ("512 1024"), CASES ("tests step epoch demo"), PRESET (resnet18),
+# BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), PRESET (resnet18),
 # PYTHON (python3), BENCH_DIR (target/bench), CAP (150), COMPILE_BATCHES
 # (the batches that time torch.compile, which compiles for a minute; BATCHES).
 #
@@ -51,7 +59,8 @@ threads=${THREADS:-$(nproc)}
 epochs=${EPOCHS:-3}
 images=${IMAGES:-60000}
 batches=${BATCHES:-512 1024}
-cases=${CASES:-tests step epoch demo}
+cases=${CASES:-tests step profile epoch demo}
+profile_forms=${PROFILE_FORMS:-fast-tf32 fast-tf32-split-sgd-timed}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}
@@ -111,13 +120,28 @@ fi
 
 if [[ " $cases " == *" step "* ]]; then
   for b in $batches; do
-    for k in candle fast fast-split fast-split-sgd fast-tf32 fast-tf32-split-sgd; do
+    for k in candle fast fast-split fast-split-sgd fast-split-sgd-timed fast-tf32 fast-tf32-split-sgd fast-tf32-split-sgd-timed; do
       sampled "$work/step_$b.ours-$k" "$bin/examples/bench_train" step "$preset" $((2 * b)) "$k" --device "$device"
     done
     for f in eager bf16 compile; do
       [ "$f" = compile ] && [[ " $compile_batches " != *" $b "* ]] && continue
       THREADS=$threads sampled "$work/step_$b.torch-$f" "$python" bench/train_torch.py step "$preset" $((2 * b)) --device "$device" --form "$f"
     done
+  done
+fi
+
+if [[ " $cases " == *" profile "* ]]; then
+  b=${batches%% *}
+  for k in $profile_forms; do
+    f=$work/profile_$b.ours-$k.log
+    echo "== profile: batch $b ($((2 * b)) views), $k"
+    if timeout "$cap" "$bin/examples/bench_train" profile "$preset" $((2 * b)) "$k" --device "$device" >"$f" 2>&1; then
+      grep -E "^(step|rest|group)_ms" "$f"
+      grep -E "^phase_ms" "$f" | head -12
+    else
+      status=1
+      tail -20 "$f"
+    fi
   done
 fi
 

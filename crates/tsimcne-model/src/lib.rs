@@ -11,13 +11,16 @@
 //!   for the CPU's fast path, on host rows with the head's own kernels;
 //! - [`Model`]: a network with its variables, safetensors load and save under
 //!   the reference PyTorch names;
-//! - [`DeviceSpec`]: `cpu`, `cuda` or `cuda:N` (CUDA with the `cuda` feature).
+//! - [`DeviceSpec`]: `cpu`, `cuda` or `cuda:N` (CUDA with the `cuda` feature);
+//! - [`FastDiv`]: division by multiply and shift, the GPU kernels' index
+//!   arithmetic, checked on the CPU.
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod device;
 mod error;
 pub mod fast;
+mod fastdiv;
 pub mod init;
 mod model;
 mod objective;
@@ -27,7 +30,8 @@ pub mod resnet;
 pub use device::{CUDA_BUILT, DeviceSpec};
 pub use error::{ModelError, Result};
 pub use fast::Acts;
-pub use model::{Backprop, BnSums, ConvMath, Kernels, Model, infer_arch};
+pub use fastdiv::FastDiv;
+pub use model::{Backprop, BnSums, ConvMath, ConvSearch, Kernels, Model, infer_arch};
 pub use objective::{HostObjective, Objective};
 pub use preset::{PRESETS, check_input, preset};
 pub use tsimcne_format::model_keys::ResNetArch;

@@ -96,6 +96,22 @@ pub enum ConvMath {
     Tf32,
 }
 
+/// How the GPU backbone chooses each convolution shape's cuDNN algorithms
+/// (once per shape, for the life of the model; [`Kernels::Fast`] in the
+/// `cuda` build; the CPU ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ConvSearch {
+    /// cuDNN's heuristics' ranking, without running anything: the same
+    /// algorithms on every run, so the same bits.
+    #[default]
+    Heuristic,
+    /// Each algorithm run and timed (cuDNN's `Find`, as PyTorch's
+    /// `cudnn.benchmark`), the fastest deterministic one taken: the run is
+    /// then deterministic, but timing noise may choose another algorithm
+    /// (other last bits) on another run. Not yet run on a GPU.
+    Timed,
+}
+
 /// How the GPU backbone sums each channel's batch-norm statistics and
 /// gradient terms over the batch ([`Kernels::Fast`] in the `cuda` build;
 /// the CPU ignores it). Both are in f64 in an order fixed by the shape, so
@@ -108,8 +124,10 @@ pub enum BnSums {
     #[default]
     PerChannel,
     /// Each channel cut into [`BnSums::parts`] parts, one block each, whose
-    /// sums are added in part order. Checked on CPU threads
-    /// (tests/cuda_host.rs) but not yet on a GPU.
+    /// sums are added in part order; and the batch-norm kernels' index
+    /// arithmetic by multiply and shift ([`crate::FastDiv`]) instead of
+    /// 64-bit division, for tensors under 2^31 elements (the same integers).
+    /// Checked on CPU threads (tests/cuda_host.rs) but not yet on a GPU.
     Split,
 }
 
@@ -274,11 +292,18 @@ impl Model {
     /// default); the CPU ignores it.
     pub fn set_conv_math(&mut self, math: ConvMath) {
         #[cfg(feature = "cuda")]
-        if self.gpu.math() != math {
-            self.gpu = CudaBackbone::new(&self.arch, math);
-        }
+        self.gpu.set_math(math);
         #[cfg(not(feature = "cuda"))]
         let _ = math;
+    }
+
+    /// How the GPU backbone chooses its convolution algorithms
+    /// ([`ConvSearch::Heuristic`] by default); the CPU ignores it.
+    pub fn set_conv_search(&mut self, search: ConvSearch) {
+        #[cfg(feature = "cuda")]
+        self.gpu.set_search(search);
+        #[cfg(not(feature = "cuda"))]
+        let _ = search;
     }
 
     /// How the GPU backbone sums batch-norm statistics
@@ -288,6 +313,19 @@ impl Model {
         self.gpu.set_bn_sums(sums);
         #[cfg(not(feature = "cuda"))]
         let _ = sums;
+    }
+
+    /// Starts timing the GPU backbone phase by phase (see
+    /// [`CudaBackbone::start_profile`]); the model must be on a CUDA device.
+    #[cfg(feature = "cuda")]
+    pub fn start_gpu_profile(&self) -> Result<()> {
+        self.gpu.start_profile(&self.device)
+    }
+
+    /// The GPU backbone's phases timed since [`Self::start_gpu_profile`].
+    #[cfg(feature = "cuda")]
+    pub fn take_gpu_profile(&self) -> Option<crate::cuda::Profile> {
+        self.gpu.take_profile()
     }
 
     /// The fast backbone of the model's device.

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use tsimcne_model::BnSums;
+use tsimcne_model::{BnSums, FastDiv};
 use tsimcne_ops::bn::{BnStats, bn_train_backward, bn_train_forward};
 
 const EPS: f64 = 1e-5;
@@ -81,6 +81,25 @@ impl Script {
 
     fn zeros(&mut self, name: &str, len: usize) -> &mut Self {
         self.f32(name, &vec![0.0; len])
+    }
+
+    /// A bfloat16 buffer of `v` rounded to nearest even (`half`'s rounding).
+    fn bf16(&mut self, name: &str, v: &[f32]) -> &mut Self {
+        writeln!(self.bytes, "bf16 {name} {}", v.len()).unwrap();
+        for &x in v {
+            self.bytes
+                .extend_from_slice(&half::bf16::from_f32(x).to_bits().to_le_bytes());
+        }
+        self.bytes.push(b'\n');
+        self
+    }
+
+    /// An activation buffer of `v` in `storage`.
+    fn act(&mut self, name: &str, v: &[f32], storage: Storage) -> &mut Self {
+        match storage {
+            Storage::F32 => self.f32(name, v),
+            Storage::Bf16 => self.bf16(name, v),
+        }
     }
 
     fn f64(&mut self, name: &str, len: usize) -> &mut Self {
@@ -169,8 +188,88 @@ fn d(v: f64) -> String {
     format!("d:{v:e}")
 }
 
+fn u(v: u32) -> String {
+    format!("u:{v}")
+}
+
 fn s(name: &str) -> String {
     name.to_string()
+}
+
+/// A batch-norm kernel's index arithmetic: 64-bit division (`c, hw`), or
+/// multiply and shift (the `_fast` kernels, `FastIndex`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ix {
+    Wide,
+    Fast,
+}
+
+const INDEXES: [Ix; 2] = [Ix::Wide, Ix::Fast];
+
+/// How activations are stored: float, or bfloat16 (the `_bf16` kernels).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Storage {
+    F32,
+    Bf16,
+}
+
+impl Storage {
+    /// `v` as this storage holds it (bf16: rounded to nearest even).
+    fn held(self, v: Vec<f32>) -> Vec<f32> {
+        match self {
+            Storage::F32 => v,
+            Storage::Bf16 => v
+                .into_iter()
+                .map(|x| half::bf16::from_f32(x).to_f32())
+                .collect(),
+        }
+    }
+}
+
+/// A batch-norm kernel's form: its index arithmetic and storage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Form {
+    ix: Ix,
+    storage: Storage,
+}
+
+impl Form {
+    const F32: [Form; 2] = [
+        Form {
+            ix: Ix::Wide,
+            storage: Storage::F32,
+        },
+        Form {
+            ix: Ix::Fast,
+            storage: Storage::F32,
+        },
+    ];
+
+    fn kernel(self, name: &str) -> String {
+        let ix = match self.ix {
+            Ix::Wide => "",
+            Ix::Fast => "_fast",
+        };
+        let st = match self.storage {
+            Storage::F32 => "",
+            Storage::Bf16 => "_bf16",
+        };
+        format!("{name}{ix}{st}")
+    }
+}
+
+impl Ix {
+    /// The index's arguments for a `[n, c, hw]` tensor.
+    fn args(self, c: usize, hw: usize) -> Vec<String> {
+        match self {
+            Ix::Wide => vec![i(c), i(hw)],
+            Ix::Fast => [c, hw]
+                .iter()
+                .map(|&d| FastDiv::new(d as u64).expect("a divisor"))
+                .flat_map(|f| [u(f.d), u(f.mul), u(f.shift)])
+                .collect(),
+        }
+    }
 }
 
 /// Values in about [-2, 3], a hash of `seed` and the index.
@@ -225,25 +324,37 @@ fn part_counts(m: usize) -> Vec<usize> {
 }
 
 /// The training-mode forward of `y = relu(bn(x) + res)` as the GPU
-/// backbone launches it, with `parts` parts per channel.
-fn forward(exe: &PathBuf, (n, c, hw): (usize, usize, usize), parts: usize) -> Vec<Vec<f32>> {
+/// backbone launches it, with `parts` parts per channel: mean, variance,
+/// output.
+///
+/// The activations are drawn as `inputs` holds them (bf16: rounded), so
+/// that a float form and a bf16 form can run on the same values.
+fn forward(
+    exe: &PathBuf,
+    (n, c, hw): (usize, usize, usize),
+    parts: usize,
+    form: Form,
+    inputs: Storage,
+) -> Vec<Vec<f32>> {
     let len = n * c * hw;
-    let (x, res) = (values(len, 1), values(len, 2));
+    let (ix, st) = (form.ix, form.storage);
+    assert!(st == Storage::F32 || inputs == Storage::Bf16);
+    let (x, res) = (inputs.held(values(len, 1)), inputs.held(values(len, 2)));
     let (gamma, beta) = (values(c, 3), values(c, 4));
     let mut sc = Script::default();
-    sc.f32("x", &x)
-        .f32("res", &res)
+    sc.act("x", &x, st)
+        .act("res", &res, st)
         .f32("gamma", &gamma)
         .f32("beta", &beta)
         .f64("part", 2 * c * parts);
     for b in ["mean", "var", "scale", "shift"] {
         sc.zeros(b, c);
     }
-    sc.zeros("out", len)
+    sc.act("out", &vec![0.0; len], st)
         .run(
-            "bn_stats_part",
+            &form.kernel("bn_stats_part"),
             (c, parts),
-            &[s("x"), i(n), i(c), i(hw), s("part")],
+            &[vec![s("x"), i(n)], ix.args(c, hw), vec![s("part")]].concat(),
         )
         .run(
             "bn_stats_finish",
@@ -264,20 +375,14 @@ fn forward(exe: &PathBuf, (n, c, hw): (usize, usize, usize), parts: usize) -> Ve
             ],
         )
         .run(
-            "bn_apply",
+            &form.kernel("bn_apply"),
             (len.div_ceil(THREADS), 1),
             &[
-                s("x"),
-                s("scale"),
-                s("shift"),
-                s("res"),
-                i(1),
-                i(1),
-                i(c),
-                i(hw),
-                l(len),
-                s("out"),
-            ],
+                vec![s("x"), s("scale"), s("shift"), s("res"), i(1), i(1)],
+                ix.args(c, hw),
+                vec![l(len), s("out")],
+            ]
+            .concat(),
         )
         .get("mean", c)
         .get("var", c)
@@ -303,9 +408,12 @@ fn batch_norm_forward_matches_the_cpu_path_for_any_part_count() {
             true,
             &mut out,
         );
-        for parts in part_counts(n * hw) {
-            let what = format!("n {n} c {c} hw {hw} parts {parts}");
-            let got = forward(exe, (n, c, hw), parts);
+        for (parts, form) in part_counts(n * hw)
+            .into_iter()
+            .zip(Form::F32.iter().cycle())
+        {
+            let what = format!("n {n} c {c} hw {hw} parts {parts} {form:?}");
+            let got = forward(exe, (n, c, hw), parts, *form, Storage::F32);
             assert_close(&format!("{what} mean"), &got[0], &stats.mean, 1e-6);
             assert_close(&format!("{what} var"), &got[1], &stats.var, 1e-6);
             assert_close(&format!("{what} out"), &nhwc(&got[2], n, c, hw), &out, 1e-5);
@@ -314,19 +422,96 @@ fn batch_norm_forward_matches_the_cpu_path_for_any_part_count() {
     }
 }
 
+/// The inputs of the backward checks: x, y (a ReLU output), dy, gamma and
+/// the batch statistics.
+/// The activations as `inputs` holds them.
+fn backward_inputs(
+    len: usize,
+    c: usize,
+    inputs: Storage,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, BnStats) {
+    let (x, dy) = (inputs.held(values(len, 5)), inputs.held(values(len, 6)));
+    // y as the forward's ReLU output: zero where it cut.
+    let y: Vec<f32> = inputs.held(values(len, 7).iter().map(|v| v.max(0.0)).collect());
+    let stats = BnStats {
+        mean: values(c, 9),
+        var: values(c, 10).iter().map(|v| v.abs() + 0.1).collect(),
+    };
+    (x, y, dy, values(c, 8), stats)
+}
+
+/// The backward of `y = relu(bn(x) + res)` as the GPU backbone launches
+/// it, with `parts` parts per channel: dgamma, dbeta, dx, dres.
+fn backward(
+    exe: &PathBuf,
+    (n, c, hw): (usize, usize, usize),
+    parts: usize,
+    form: Form,
+    inputs: Storage,
+) -> Vec<Vec<f32>> {
+    let len = n * c * hw;
+    let (ix, st) = (form.ix, form.storage);
+    assert!(st == Storage::F32 || inputs == Storage::Bf16);
+    let (x, y, dy, gamma, stats) = backward_inputs(len, c, inputs);
+    let mut sc = Script::default();
+    sc.act("x", &x, st)
+        .act("y", &y, st)
+        .act("dy", &dy, st)
+        .f32("gamma", &gamma)
+        .f32("mean", &stats.mean)
+        .f32("var", &stats.var)
+        .f64("part", 2 * c * parts);
+    for b in ["ca", "cb", "cd", "dgamma", "dbeta"] {
+        sc.zeros(b, c);
+    }
+    let coef = [s("ca"), s("cb"), s("cd")];
+    sc.act("dx", &vec![0.0; len], st)
+        .act("dres", &vec![0.0; len], st)
+        .run(
+            &form.kernel("bn_bwd_part"),
+            (c, parts),
+            &[
+                vec![s("x"), s("y"), s("dy"), i(1), i(n)],
+                ix.args(c, hw),
+                vec![s("part")],
+            ]
+            .concat(),
+        )
+        .run(
+            "bn_bwd_finish",
+            (c.div_ceil(THREADS), 1),
+            &[
+                &[s("part"), i(parts), i(n), i(c), i(hw)],
+                &[s("gamma"), s("mean"), s("var"), d(EPS)][..],
+                &coef,
+                &[s("dgamma"), s("dbeta")],
+            ]
+            .concat(),
+        )
+        .run(
+            &form.kernel("bn_bwd_dx"),
+            (len.div_ceil(THREADS), 1),
+            &[
+                vec![s("x"), s("y"), s("dy"), i(1)],
+                coef.to_vec(),
+                ix.args(c, hw),
+                vec![l(len), s("dx"), s("dres"), i(1)],
+            ]
+            .concat(),
+        )
+        .get("dgamma", c)
+        .get("dbeta", c)
+        .get("dx", len)
+        .get("dres", len);
+    sc.exec(exe)
+}
+
 #[test]
 fn batch_norm_backward_matches_the_cpu_path_for_any_part_count() {
     let Some(exe) = runner() else { return };
     for (n, c, hw) in SHAPES {
         let len = n * c * hw;
-        let (x, dy) = (values(len, 5), values(len, 6));
-        // y as the forward's ReLU output: zero where it cut.
-        let y: Vec<f32> = values(len, 7).iter().map(|v| v.max(0.0)).collect();
-        let gamma = values(c, 8);
-        let stats = BnStats {
-            mean: values(c, 9),
-            var: values(c, 10).iter().map(|v| v.abs() + 0.1).collect(),
-        };
+        let (x, y, dy, gamma, stats) = backward_inputs(len, c, Storage::F32);
         let (mut dx, mut dres) = (vec![0.0; len], vec![0.0; len]);
         let grads = bn_train_backward(
             &nhwc(&x, n, c, hw),
@@ -339,53 +524,12 @@ fn batch_norm_backward_matches_the_cpu_path_for_any_part_count() {
             &mut dx,
             Some(&mut dres),
         );
-        for parts in part_counts(n * hw) {
-            let what = format!("n {n} c {c} hw {hw} parts {parts}");
-            let mut sc = Script::default();
-            sc.f32("x", &x)
-                .f32("y", &y)
-                .f32("dy", &dy)
-                .f32("gamma", &gamma)
-                .f32("mean", &stats.mean)
-                .f32("var", &stats.var)
-                .f64("part", 2 * c * parts);
-            for b in ["ca", "cb", "cd", "dgamma", "dbeta"] {
-                sc.zeros(b, c);
-            }
-            let coef = [s("ca"), s("cb"), s("cd")];
-            sc.zeros("dx", len)
-                .zeros("dres", len)
-                .run(
-                    "bn_bwd_part",
-                    (c, parts),
-                    &[s("x"), s("y"), s("dy"), i(1), i(n), i(c), i(hw), s("part")],
-                )
-                .run(
-                    "bn_bwd_finish",
-                    (c.div_ceil(THREADS), 1),
-                    &[
-                        &[s("part"), i(parts), i(n), i(c), i(hw)],
-                        &[s("gamma"), s("mean"), s("var"), d(EPS)][..],
-                        &coef,
-                        &[s("dgamma"), s("dbeta")],
-                    ]
-                    .concat(),
-                )
-                .run(
-                    "bn_bwd_dx",
-                    (len.div_ceil(THREADS), 1),
-                    &[
-                        &[s("x"), s("y"), s("dy"), i(1)][..],
-                        &coef,
-                        &[i(c), i(hw), l(len), s("dx"), s("dres"), i(1)],
-                    ]
-                    .concat(),
-                )
-                .get("dgamma", c)
-                .get("dbeta", c)
-                .get("dx", len)
-                .get("dres", len);
-            let got = sc.exec(exe);
+        for (parts, form) in part_counts(n * hw)
+            .into_iter()
+            .zip(Form::F32.iter().cycle())
+        {
+            let what = format!("n {n} c {c} hw {hw} parts {parts} {form:?}");
+            let got = backward(exe, (n, c, hw), parts, *form, Storage::F32);
             assert_close(&format!("{what} dgamma"), &got[0], &grads.gamma, 1e-6);
             assert_close(&format!("{what} dbeta"), &got[1], &grads.beta, 1e-6);
             assert_close(&format!("{what} dx"), &nhwc(&got[2], n, c, hw), &dx, 1e-5);
@@ -394,12 +538,137 @@ fn batch_norm_backward_matches_the_cpu_path_for_any_part_count() {
     }
 }
 
+fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    v.iter()
+        .map(|b| b.iter().map(|x| x.to_bits()).collect())
+        .collect()
+}
+
+/// Both index forms compute the same integers, so every output must have
+/// the same bits, for every shape and part count.
+#[test]
+fn the_fast_index_kernels_give_the_wide_ones_bits() {
+    let Some(exe) = runner() else { return };
+    let [wide, fast] = Form::F32;
+    for shape @ (n, c, hw) in SHAPES {
+        for parts in part_counts(n * hw) {
+            let what = format!("n {n} c {c} hw {hw} parts {parts}");
+            let f = |form| forward(exe, shape, parts, form, Storage::F32);
+            assert_eq!(bits(&f(fast)), bits(&f(wide)), "{what} forward");
+            let b = |form| backward(exe, shape, parts, form, Storage::F32);
+            assert_eq!(bits(&b(fast)), bits(&b(wide)), "{what} backward");
+        }
+    }
+}
+
+/// On values that bf16 holds exactly, the bf16 kernels sum the same values
+/// in the same order as the float ones, so the statistics and parameter
+/// gradients have the same bits, and each stored activation is the float
+/// kernel's rounded to bf16 (the residual's gradient, a masked dy, is
+/// exact).
+#[test]
+fn the_bf16_kernels_give_the_float_ones_bits_rounded() {
+    let Some(exe) = runner() else { return };
+    let rounded = |v: &[f32]| Storage::Bf16.held(v.to_vec());
+    for shape @ (n, c, hw) in SHAPES {
+        for (parts, ix) in part_counts(n * hw).into_iter().zip(INDEXES.iter().cycle()) {
+            let what = format!("n {n} c {c} hw {hw} parts {parts} {ix:?}");
+            let float = Form {
+                ix: *ix,
+                storage: Storage::F32,
+            };
+            let half = Form {
+                ix: *ix,
+                storage: Storage::Bf16,
+            };
+            let f = forward(exe, shape, parts, float, Storage::Bf16);
+            let h = forward(exe, shape, parts, half, Storage::Bf16);
+            assert_eq!(bits(&h[..2]), bits(&f[..2]), "{what} mean and var");
+            assert_eq!(bits(&h[2..]), bits(&[rounded(&f[2])]), "{what} out");
+            let f = backward(exe, shape, parts, float, Storage::Bf16);
+            let h = backward(exe, shape, parts, half, Storage::Bf16);
+            assert_eq!(bits(&h[..2]), bits(&f[..2]), "{what} dgamma and dbeta");
+            assert_eq!(bits(&h[2..3]), bits(&[rounded(&f[2])]), "{what} dx");
+            assert_eq!(bits(&h[3..]), bits(&f[3..]), "{what} dres");
+        }
+    }
+}
+
+/// `to_bf16` rounds as `half` does (to nearest, ties to even; overflow to
+/// infinity; NaN stays NaN), and `from_bf16` widens exactly.
+#[test]
+fn the_bf16_conversions_round_to_nearest_even() {
+    let Some(exe) = runner() else { return };
+    let mut v: Vec<f32> = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.5,
+        f32::MIN_POSITIVE,
+        1e-40,
+        -1e-45,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+    ]
+    .to_vec();
+    // Ties and their neighbours, both parities of the kept bit.
+    for base in [0x3F80_0000u32, 0x3F81_0000, 0xC2F6_0000, 0x7F7F_0000] {
+        for low in [0x7FFFu32, 0x8000, 0x8001, 0x0001, 0xFFFF] {
+            v.push(f32::from_bits(base | low));
+        }
+    }
+    v.extend(values(300, 11).iter().map(|x| x * 1234.5));
+    let len = v.len();
+    let mut sc = Script::default();
+    sc.f32("x", &v)
+        .bf16("h", &vec![0.0; len])
+        .zeros("back", len)
+        .run(
+            "to_bf16",
+            (len.div_ceil(THREADS), 1),
+            &[s("x"), l(len), s("h")],
+        )
+        .run(
+            "from_bf16",
+            (len.div_ceil(THREADS), 1),
+            &[s("h"), l(len), s("back")],
+        )
+        .get("h", len)
+        .get("back", len);
+    let got = sc.exec(exe);
+    for (k, &x) in v.iter().enumerate() {
+        let want = half::bf16::from_f32(x).to_f32();
+        if x.is_nan() {
+            assert!(got[0][k].is_nan() && got[1][k].is_nan(), "{x}: NaN");
+        } else {
+            assert_eq!(
+                got[0][k].to_bits(),
+                want.to_bits(),
+                "{x:e} ({:#010x})",
+                x.to_bits()
+            );
+            assert_eq!(got[1][k].to_bits(), want.to_bits(), "{x:e}: widened");
+        }
+    }
+}
+
 #[test]
 fn one_part_per_channel_and_many_give_the_same_sums_within_rounding() {
     let Some(exe) = runner() else { return };
     let shape = (16, 2, 33 * 17);
-    let one = forward(exe, shape, 1);
-    let split = forward(exe, shape, BnSums::Split.parts(16 * 33 * 17));
+    let [wide, fast] = Form::F32;
+    let one = forward(exe, shape, 1, wide, Storage::F32);
+    let split = forward(
+        exe,
+        shape,
+        BnSums::Split.parts(16 * 33 * 17),
+        fast,
+        Storage::F32,
+    );
     assert!(BnSums::Split.parts(16 * 33 * 17) > 1);
     assert_close("mean", &split[0], &one[0], 1e-7);
     assert_close("var", &split[1], &one[1], 1e-7);

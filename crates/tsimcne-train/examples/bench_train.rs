@@ -5,6 +5,9 @@
 //! ```text
 //! bench_train step  PRESET VIEWS [KERNELS]   full step: forward + backward + SGD
 //! bench_train fwd   PRESET VIEWS [KERNELS]   forward only (training mode)
+//! bench_train profile PRESET VIEWS [KERNELS] the step's GPU backbone phase by
+//!     phase (a GPU and fast kernels only): each convolution and batch norm,
+//!     with its shape and cuDNN algorithm, the SGD step and the rest
 //! bench_train ops   [fast|candle]                per-op timings at 128 images
 //! bench_train frozen PRESET VIEWS SIDE CHANNELS LAYERS   a 2-D fine-tuning step
 //!     with the stem and the first LAYERS stages frozen (their output given),
@@ -17,7 +20,9 @@
 //! f32), and `KERNELS` is `candle` or `fast` with any of the suffixes, in
 //! this order: `-tf32` TF32 convolutions, `-split` batch-norm sums over many
 //! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel a
-//! parameter (`GpuStep::Fused`); e.g. `fast-tf32-split-sgd`. Every timed
+//! parameter (`GpuStep::Fused`), `-timed` each convolution's algorithms
+//! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`); e.g.
+//! `fast-tf32-split-sgd`. Every timed
 //! repetition ends with a device synchronisation.
 //!
 //! Prints `key seconds` lines (the median over the timed repetitions) and
@@ -27,7 +32,9 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, Model, Objective};
+use tsimcne_model::{
+    Backprop, BnSums, ConvMath, ConvSearch, DeviceSpec, Kernels, Model, Objective,
+};
 use tsimcne_ops::{BnStats, ConvGeom};
 use tsimcne_train::{Contrastive, GpuStep, Sgd, SgdConfig, Similarity};
 
@@ -82,6 +89,7 @@ struct GpuSettings {
     math: ConvMath,
     sums: BnSums,
     sgd: GpuStep,
+    search: ConvSearch,
 }
 
 fn gpu_settings(arg: Option<&String>) -> GpuSettings {
@@ -110,9 +118,14 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
         } else {
             GpuStep::TensorOps
         },
+        search: if take("-timed") {
+            ConvSearch::Timed
+        } else {
+            ConvSearch::Heuristic
+        },
     };
     if !rest.is_empty() {
-        eprintln!("unknown kernels {a}: candle, or fast[-tf32][-split][-sgd]");
+        eprintln!("unknown kernels {a}: candle, or fast[-tf32][-split][-sgd][-timed]");
         std::process::exit(2);
     }
     s
@@ -134,6 +147,7 @@ fn model_run(
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
     model.set_conv_math(gpu.math);
     model.set_bn_sums(gpu.sums);
+    model.set_conv_search(gpu.search);
     let x = Tensor::from_vec(random(views * 3 * 32 * 32, 1), (views, 3, 32, 32), dev)?;
     let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
     sgd.set_gpu_step(gpu.sgd);
@@ -143,6 +157,9 @@ fn model_run(
     // "fwd": the training-mode forward with the output layer's gradient
     // only: the backbone's forward pass and BatchNorm updates, no backbone
     // backward and no SGD step.
+    if what == "profile" {
+        return profile(&mut model, &x, &mut sgd, dev, reps);
+    }
     let backprop = match what {
         "step" => Backprop::Full,
         "fwd" => Backprop::OutputOnly,
@@ -159,6 +176,113 @@ fn model_run(
     });
     println!("{what}_{preset}_{views} {secs:.4}");
     Ok(())
+}
+
+/// The training step of [`model_run`] with the GPU backbone's phases timed
+/// one by one (`Model::start_gpu_profile`): per step, the milliseconds and
+/// calls of each phase (convolution or batch norm, direction, shape, cuDNN
+/// algorithm), slowest first, then the whole step, the SGD step, and the
+/// rest (the head, the loss, candle's ops). Each timed phase runs between
+/// two synchronisations, so the sum is a little above `step`'s time.
+/// One training step with a synchronisation after the gradients and after
+/// SGD: their seconds.
+#[cfg(feature = "cuda")]
+fn timed_step(
+    model: &mut Model,
+    x: &Tensor,
+    sgd: &mut Sgd,
+    dev: &Device,
+) -> candle_core::Result<(f64, f64)> {
+    let objective = Contrastive::new(Similarity::Cauchy, None);
+    sync(dev);
+    let t = Instant::now();
+    let (loss, grads) = model
+        .loss_and_grads(x, Backprop::Full, &objective)
+        .map_err(candle_core::Error::wrap)?;
+    loss.to_scalar::<f32>()?;
+    sync(dev);
+    let grad_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    sgd.step(&grads, 0.01).map_err(candle_core::Error::wrap)?;
+    sync(dev);
+    Ok((grad_secs, t.elapsed().as_secs_f64()))
+}
+
+#[cfg(feature = "cuda")]
+fn profile(
+    model: &mut Model,
+    x: &Tensor,
+    sgd: &mut Sgd,
+    dev: &Device,
+    reps: usize,
+) -> candle_core::Result<()> {
+    let step = |model: &mut Model, sgd: &mut Sgd| timed_step(model, x, sgd, dev);
+    step(model, sgd)?; // the plans and kernels, not timed
+    model
+        .start_gpu_profile()
+        .map_err(candle_core::Error::wrap)?;
+    let (mut grad_secs, mut sgd_secs) = (0.0, 0.0);
+    for _ in 0..reps {
+        let (g, s) = step(model, sgd)?;
+        grad_secs += g;
+        sgd_secs += s;
+    }
+    let Some(p) = model.take_gpu_profile().filter(|p| !p.phases.is_empty()) else {
+        eprintln!("profile: the model did not run on our GPU backbone (use fast kernels on a GPU)");
+        std::process::exit(2);
+    };
+    let per = |secs: f64| secs / reps as f64 * 1e3;
+    let mut phases = p.phases;
+    phases.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let backbone: f64 = phases.iter().map(|p| p.seconds).sum();
+    for ph in &phases {
+        println!(
+            "phase_ms {:8.3} calls {:3} {}",
+            per(ph.seconds),
+            ph.calls / reps as u64,
+            ph.label
+        );
+    }
+    let groups = [
+        "conv forward",
+        "conv backward-data",
+        "conv backward-filter",
+        "batch norm forward",
+        "batch norm backward",
+    ];
+    for g in groups {
+        let secs: f64 = phases
+            .iter()
+            .filter(|p| p.label.starts_with(g))
+            .map(|p| p.seconds)
+            .sum();
+        println!("group_ms {:8.3} {g}", per(secs));
+    }
+    println!(
+        "step_ms {:8.3} (forward, loss, backward: {:.3}; SGD: {:.3})",
+        per(grad_secs + sgd_secs),
+        per(grad_secs),
+        per(sgd_secs)
+    );
+    println!(
+        "rest_ms {:8.3} (head, loss, candle's ops, launches between phases)",
+        per(grad_secs - backbone)
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn profile(
+    _: &mut Model,
+    _: &Tensor,
+    _: &mut Sgd,
+    _: &Device,
+    _: usize,
+) -> candle_core::Result<()> {
+    eprintln!(
+        "profile times the GPU backbone: build with the cuda feature (scripts/build-cuda.sh)"
+    );
+    std::process::exit(2);
 }
 
 /// Our kernels on one convolution shape: seconds for the forward, the input
@@ -403,7 +527,7 @@ fn main() -> candle_core::Result<()> {
         std::process::exit(1);
     });
     match args.first().map(String::as_str) {
-        Some(m @ ("step" | "fwd")) => {
+        Some(m @ ("step" | "fwd" | "profile")) => {
             let preset = args.get(1).map_or("small", String::as_str);
             let views = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128);
             let k = (kernels(args.get(3), &dev), gpu_settings(args.get(3)));
@@ -436,7 +560,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd PRESET VIEWS [candle|fast[-tf32][-split][-sgd]] | ops [fast|candle] \
+                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32][-split][-sgd][-timed]] | ops [fast|candle] \
                  | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

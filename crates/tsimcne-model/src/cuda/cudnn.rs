@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cudarc::cudnn::{result, sys};
 use cudarc::driver::CudaStream;
 
-use super::{ConvMath, Ptr, WORKSPACE_CAP};
+use super::{ConvMath, ConvSearch, Ptr, WORKSPACE_CAP};
 use crate::error::{ModelError, Result};
 
 fn err(what: &str, e: impl std::fmt::Debug) -> ModelError {
@@ -58,9 +58,19 @@ pub(crate) struct ConvKey {
     pub(crate) stride: usize,
     pub(crate) pad: usize,
     pub(crate) math: ConvMath,
+    pub(crate) search: ConvSearch,
 }
 
 impl ConvKey {
+    /// `cin→cout k×k/stride on h×w` (the batch left out), for profiles.
+    pub(crate) fn label(&self) -> String {
+        let k = self.k;
+        format!(
+            "{}→{} {k}×{k}/{} on {}×{} {:?}",
+            self.cin, self.cout, self.stride, self.h, self.w, self.math
+        )
+    }
+
     pub(crate) fn out_h(&self) -> usize {
         (self.h + 2 * self.pad - self.k) / self.stride + 1
     }
@@ -138,6 +148,9 @@ trait AlgoPerf {
     fn memory(&self) -> usize;
     fn usable(&self) -> bool;
     fn deterministic(&self) -> bool;
+    /// The math the ranking measured or estimated it with (cuDNN ranks
+    /// tensor-core variants beside the descriptor's own math).
+    fn math(&self) -> sys::cudnnMathType_t;
 }
 
 macro_rules! algo_perf {
@@ -157,6 +170,9 @@ macro_rules! algo_perf {
             fn deterministic(&self) -> bool {
                 self.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC
             }
+            fn math(&self) -> sys::cudnnMathType_t {
+                self.mathType
+            }
         }
     )*};
 }
@@ -171,12 +187,27 @@ algo_perf! {
 /// `count` of `perf`), else the first usable one (where a shape has no
 /// deterministic algorithm; every forward algorithm is deterministic), with
 /// its workspace estimate.
-fn pick<P: AlgoPerf>(perf: &[P], count: i32, what: &str) -> Result<(P::Algo, usize)> {
-    let ranked = &perf[..(count.max(0) as usize).min(perf.len())];
+///
+/// A timed ranking ([`ConvSearch::Timed`], fastest first) also holds
+/// entries measured with tensor-core math beside `math`; those are skipped,
+/// since the convolution runs with `math`. (The heuristics' ranking is taken
+/// as it is, as on the GPU where it passed: its entries all run with the
+/// descriptor's math.)
+fn pick<P: AlgoPerf>(
+    perf: &[P],
+    count: i32,
+    timed: Option<sys::cudnnMathType_t>,
+    what: &str,
+) -> Result<(P::Algo, usize)> {
+    let ranked: Vec<&P> = perf[..(count.max(0) as usize).min(perf.len())]
+        .iter()
+        .filter(|p| timed.is_none_or(|m| p.math() == m))
+        .collect();
     ranked
         .iter()
+        .copied()
         .find(|p| p.usable() && p.deterministic())
-        .or_else(|| ranked.iter().find(|p| p.usable()))
+        .or_else(|| ranked.iter().copied().find(|p| p.usable()))
         .map(|p| (p.algo(), p.memory()))
         .ok_or_else(|| err(what, "none usable"))
 }
@@ -188,7 +219,44 @@ fn scalar(v: &f32) -> *const c_void {
     (v as *const f32).cast()
 }
 
+/// An algorithm's name without cuDNN's prefix
+/// (`CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM` → `IMPLICIT_GEMM`).
+fn algo_name(algo: impl std::fmt::Debug) -> String {
+    let name = format!("{algo:?}");
+    match name.split_once("_ALGO_") {
+        Some((_, rest)) => rest.to_string(),
+        None => name,
+    }
+}
+
+/// The three passes of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ConvPass {
+    Forward,
+    BackwardData,
+    BackwardFilter,
+}
+
+impl ConvPass {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Forward => "forward",
+            Self::BackwardData => "backward-data",
+            Self::BackwardFilter => "backward-filter",
+        }
+    }
+}
+
 impl ConvPlan {
+    /// The algorithm chosen for `pass`, by name.
+    pub(super) fn algo(&self, pass: ConvPass) -> String {
+        match pass {
+            ConvPass::Forward => algo_name(self.fwd),
+            ConvPass::BackwardData => algo_name(self.bwd_data),
+            ConvPass::BackwardFilter => algo_name(self.bwd_filter),
+        }
+    }
+
     pub(super) fn new(cudnn: &Cudnn, key: ConvKey) -> Result<Self> {
         let x = tensor_desc(key.n, key.cin, key.h, key.w)?;
         let y = tensor_desc(key.n, key.cout, key.out_h(), key.out_w())?;
@@ -229,60 +297,109 @@ impl ConvPlan {
         unsafe { result::set_convolution_math_type(conv.0, math) }
             .map_err(|e| err("convolution math", e))?;
         let h = cudnn.handle;
+        // Timed: cuDNN's Find runs every algorithm on buffers of its own
+        // (allocated and freed inside the call) and ranks them by time.
+        let timed = (key.search == ConvSearch::Timed).then_some(math);
 
-        // The heuristics' ranking, first usable algorithm of each.
+        // The ranking, first usable algorithm of each.
         let mut count = 0;
-        // SAFETY: zeroed perf structs are valid (plain data); cuDNN fills `count` of them.
+        // SAFETY: zeroed perf structs are valid (plain data); cuDNN fills
+        // `count` of them; the descriptors are live.
         let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
-        unsafe {
-            result::get_convolution_forward_algorithm(
-                h,
-                x.0,
-                w.0,
-                conv.0,
-                y.0,
-                16,
-                &mut count,
-                perf.as_mut_ptr(),
-            )
+        match timed {
+            None => unsafe {
+                result::get_convolution_forward_algorithm(
+                    h,
+                    x.0,
+                    w.0,
+                    conv.0,
+                    y.0,
+                    16,
+                    &mut count,
+                    perf.as_mut_ptr(),
+                )
+            },
+            Some(_) => unsafe {
+                sys::cudnnFindConvolutionForwardAlgorithm(
+                    h,
+                    x.0,
+                    w.0,
+                    conv.0,
+                    y.0,
+                    16,
+                    &mut count,
+                    perf.as_mut_ptr(),
+                )
+                .result()
+            },
         }
         .map_err(|e| err("forward algorithm", e))?;
-        let (fwd, fwd_ws) = pick(&perf, count, "forward algorithm")?;
+        let (fwd, fwd_ws) = pick(&perf, count, timed, "forward algorithm")?;
 
         // SAFETY: as above.
         let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
-        unsafe {
-            result::get_convolution_backward_data_algorithm(
-                h,
-                w.0,
-                y.0,
-                conv.0,
-                x.0,
-                16,
-                &mut count,
-                perf.as_mut_ptr(),
-            )
+        match timed {
+            None => unsafe {
+                result::get_convolution_backward_data_algorithm(
+                    h,
+                    w.0,
+                    y.0,
+                    conv.0,
+                    x.0,
+                    16,
+                    &mut count,
+                    perf.as_mut_ptr(),
+                )
+            },
+            Some(_) => unsafe {
+                sys::cudnnFindConvolutionBackwardDataAlgorithm(
+                    h,
+                    w.0,
+                    y.0,
+                    conv.0,
+                    x.0,
+                    16,
+                    &mut count,
+                    perf.as_mut_ptr(),
+                )
+                .result()
+            },
         }
         .map_err(|e| err("backward-data algorithm", e))?;
-        let (bwd_data, bd_ws) = pick(&perf, count, "backward-data algorithm")?;
+        let (bwd_data, bd_ws) = pick(&perf, count, timed, "backward-data algorithm")?;
 
         // SAFETY: as above.
         let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; 16] =
             unsafe { std::mem::zeroed() };
-        unsafe {
-            result::get_convolution_backward_filter_algorithm(
-                h,
-                x.0,
-                y.0,
-                conv.0,
-                w.0,
-                16,
-                &mut count,
-                perf.as_mut_ptr(),
-            )
+        match timed {
+            None => unsafe {
+                result::get_convolution_backward_filter_algorithm(
+                    h,
+                    x.0,
+                    y.0,
+                    conv.0,
+                    w.0,
+                    16,
+                    &mut count,
+                    perf.as_mut_ptr(),
+                )
+            },
+            Some(_) => unsafe {
+                sys::cudnnFindConvolutionBackwardFilterAlgorithm(
+                    h,
+                    x.0,
+                    y.0,
+                    conv.0,
+                    w.0,
+                    16,
+                    &mut count,
+                    perf.as_mut_ptr(),
+                )
+                .result()
+            },
         }
         .map_err(|e| err("backward-filter algorithm", e))?;
-        let (bwd_filter, bf_ws) = pick(&perf, count, "backward-filter algorithm")?;
+        let (bwd_filter, bf_ws) = pick(&perf, count, timed, "backward-filter algorithm")?;
 
         // The sizes the chosen algorithms ask for (the heuristics' `memory`
         // is an estimate).

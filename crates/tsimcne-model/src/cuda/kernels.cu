@@ -15,6 +15,71 @@
 
 #define THREADS 256
 
+// n / d for 0 <= n < 2^31 as a multiply-high, an add and a shift
+// (Granlund & Montgomery 1994, PyTorch's IntDivider); the host computes mul
+// and shift for each d (tsimcne_model::FastDiv, which tests the formula).
+__device__ __forceinline__ unsigned int fast_div(unsigned int n, unsigned int mul, unsigned int shift) {
+    return (__umulhi(n, mul) + n) >> shift;
+}
+
+// Index arithmetic of an NCHW tensor [N, C, HW]: the channel of flat
+// element k, and the row (image) of a channel's element j (j = row * HW +
+// i). WideIndex divides in 64 bits, for any size; FastIndex (the *_fast
+// kernels) by multiply and shift, for tensors under 2^31 elements. Both
+// give the same integers, so the same results bit for bit.
+struct WideIndex {
+    int c, hw;
+    __device__ int channel(long long k) const { return (int)((k / hw) % c); }
+    __device__ long long row(long long j) const { return j / hw; }
+};
+
+struct FastIndex {
+    unsigned int c, c_mul, c_shift, hw, hw_mul, hw_shift;
+    __device__ int channel(long long k) const {
+        unsigned int q = fast_div((unsigned int)k, hw_mul, hw_shift);
+        return (int)(q - fast_div(q, c_mul, c_shift) * c);
+    }
+    __device__ long long row(long long j) const {
+        return fast_div((unsigned int)j, hw_mul, hw_shift);
+    }
+};
+
+// The arguments of a kernel's index: `c, hw` (wide) or the six of
+// FastIndex (fast), in the kernels' signatures below.
+#define WIDE_INDEX int c, int hw
+#define FAST_INDEX unsigned int c, unsigned int c_mul, unsigned int c_shift, \
+    unsigned int hw, unsigned int hw_mul, unsigned int hw_shift
+#define WIDE_INDEX_OF WideIndex{c, hw}
+#define FAST_INDEX_OF FastIndex{c, c_mul, c_shift, hw, hw_mul, hw_shift}
+
+// Activations are stored as float or as bfloat16 (the *_bf16 kernels),
+// whose 16 bits are the high half of a float's; the arithmetic is float
+// (sums double) either way. The conversions are written out rather than
+// taken from cuda_bf16.h, so that NVRTC and the CPU emulation need no
+// header: widening is exact, narrowing rounds to nearest even (as
+// __float2bfloat16_rn) and keeps a NaN a NaN.
+typedef unsigned short bf16;
+
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(bf16 v) { return __uint_as_float((unsigned int)v << 16); }
+
+template <typename T> __device__ T narrow(float v);
+template <> __device__ __forceinline__ float narrow<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 narrow<bf16>(float v) {
+    unsigned int u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
+    return (bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The four kernels of a batch-norm body: float or bf16 storage, each with
+// either index. NAME(T, INDEX) declares a kernel's parameters from its
+// storage type and index arguments; CALL passes them on.
+#define BN_KERNELS(NAME, PARAMS, CALL) \
+    extern "C" __global__ void NAME PARAMS(float, WIDE_INDEX) { CALL(WIDE_INDEX_OF); } \
+    extern "C" __global__ void NAME##_fast PARAMS(float, FAST_INDEX) { CALL(FAST_INDEX_OF); } \
+    extern "C" __global__ void NAME##_bf16 PARAMS(bf16, WIDE_INDEX) { CALL(WIDE_INDEX_OF); } \
+    extern "C" __global__ void NAME##_fast_bf16 PARAMS(bf16, FAST_INDEX) { CALL(FAST_INDEX_OF); }
+
 // Tree reduction of two doubles over the block; thread 0 ends with the sums.
 __device__ void block_sum2(double* s1, double* s2) {
     int t = threadIdx.x;
@@ -31,16 +96,17 @@ __device__ void block_sum2(double* s1, double* s2) {
 // Part blockIdx.y of channel blockIdx.x: the sums of the two terms that
 // `terms(k)` gives for element k (its flat index) over the part's elements,
 // written to part[2 * (ch * parts + p)] and the double after it.
-template <typename Terms>
-__device__ void channel_part_sums2(int n, int c, int hw, Terms terms, double* part) {
+template <typename Index, typename Terms>
+__device__ void channel_part_sums2(int n, Index ix, Terms terms, double* part) {
     __shared__ double s1[THREADS];
     __shared__ double s2[THREADS];
     int ch = blockIdx.x, p = blockIdx.y, parts = gridDim.y;
+    long long hw = ix.hw, c = ix.c;
     long long m = (long long)n * hw;
     long long lo = m * p / parts, hi = m * (p + 1) / parts;
     double a = 0.0, b = 0.0;
     for (long long j = lo + threadIdx.x; j < hi; j += THREADS) {
-        long long row = j / hw, i = j - row * hw;
+        long long row = ix.row(j), i = j - row * hw;
         double2 t = terms((row * c + ch) * hw + i);
         a += t.x;
         b += t.y;
@@ -67,12 +133,16 @@ __device__ double2 channel_total2(const double* part, int parts, int ch) {
 }
 
 // Grid (c, parts): the partial sums of x and x^2 per channel.
-extern "C" __global__ void bn_stats_part(const float* x, int n, int c, int hw, double* part) {
-    channel_part_sums2(n, c, hw, [&](long long k) {
-        double v = (double)x[k];
+template <typename Index, typename T>
+__device__ void bn_stats_part_at(const T* x, int n, Index ix, double* part) {
+    channel_part_sums2(n, ix, [&](long long k) {
+        double v = (double)widen(x[k]);
         return make_double2(v, v * v);
     }, part);
 }
+#define BN_STATS_PART(T, INDEX) (const T* x, int n, INDEX, double* part)
+#define BN_STATS_PART_CALL(IX) bn_stats_part_at(x, n, IX, part)
+BN_KERNELS(bn_stats_part, BN_STATS_PART, BN_STATS_PART_CALL)
 
 // One thread per channel: training-mode statistics from the partial sums,
 // mean and biased variance, and the affine form y = x * scale + shift of
@@ -111,17 +181,23 @@ extern "C" __global__ void bn_eval_coef(
 }
 
 // out = x * scale + shift (+ res), then ReLU if relu.
-extern "C" __global__ void bn_apply(
-    const float* x, const float* scale, const float* shift, const float* res,
-    int has_res, int relu, int c, int hw, long long total, float* out) {
+template <typename Index, typename T>
+__device__ void bn_apply_at(
+    const T* x, const float* scale, const float* shift, const T* res,
+    int has_res, int relu, Index ix, long long total, T* out) {
     long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= total) return;
-    int ch = (int)((k / hw) % c);
-    float v = x[k] * scale[ch] + shift[ch];
-    if (has_res) v += res[k];
+    int ch = ix.channel(k);
+    float v = widen(x[k]) * scale[ch] + shift[ch];
+    if (has_res) v += widen(res[k]);
     if (relu) v = fmaxf(v, 0.0f);
-    out[k] = v;
+    out[k] = narrow<T>(v);
 }
+#define BN_APPLY(T, INDEX) \
+    (const T* x, const float* scale, const float* shift, const T* res, \
+     int has_res, int relu, INDEX, long long total, T* out)
+#define BN_APPLY_CALL(IX) bn_apply_at(x, scale, shift, res, has_res, relu, IX, total, out)
+BN_KERNELS(bn_apply, BN_APPLY, BN_APPLY_CALL)
 
 // running = running * keep + batch * w (w: momentum for the mean, momentum
 // times rows / (rows - 1) for the variance), as the CPU path computes it.
@@ -135,21 +211,27 @@ extern "C" __global__ void bn_running(
 }
 
 // g = dy where the fused ReLU passed (y > 0), else 0; dy without ReLU.
-__device__ __forceinline__ float masked(const float* y, const float* dy, int has_y, long long k) {
-    float d = dy[k];
-    return (has_y && !(y[k] > 0.0f)) ? 0.0f : d;
+template <typename T>
+__device__ __forceinline__ float masked(const T* y, const T* dy, int has_y, long long k) {
+    float d = widen(dy[k]);
+    return (has_y && !(widen(y[k]) > 0.0f)) ? 0.0f : d;
 }
 
 // Grid (c, parts): the partial sums of g and g * x per channel for the
 // backward of y = relu(bn(x) + res).
-extern "C" __global__ void bn_bwd_part(
-    const float* x, const float* y, const float* dy, int has_y,
-    int n, int c, int hw, double* part) {
-    channel_part_sums2(n, c, hw, [&](long long k) {
+template <typename Index, typename T>
+__device__ void bn_bwd_part_at(
+    const T* x, const T* y, const T* dy, int has_y,
+    int n, Index ix, double* part) {
+    channel_part_sums2(n, ix, [&](long long k) {
         double g = (double)masked(y, dy, has_y, k);
-        return make_double2(g, g * (double)x[k]);
+        return make_double2(g, g * (double)widen(x[k]));
     }, part);
 }
+#define BN_BWD_PART(T, INDEX) \
+    (const T* x, const T* y, const T* dy, int has_y, int n, INDEX, double* part)
+#define BN_BWD_PART_CALL(IX) bn_bwd_part_at(x, y, dy, has_y, n, IX, part)
+BN_KERNELS(bn_bwd_part, BN_BWD_PART, BN_BWD_PART_CALL)
 
 // One thread per channel: the parameter gradients and the coefficients of
 // dx = a * g - b * x + d from the partial sums.
@@ -175,32 +257,64 @@ extern "C" __global__ void bn_bwd_finish(
 }
 
 // dx = a * g - b * x + d, and the residual's gradient g when has_dres.
-extern "C" __global__ void bn_bwd_dx(
-    const float* x, const float* y, const float* dy, int has_y,
+template <typename Index, typename T>
+__device__ void bn_bwd_dx_at(
+    const T* x, const T* y, const T* dy, int has_y,
     const float* ca, const float* cb, const float* cd,
-    int c, int hw, long long total, float* dx, float* dres, int has_dres) {
+    Index ix, long long total, T* dx, T* dres, int has_dres) {
     long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= total) return;
-    int ch = (int)((k / hw) % c);
+    int ch = ix.channel(k);
     float g = masked(y, dy, has_y, k);
-    dx[k] = ca[ch] * g - cb[ch] * x[k] + cd[ch];
-    if (has_dres) dres[k] = g;
+    dx[k] = narrow<T>(ca[ch] * g - cb[ch] * widen(x[k]) + cd[ch]);
+    if (has_dres) dres[k] = narrow<T>(g);
 }
+#define BN_BWD_DX(T, INDEX) \
+    (const T* x, const T* y, const T* dy, int has_y, \
+     const float* ca, const float* cb, const float* cd, \
+     INDEX, long long total, T* dx, T* dres, int has_dres)
+#define BN_BWD_DX_CALL(IX) bn_bwd_dx_at(x, y, dy, has_y, ca, cb, cd, IX, total, dx, dres, has_dres)
+BN_KERNELS(bn_bwd_dx, BN_BWD_DX, BN_BWD_DX_CALL)
 
-// Global average pool: [rows, hw] → [rows] (rows = N * C).
-extern "C" __global__ void avg_pool(const float* x, int rows, int hw, float* out) {
+// Global average pool: [rows, hw] → [rows] (rows = N * C), in float.
+template <typename T>
+__device__ void avg_pool_at(const T* x, int rows, int hw, float* out) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
     double s = 0.0;
-    for (int i = 0; i < hw; i++) s += (double)x[(long long)r * hw + i];
+    for (int i = 0; i < hw; i++) s += (double)widen(x[(long long)r * hw + i]);
     out[r] = (float)(s / (double)hw);
+}
+extern "C" __global__ void avg_pool(const float* x, int rows, int hw, float* out) {
+    avg_pool_at(x, rows, hw, out);
+}
+extern "C" __global__ void avg_pool_bf16(const bf16* x, int rows, int hw, float* out) {
+    avg_pool_at(x, rows, hw, out);
 }
 
 // Its backward: dx[r, i] = d[r] / hw.
-extern "C" __global__ void avg_pool_bwd(const float* d, int hw, long long total, float* dx) {
+template <typename T>
+__device__ void avg_pool_bwd_at(const float* d, int hw, long long total, T* dx) {
     long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= total) return;
-    dx[k] = d[k / hw] * (1.0f / (float)hw);
+    dx[k] = narrow<T>(d[k / hw] * (1.0f / (float)hw));
+}
+extern "C" __global__ void avg_pool_bwd(const float* d, int hw, long long total, float* dx) {
+    avg_pool_bwd_at(d, hw, total, dx);
+}
+extern "C" __global__ void avg_pool_bwd_bf16(const float* d, int hw, long long total, bf16* dx) {
+    avg_pool_bwd_at(d, hw, total, dx);
+}
+
+// float to bf16 (the images, the convolution weights of each step) and
+// back (the weight gradients).
+extern "C" __global__ void to_bf16(const float* x, long long len, bf16* y) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < len) y[k] = narrow<bf16>(x[k]);
+}
+extern "C" __global__ void from_bf16(const bf16* x, long long len, float* y) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < len) y[k] = widen(x[k]);
 }
 
 // One SGD step over len parameters, in place, in tsimcne-train's order

@@ -25,6 +25,7 @@ pub use augment::GpuImages;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
@@ -32,10 +33,11 @@ use candle_core::{Device, Storage, Tensor, Var};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use tsimcne_format::model_keys::ResNetArch;
 
-use self::cudnn::{ConvKey, ConvPlan, Cudnn};
+use self::cudnn::{ConvKey, ConvPass, ConvPlan, Cudnn};
+use crate::FastDiv;
 use crate::error::{ModelError, Result};
 use crate::fast::{Block, ConvSpec, EPS, FastBackbone, MOMENTUM, Pass};
-use crate::model::{BnSums, ConvMath};
+use crate::model::{BnSums, ConvMath, ConvSearch};
 
 /// The most workspace bytes one convolution algorithm may use.
 pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
@@ -43,15 +45,19 @@ pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
 const THREADS: u32 = 256;
 const MODULE: &str = "tsimcne_backbone";
 const SOURCE: &str = include_str!("kernels.cu");
-const KERNELS: [&str; 10] = [
+const KERNELS: [&str; 14] = [
     "bn_stats_part",
+    "bn_stats_part_fast",
     "bn_stats_finish",
     "bn_eval_coef",
     "bn_apply",
+    "bn_apply_fast",
     "bn_running",
     "bn_bwd_part",
+    "bn_bwd_part_fast",
     "bn_bwd_finish",
     "bn_bwd_dx",
+    "bn_bwd_dx_fast",
     "avg_pool",
     "avg_pool_bwd",
 ];
@@ -134,6 +140,24 @@ struct Gpu {
     funcs: HashMap<&'static str, CudaFunction>,
     plans: HashMap<ConvKey, ConvPlan>,
     workspace: Option<CudaSlice<u8>>,
+    /// The phases timed so far, while profiling.
+    profile: Option<Profile>,
+}
+
+/// Where the GPU backbone's time goes (see [`CudaBackbone::start_profile`]):
+/// each phase (convolution or batch norm, direction, shape, cuDNN
+/// algorithm) with its calls and seconds, in the order first run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a [`Profile`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    pub label: String,
+    pub calls: u64,
+    pub seconds: f64,
 }
 
 // SAFETY: the cuDNN handle is used by one thread at a time (the `Mutex` in
@@ -147,6 +171,7 @@ pub struct CudaBackbone {
     blocks: Vec<Block>,
     feature_dim: usize,
     math: ConvMath,
+    search: ConvSearch,
     sums: BnSums,
     gpu: Mutex<Option<Gpu>>,
 }
@@ -216,6 +241,58 @@ impl GridDims for (usize, usize) {
     }
 }
 
+/// The index arithmetic a batch-norm kernel is launched with (`WideIndex`
+/// or `FastIndex` in kernels.cu): the `*_fast` kernels for tensors under
+/// [`FastDiv::LIMIT`] elements in [`BnSums::Split`], else 64-bit divisions.
+#[derive(Debug, Clone, Copy)]
+enum Index {
+    Wide { c: i32, hw: i32 },
+    Fast { c: FastDiv, hw: FastDiv },
+}
+
+impl Index {
+    /// For a `[n, c, hw]` tensor of `total` elements.
+    fn new(sums: BnSums, c: usize, hw: usize, total: usize) -> Self {
+        let fast = match sums {
+            BnSums::PerChannel => None,
+            BnSums::Split if (total as u64) < FastDiv::LIMIT => {
+                FastDiv::new(c as u64).zip(FastDiv::new(hw as u64))
+            }
+            BnSums::Split => None,
+        };
+        match fast {
+            Some((c, hw)) => Self::Fast { c, hw },
+            None => Self::Wide {
+                c: c as i32,
+                hw: hw as i32,
+            },
+        }
+    }
+}
+
+/// Launches the batch-norm kernel `$name`, or `$name` with `_fast`, by the
+/// [`Index`] `$ix`, whose arguments go between `$pre` and `$post`.
+macro_rules! launch_indexed {
+    ($gpu:expr, $name:literal, $blocks:expr, $ix:expr, [$($pre:expr),*], [$($post:expr),*] $(,)?) => {{
+        match $ix {
+            Index::Wide { c, hw } => launch!($gpu, $name, $blocks, $($pre,)* c, hw, $($post),*),
+            Index::Fast { c, hw } => launch!(
+                $gpu,
+                concat!($name, "_fast"),
+                $blocks,
+                $($pre,)*
+                c.d,
+                c.mul,
+                c.shift,
+                hw.d,
+                hw.mul,
+                hw.shift,
+                $($post),*
+            ),
+        }
+    }};
+}
+
 /// Launches kernel `$name` over `$blocks` blocks (a [`GridDims`]) of
 /// [`THREADS`] threads.
 macro_rules! launch {
@@ -256,6 +333,51 @@ impl Gpu {
             funcs,
             plans: HashMap::new(),
             workspace: None,
+            profile: None,
+        })
+    }
+
+    /// The label `what` makes, when profiling (else none, and `what` is
+    /// not called).
+    fn label(&self, what: impl FnOnce() -> String) -> Option<String> {
+        self.profile.is_some().then(what)
+    }
+
+    /// Runs `f`; with a label (profiling), between two synchronisations of
+    /// the stream, adding its time to the label's phase.
+    fn timed<T>(
+        &mut self,
+        label: Option<String>,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let Some(label) = label else {
+            return f(self);
+        };
+        self.stream.synchronize().map_err(cuda_err)?;
+        let start = Instant::now();
+        let out = f(self)?;
+        self.stream.synchronize().map_err(cuda_err)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let phases = &mut self.profile.as_mut().expect("profiling: a label").phases;
+        match phases.iter_mut().find(|p| p.label == label) {
+            Some(p) => {
+                p.calls += 1;
+                p.seconds += seconds;
+            }
+            None => phases.push(Phase {
+                label,
+                calls: 1,
+                seconds,
+            }),
+        }
+        Ok(out)
+    }
+
+    /// A convolution phase's label: what, the shape and the algorithm.
+    fn conv_label(&self, pass: ConvPass, key: ConvKey) -> Option<String> {
+        self.label(|| {
+            let algo = self.plans.get(&key).map_or(String::new(), |p| p.algo(pass));
+            format!("conv {} {} [{algo}]", pass.name(), key.label())
         })
     }
 
@@ -320,7 +442,10 @@ impl Gpu {
         let ws = self.plan(key)?.workspace;
         let (wp, wl) = self.workspace(ws)?;
         let yp = ptr(&self.stream, y);
-        self.plans[&key].forward(&self.cudnn, x, w, yp, (wp, wl))
+        let label = self.conv_label(ConvPass::Forward, key);
+        self.timed(label, |g| {
+            g.plans[&key].forward(&g.cudnn, x, w, yp, (wp, wl))
+        })
     }
 
     /// `dx = conv_backward_data(dy)`, or `dx += ...` when `accumulate`.
@@ -335,7 +460,10 @@ impl Gpu {
         let ws = self.plan(key)?.workspace;
         let (wp, wl) = self.workspace(ws)?;
         let dxp = ptr(&self.stream, dx);
-        self.plans[&key].backward_data(&self.cudnn, dy, w, dxp, (wp, wl), accumulate)
+        let label = self.conv_label(ConvPass::BackwardData, key);
+        self.timed(label, |g| {
+            g.plans[&key].backward_data(&g.cudnn, dy, w, dxp, (wp, wl), accumulate)
+        })
     }
 
     fn conv_backward_filter(&mut self, key: ConvKey, x: Ptr, dy: Ptr) -> Result<Buf> {
@@ -343,7 +471,10 @@ impl Gpu {
         let dw = self.buf(key.cout * key.cin * key.k * key.k)?;
         let (wp, wl) = self.workspace(ws)?;
         let dwp = ptr(&self.stream, &dw);
-        self.plans[&key].backward_filter(&self.cudnn, x, dy, dwp, (wp, wl))?;
+        let label = self.conv_label(ConvPass::BackwardFilter, key);
+        self.timed(label, |g| {
+            g.plans[&key].backward_filter(&g.cudnn, x, dy, dwp, (wp, wl))
+        })?;
         Ok(dw)
     }
 }
@@ -437,17 +568,43 @@ impl CudaBackbone {
             blocks: plan.blocks.clone(),
             feature_dim: plan.feature_dim,
             math,
+            search: ConvSearch::default(),
             sums: BnSums::default(),
             gpu: Mutex::new(None),
         }
     }
 
-    pub fn math(&self) -> ConvMath {
-        self.math
+    /// The convolutions' arithmetic from now on (plans are kept per
+    /// arithmetic, so switching back reuses them).
+    pub fn set_math(&mut self, math: ConvMath) {
+        self.math = math;
+    }
+
+    /// How convolution algorithms are chosen from now on (plans are kept
+    /// per choice).
+    pub fn set_search(&mut self, search: ConvSearch) {
+        self.search = search;
     }
 
     pub fn set_bn_sums(&mut self, sums: BnSums) {
         self.sums = sums;
+    }
+
+    /// Starts timing each phase of the passes on `device`: every
+    /// convolution and batch-norm phase then runs between two stream
+    /// synchronisations, so the step as a whole gets slower.
+    /// [`Self::take_profile`] returns the times and ends it.
+    pub fn start_profile(&self, device: &Device) -> Result<()> {
+        self.with_gpu(device, |gpu| {
+            gpu.profile = Some(Profile::default());
+            Ok(())
+        })
+    }
+
+    /// The phases timed since [`Self::start_profile`] (none if it was not
+    /// called), ending the profile.
+    pub fn take_profile(&self) -> Option<Profile> {
+        self.gpu.lock().ok()?.as_mut()?.profile.take()
     }
 
     fn key(&self, spec: &ConvSpec, n: usize, h: usize, w: usize) -> ConvKey {
@@ -461,6 +618,7 @@ impl CudaBackbone {
             stride: spec.stride,
             pad: spec.k / 2,
             math: self.math,
+            search: self.search,
         }
     }
 
@@ -539,112 +697,108 @@ impl CudaBackbone {
             let mut conv_out = gpu.buf(len)?;
             let wp = vptr(gpu, &spec.weight)?;
             gpu.conv_forward(key, x, wp, &mut conv_out)?;
-            let gamma = vptr(gpu, &format!("{bn}.weight"))?;
-            let beta = vptr(gpu, &format!("{bn}.bias"))?;
-            let scale = gpu.buf(cout)?;
-            let shift = gpu.buf(cout)?;
-            let stats = Stats {
-                mean: gpu.buf(cout)?,
-                var: gpu.buf(cout)?,
-            };
-            let s = &gpu.stream;
-            let (cp, scp, shp) = (ptr(s, &conv_out), ptr(s, &scale), ptr(s, &shift));
-            if train {
-                let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
-                let (part, parts) = gpu.part_sums(self.sums, cout, n * hw)?;
-                let pp = ptr(&gpu.stream, &part);
-                launch!(
+            let label = gpu.label(|| format!("batch norm forward {cout}×{ho}×{wo}"));
+            let (stats, out) = gpu.timed(label, |gpu| {
+                let gamma = vptr(gpu, &format!("{bn}.weight"))?;
+                let beta = vptr(gpu, &format!("{bn}.bias"))?;
+                let scale = gpu.buf(cout)?;
+                let shift = gpu.buf(cout)?;
+                let stats = Stats {
+                    mean: gpu.buf(cout)?,
+                    var: gpu.buf(cout)?,
+                };
+                let s = &gpu.stream;
+                let (cp, scp, shp) = (ptr(s, &conv_out), ptr(s, &scale), ptr(s, &shift));
+                let ix = Index::new(self.sums, cout, hw, len);
+                if train {
+                    let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
+                    let (part, parts) = gpu.part_sums(self.sums, cout, n * hw)?;
+                    let pp = ptr(&gpu.stream, &part);
+                    launch_indexed!(
+                        gpu,
+                        "bn_stats_part",
+                        (cout, parts),
+                        ix,
+                        [cp, n as i32],
+                        [pp],
+                    );
+                    launch!(
+                        gpu,
+                        "bn_stats_finish",
+                        grid(cout),
+                        pp,
+                        parts as i32,
+                        n as i32,
+                        cout as i32,
+                        hw as i32,
+                        gamma,
+                        beta,
+                        EPS,
+                        mp,
+                        vp,
+                        scp,
+                        shp
+                    );
+                    // The running statistics, in the CPU path's f32 arithmetic.
+                    let rows = (n * hw) as f64;
+                    let keep = (1.0 - MOMENTUM) as f32;
+                    let unbias = (MOMENTUM * rows / (rows - 1.0)) as f32;
+                    let (rm_name, rv_name) =
+                        (format!("{bn}.running_mean"), format!("{bn}.running_var"));
+                    let (rm, rv) = (vptr(gpu, &rm_name)?, vptr(gpu, &rv_name)?);
+                    let new_m = gpu.buf(cout)?;
+                    let new_v = gpu.buf(cout)?;
+                    let (nmp, nvp) = (ptr(&gpu.stream, &new_m), ptr(&gpu.stream, &new_v));
+                    launch!(
+                        gpu,
+                        "bn_running",
+                        grid(cout),
+                        rm,
+                        rv,
+                        mp,
+                        vp,
+                        keep,
+                        MOMENTUM as f32,
+                        unbias,
+                        cout as i32,
+                        nmp,
+                        nvp
+                    );
+                    var(&rm_name)?.set(&gpu.tensor(new_m, &[cout]))?;
+                    var(&rv_name)?.set(&gpu.tensor(new_v, &[cout]))?;
+                } else {
+                    let rm = vptr(gpu, &format!("{bn}.running_mean"))?;
+                    let rv = vptr(gpu, &format!("{bn}.running_var"))?;
+                    launch!(
+                        gpu,
+                        "bn_eval_coef",
+                        grid(cout),
+                        gamma,
+                        beta,
+                        rm,
+                        rv,
+                        EPS,
+                        cout as i32,
+                        scp,
+                        shp
+                    );
+                }
+                let out = gpu.buf(len)?;
+                let op = ptr(&gpu.stream, &out);
+                let (rp, has_res) = match residual {
+                    Some(r) => (r, 1i32),
+                    None => (cp, 0i32),
+                };
+                launch_indexed!(
                     gpu,
-                    "bn_stats_part",
-                    (cout, parts),
-                    cp,
-                    n as i32,
-                    cout as i32,
-                    hw as i32,
-                    pp
+                    "bn_apply",
+                    grid(len),
+                    ix,
+                    [cp, scp, shp, rp, has_res, i32::from(relu)],
+                    [len as i64, op],
                 );
-                launch!(
-                    gpu,
-                    "bn_stats_finish",
-                    grid(cout),
-                    pp,
-                    parts as i32,
-                    n as i32,
-                    cout as i32,
-                    hw as i32,
-                    gamma,
-                    beta,
-                    EPS,
-                    mp,
-                    vp,
-                    scp,
-                    shp
-                );
-                // The running statistics, in the CPU path's f32 arithmetic.
-                let rows = (n * hw) as f64;
-                let keep = (1.0 - MOMENTUM) as f32;
-                let unbias = (MOMENTUM * rows / (rows - 1.0)) as f32;
-                let (rm_name, rv_name) =
-                    (format!("{bn}.running_mean"), format!("{bn}.running_var"));
-                let (rm, rv) = (vptr(gpu, &rm_name)?, vptr(gpu, &rv_name)?);
-                let new_m = gpu.buf(cout)?;
-                let new_v = gpu.buf(cout)?;
-                let (nmp, nvp) = (ptr(&gpu.stream, &new_m), ptr(&gpu.stream, &new_v));
-                launch!(
-                    gpu,
-                    "bn_running",
-                    grid(cout),
-                    rm,
-                    rv,
-                    mp,
-                    vp,
-                    keep,
-                    MOMENTUM as f32,
-                    unbias,
-                    cout as i32,
-                    nmp,
-                    nvp
-                );
-                var(&rm_name)?.set(&gpu.tensor(new_m, &[cout]))?;
-                var(&rv_name)?.set(&gpu.tensor(new_v, &[cout]))?;
-            } else {
-                let rm = vptr(gpu, &format!("{bn}.running_mean"))?;
-                let rv = vptr(gpu, &format!("{bn}.running_var"))?;
-                launch!(
-                    gpu,
-                    "bn_eval_coef",
-                    grid(cout),
-                    gamma,
-                    beta,
-                    rm,
-                    rv,
-                    EPS,
-                    cout as i32,
-                    scp,
-                    shp
-                );
-            }
-            let out = gpu.buf(len)?;
-            let op = ptr(&gpu.stream, &out);
-            let (rp, has_res) = match residual {
-                Some(r) => (r, 1i32),
-                None => (cp, 0i32),
-            };
-            launch!(
-                gpu,
-                "bn_apply",
-                grid(len),
-                cp,
-                scp,
-                shp,
-                rp,
-                has_res,
-                i32::from(relu),
-                cout as i32,
-                hw as i32,
-                len as i64,
-                op
-            );
+                Ok((stats, out))
+            })?;
             Ok((ConvIn { key }, conv_out, stats, out))
         };
 
@@ -753,78 +907,68 @@ impl CudaBackbone {
          -> Result<(Buf, Buf, Buf)> {
             let (c, hw) = (key.cout, key.out_h() * key.out_w());
             let len = key.n * c * hw;
-            let gamma = vptr(gpu, &format!("{prefix}.weight"))?;
-            let (ca, cb, cd) = (gpu.buf(c)?, gpu.buf(c)?, gpu.buf(c)?);
-            let (dgamma, dbeta) = (gpu.buf(c)?, gpu.buf(c)?);
-            let dx = gpu.buf(len)?;
-            let s = &gpu.stream;
-            let xp = ptr(s, x);
-            let (yp, has_y) = match y {
-                Some(y) => (ptr(s, y), 1i32),
-                None => (xp, 0i32),
-            };
-            let dyp = ptr(s, dy);
-            let (ap, bp, dp) = (ptr(s, &ca), ptr(s, &cb), ptr(s, &cd));
-            let (dgp, dbp) = (ptr(s, &dgamma), ptr(s, &dbeta));
-            let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
-            let dxp = ptr(s, &dx);
-            let (rp, has_dres) = match dres {
-                Some(r) => (ptr(s, r), 1i32),
-                None => (dxp, 0i32),
-            };
-            let (part, parts) = gpu.part_sums(self.sums, c, key.n * hw)?;
-            let pp = ptr(&gpu.stream, &part);
-            launch!(
-                gpu,
-                "bn_bwd_part",
-                (c, parts),
-                xp,
-                yp,
-                dyp,
-                has_y,
-                key.n as i32,
-                c as i32,
-                hw as i32,
-                pp
-            );
-            launch!(
-                gpu,
-                "bn_bwd_finish",
-                grid(c),
-                pp,
-                parts as i32,
-                key.n as i32,
-                c as i32,
-                hw as i32,
-                gamma,
-                mp,
-                vp,
-                EPS,
-                ap,
-                bp,
-                dp,
-                dgp,
-                dbp
-            );
-            launch!(
-                gpu,
-                "bn_bwd_dx",
-                grid(len),
-                xp,
-                yp,
-                dyp,
-                has_y,
-                ap,
-                bp,
-                dp,
-                c as i32,
-                hw as i32,
-                len as i64,
-                dxp,
-                rp,
-                has_dres
-            );
-            Ok((dx, dgamma, dbeta))
+            let label =
+                gpu.label(|| format!("batch norm backward {c}×{}×{}", key.out_h(), key.out_w()));
+            gpu.timed(label, |gpu| {
+                let gamma = vptr(gpu, &format!("{prefix}.weight"))?;
+                let (ca, cb, cd) = (gpu.buf(c)?, gpu.buf(c)?, gpu.buf(c)?);
+                let (dgamma, dbeta) = (gpu.buf(c)?, gpu.buf(c)?);
+                let dx = gpu.buf(len)?;
+                let s = &gpu.stream;
+                let xp = ptr(s, x);
+                let (yp, has_y) = match y {
+                    Some(y) => (ptr(s, y), 1i32),
+                    None => (xp, 0i32),
+                };
+                let dyp = ptr(s, dy);
+                let (ap, bp, dp) = (ptr(s, &ca), ptr(s, &cb), ptr(s, &cd));
+                let (dgp, dbp) = (ptr(s, &dgamma), ptr(s, &dbeta));
+                let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
+                let dxp = ptr(s, &dx);
+                let (rp, has_dres) = match dres {
+                    Some(r) => (ptr(s, r), 1i32),
+                    None => (dxp, 0i32),
+                };
+                let (part, parts) = gpu.part_sums(self.sums, c, key.n * hw)?;
+                let pp = ptr(&gpu.stream, &part);
+                let ix = Index::new(self.sums, c, hw, len);
+                launch_indexed!(
+                    gpu,
+                    "bn_bwd_part",
+                    (c, parts),
+                    ix,
+                    [xp, yp, dyp, has_y, key.n as i32],
+                    [pp],
+                );
+                launch!(
+                    gpu,
+                    "bn_bwd_finish",
+                    grid(c),
+                    pp,
+                    parts as i32,
+                    key.n as i32,
+                    c as i32,
+                    hw as i32,
+                    gamma,
+                    mp,
+                    vp,
+                    EPS,
+                    ap,
+                    bp,
+                    dp,
+                    dgp,
+                    dbp
+                );
+                launch_indexed!(
+                    gpu,
+                    "bn_bwd_dx",
+                    grid(len),
+                    ix,
+                    [xp, yp, dyp, has_y, ap, bp, dp],
+                    [len as i64, dxp, rp, has_dres],
+                );
+                Ok((dx, dgamma, dbeta))
+            })
         };
 
         let Tape {

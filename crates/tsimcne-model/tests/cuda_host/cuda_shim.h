@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -64,6 +65,23 @@ inline void __syncthreads() {
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
+
+// A float's bits and back.
+inline unsigned int __float_as_uint(float v) {
+    unsigned int u;
+    std::memcpy(&u, &v, 4);
+    return u;
+}
+inline float __uint_as_float(unsigned int u) {
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
+}
+
+// The high 32 bits of the 64-bit product of two unsigned ints.
+inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+    return (unsigned int)(((unsigned long long)a * b) >> 32);
+}
 
 #define __global__
 #define __device__

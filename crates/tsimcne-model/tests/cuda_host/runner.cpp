@@ -3,10 +3,12 @@
 //   f32 NAME LEN        then LEN little-endian f32 as raw bytes: a buffer
 //   f64 NAME LEN        a buffer of LEN zeros
 //   u8 NAME LEN, i32 NAME LEN   as f32, with LEN bytes or LEN i32
+//   bf16 NAME LEN       as f32, with LEN bfloat16 (u16)
 //   run KERNEL GX GY ARG...   launch over (GX, GY) blocks of THREADS threads;
-//                       an ARG is a buffer's NAME, or i:INT, l:LONG,
+//                       an ARG is a buffer's NAME, or i:INT, u:UNSIGNED, l:LONG,
 //                       f:FLOAT, d:DOUBLE for a scalar
-//   get NAME            write f32 buffer NAME's bytes to stdout
+//   get NAME            write f32 buffer NAME's bytes to stdout (a bf16
+//                       buffer's widened to f32, exactly)
 //   reverse             run each block's threads in reverse order from now on
 //                       (cuda_shim.h: a race shows as another result)
 // and exits non-zero with a message on stderr at the first bad command.
@@ -28,6 +30,7 @@ struct Memory {
     std::map<std::string, std::vector<double>> f64;
     std::map<std::string, std::vector<unsigned char>> u8;
     std::map<std::string, std::vector<int>> i32;
+    std::map<std::string, std::vector<unsigned short>> bf16;
 };
 
 [[noreturn]] static void fail(const std::string& why) {
@@ -51,6 +54,13 @@ template <class T> struct Arg;
 template <> struct Arg<int> {
     static int get(const std::string& t, Memory&) { return std::stoi(scalar(t, "i:")); }
 };
+template <> struct Arg<unsigned int> {
+    static unsigned int get(const std::string& t, Memory&) {
+        unsigned long v = std::stoul(scalar(t, "u:"));
+        if (v > 0xFFFFFFFFul) fail("argument " + t + " is over 32 bits");
+        return (unsigned int)v;
+    }
+};
 template <> struct Arg<long long> {
     static long long get(const std::string& t, Memory&) { return std::stoll(scalar(t, "l:")); }
 };
@@ -71,6 +81,12 @@ template <> struct Arg<const unsigned char*> {
 };
 template <> struct Arg<const int*> {
     static const int* get(const std::string& t, Memory& m) { return find(m.i32, t).data(); }
+};
+template <> struct Arg<const unsigned short*> {
+    static const unsigned short* get(const std::string& t, Memory& m) { return find(m.bf16, t).data(); }
+};
+template <> struct Arg<unsigned short*> {
+    static unsigned short* get(const std::string& t, Memory& m) { return find(m.bf16, t).data(); }
 };
 template <> struct Arg<double*> {
     static double* get(const std::string& t, Memory& m) { return find(m.f64, t).data(); }
@@ -112,6 +128,11 @@ int main() {
         KERNEL(bn_apply), KERNEL(bn_running), KERNEL(bn_bwd_part),
         KERNEL(bn_bwd_finish), KERNEL(bn_bwd_dx), KERNEL(avg_pool),
         KERNEL(avg_pool_bwd), KERNEL(sgd_step), KERNEL(augment_views),
+        KERNEL(bn_stats_part_fast), KERNEL(bn_apply_fast), KERNEL(bn_bwd_part_fast),
+        KERNEL(bn_bwd_dx_fast), KERNEL(bn_stats_part_bf16), KERNEL(bn_stats_part_fast_bf16),
+        KERNEL(bn_apply_bf16), KERNEL(bn_apply_fast_bf16), KERNEL(bn_bwd_part_bf16),
+        KERNEL(bn_bwd_part_fast_bf16), KERNEL(bn_bwd_dx_bf16), KERNEL(bn_bwd_dx_fast_bf16),
+        KERNEL(avg_pool_bf16), KERNEL(avg_pool_bwd_bf16), KERNEL(to_bf16), KERNEL(from_bf16),
     };
     Memory mem;
     std::string line;
@@ -126,12 +147,15 @@ int main() {
         }
         if (tok.empty()) continue;
         const std::string& cmd = tok[0];
-        if ((cmd == "f32" || cmd == "f64" || cmd == "u8" || cmd == "i32") && tok.size() == 3) {
+        if ((cmd == "f32" || cmd == "f64" || cmd == "u8" || cmd == "i32" || cmd == "bf16") &&
+            tok.size() == 3) {
             std::size_t len = std::stoull(tok[2]);
             if (cmd == "f64") {
                 mem.f64[tok[1]] = std::vector<double>(len, 0.0);
             } else if (cmd == "f32") {
                 read(mem.f32[tok[1]], len, tok[1]);
+            } else if (cmd == "bf16") {
+                read(mem.bf16[tok[1]], len, tok[1]);
             } else if (cmd == "u8") {
                 read(mem.u8[tok[1]], len, tok[1]);
             } else {
@@ -144,6 +168,11 @@ int main() {
             k->second(grid, std::vector<std::string>(tok.begin() + 4, tok.end()), mem);
         } else if (cmd == "reverse" && tok.size() == 1) {
             shim::reverse = true;
+        } else if (cmd == "get" && tok.size() == 2 && mem.bf16.count(tok[1])) {
+            for (unsigned short h : mem.bf16[tok[1]]) {
+                float v = __uint_as_float((unsigned int)h << 16);
+                std::fwrite(&v, 4, 1, stdout);
+            }
         } else if (cmd == "get" && tok.size() == 2) {
             auto& v = find(mem.f32, tok[1]);
             std::fwrite(v.data(), 4, v.size(), stdout);
