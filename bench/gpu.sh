@@ -13,18 +13,21 @@
 #   step   resnet18 on 32x32x3 images at batch 512 and 1024 (1,024 and 2,048
 #          views): the training step alone on one batch already on the GPU
 #          (forward, Cauchy InfoNCE, backward, SGD, the loss read back every
-#          step). Ours: examples/bench_train.rs with candle's kernels (the
-#          old path), ours in f32 and ours with TF32 convolutions, and
-#          those with the forms not yet run on a GPU: the batch-norm sums
-#          split over many blocks a channel (-split, BnSums::Split) and the
-#          SGD step in one kernel a parameter (-sgd, GpuStep::Fused); PyTorch:
+#          step). Ours: examples/bench_train.rs in each of STEP_FORMS: candle's
+#          kernels (the old path), ours in f32 and ours with TF32 convolutions,
+#          and those with the forms not yet run on a GPU: the batch-norm
+#          kernels split over many blocks a channel (-split, BnSums::Split),
+#          the SGD step in one kernel a parameter (-sgd, GpuStep::Fused), bf16
+#          activations and convolutions (-bf16, ConvMath::Bf16); PyTorch:
 #          bench/train_torch.py in f32 eager with cudnn.benchmark, bf16 +
 #          channels_last, and torch.compile of that. Shown per epoch of
 #          IMAGES images: step seconds x floor(IMAGES / batch). -timed: each
 #          convolution's algorithms chosen by timing them, as cudnn.benchmark
 #          (ConvSearch::Timed).
 #   profile  where the step's time goes, at the first of BATCHES, for each
-#          of PROFILE_FORMS (default "fast-tf32 fast-tf32-split-sgd-timed"):
+#          of PROFILE_FORMS (default: fast-tf32, and the fastest-looking
+#          forms not yet run, fast-tf32-split-sgd-timed and
+#          fast-bf16-split-sgd-timed):
 #          `bench_train profile`, each convolution and batch-norm phase of
 #          our GPU backbone timed between two synchronisations, with its
 #          shape and cuDNN algorithm, then the SGD step and the rest (head,
@@ -45,7 +48,8 @@
 # Environment: BIN (our CUDA binaries; default target/cuda/release, from
 # scripts/build-cuda.sh or unpacked from scripts/pack-cuda.sh's tar),
 # DEVICE (cuda), THREADS (default all cores), EPOCHS (3), IMAGES (60000),
-# BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), PRESET (resnet18),
+# BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), STEP_FORMS and
+# PROFILE_FORMS (above), PRESET (resnet18),
 # PYTHON (python3), BENCH_DIR (target/bench), CAP (150), COMPILE_BATCHES
 # (the batches that time torch.compile, which compiles for a minute; BATCHES).
 #
@@ -60,7 +64,8 @@ epochs=${EPOCHS:-3}
 images=${IMAGES:-60000}
 batches=${BATCHES:-512 1024}
 cases=${CASES:-tests step profile epoch demo}
-profile_forms=${PROFILE_FORMS:-fast-tf32 fast-tf32-split-sgd-timed}
+step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-split-sgd fast-tf32-split-sgd-timed fast-bf16-split-sgd fast-bf16-split-sgd-timed}
+profile_forms=${PROFILE_FORMS:-fast-tf32 fast-tf32-split-sgd-timed fast-bf16-split-sgd-timed}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}
@@ -120,7 +125,7 @@ fi
 
 if [[ " $cases " == *" step "* ]]; then
   for b in $batches; do
-    for k in candle fast fast-split fast-split-sgd fast-split-sgd-timed fast-tf32 fast-tf32-split-sgd fast-tf32-split-sgd-timed; do
+    for k in $step_forms; do
       sampled "$work/step_$b.ours-$k" "$bin/examples/bench_train" step "$preset" $((2 * b)) "$k" --device "$device"
     done
     for f in eager bf16 compile; do

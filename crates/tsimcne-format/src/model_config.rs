@@ -110,7 +110,8 @@ pub struct TrainingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     /// `tf32` when a GPU's convolutions ran on TF32 tensor cores
-    /// (`--conv-math tf32`); absent: exact f32.
+    /// (`--conv-math tf32`), `bf16` when its activations and convolutions
+    /// were bf16 (`ConvMath::Bf16`); absent: exact f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv_math: Option<String>,
     /// `next` when a GPU trained with the kernels not yet run on a GPU

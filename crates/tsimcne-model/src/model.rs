@@ -94,6 +94,14 @@ pub enum ConvMath {
     ///
     /// f32 sums; PyTorch's `torch.backends.cudnn.allow_tf32`.
     Tf32,
+    /// bf16 activations and convolutions (tensor cores, products summed in
+    /// f32), with f32 batch-norm statistics, features, gradients and master
+    /// weights: PyTorch's bf16 autocast. Each convolution's weights are
+    /// rounded to bf16 for the pass. Checked on CPU threads
+    /// (tests/cuda_host.rs: the kernels give the f32 kernels' results
+    /// rounded) but not yet on a GPU, so `--conv-math` does not offer it.
+    #[cfg_attr(feature = "clap", value(skip))]
+    Bf16,
 }
 
 /// How the GPU backbone chooses each convolution shape's cuDNN algorithms

@@ -18,7 +18,8 @@
 //! with the `cuda` feature, see `bench/gpu.sh`); on a GPU the default kernels
 //! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact
 //! f32), and `KERNELS` is `candle` or `fast` with any of the suffixes, in
-//! this order: `-tf32` TF32 convolutions, `-split` batch-norm sums over many
+//! this order: `-tf32` TF32 convolutions or `-bf16` bf16 activations and
+//! convolutions (`ConvMath::Bf16`), `-split` batch-norm sums over many
 //! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel a
 //! parameter (`GpuStep::Fused`), `-timed` each convolution's algorithms
 //! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`); e.g.
@@ -105,6 +106,8 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
     let s = GpuSettings {
         math: if take("-tf32") {
             ConvMath::Tf32
+        } else if take("-bf16") {
+            ConvMath::Bf16
         } else {
             ConvMath::Exact
         },
@@ -125,7 +128,7 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
         },
     };
     if !rest.is_empty() {
-        eprintln!("unknown kernels {a}: candle, or fast[-tf32][-split][-sgd][-timed]");
+        eprintln!("unknown kernels {a}: candle, or fast[-tf32|-bf16][-split][-sgd][-timed]");
         std::process::exit(2);
     }
     s
@@ -560,7 +563,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32][-split][-sgd][-timed]] | ops [fast|candle] \
+                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-split][-sgd][-timed]] | ops [fast|candle] \
                  | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

@@ -130,8 +130,12 @@ impl TrainOptions {
             map_scale: plan.map_scale,
             freeze_layers: plan.freeze_layers,
             device: Some(self.device.to_string()),
-            conv_math: (self.conv_math == ConvMath::Tf32 && !self.device.is_cpu())
-                .then(|| "tf32".to_string()),
+            conv_math: match self.conv_math {
+                _ if self.device.is_cpu() => None,
+                ConvMath::Exact => None,
+                ConvMath::Tf32 => Some("tf32".to_string()),
+                ConvMath::Bf16 => Some("bf16".to_string()),
+            },
             gpu_path: (self.gpu_path == GpuPath::Next && !self.device.is_cpu())
                 .then(|| "next".to_string()),
         }

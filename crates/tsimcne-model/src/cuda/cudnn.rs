@@ -107,14 +107,26 @@ fn dim(v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| ModelError::Invalid(format!("dimension {v} too large for cuDNN")))
 }
 
-fn tensor_desc(n: usize, c: usize, h: usize, w: usize) -> Result<TensorDesc> {
+/// The storage cuDNN reads and writes for `math`: bf16 for
+/// [`ConvMath::Bf16`] (products summed in f32), else f32.
+fn data_type(math: ConvMath) -> sys::cudnnDataType_t {
+    match math {
+        ConvMath::Exact | ConvMath::Tf32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        ConvMath::Bf16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+    }
+}
+
+fn tensor_desc(
+    (n, c, h, w): (usize, usize, usize, usize),
+    dtype: sys::cudnnDataType_t,
+) -> Result<TensorDesc> {
     let d = TensorDesc(result::create_tensor_descriptor().map_err(|e| err("tensor", e))?);
     // SAFETY: a fresh descriptor.
     unsafe {
         result::set_tensor4d_descriptor(
             d.0,
             sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-            sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            dtype,
             [dim(n)?, dim(c)?, dim(h)?, dim(w)?],
         )
     }
@@ -258,14 +270,15 @@ impl ConvPlan {
     }
 
     pub(super) fn new(cudnn: &Cudnn, key: ConvKey) -> Result<Self> {
-        let x = tensor_desc(key.n, key.cin, key.h, key.w)?;
-        let y = tensor_desc(key.n, key.cout, key.out_h(), key.out_w())?;
+        let dtype = data_type(key.math);
+        let x = tensor_desc((key.n, key.cin, key.h, key.w), dtype)?;
+        let y = tensor_desc((key.n, key.cout, key.out_h(), key.out_w()), dtype)?;
         let w = FilterDesc(result::create_filter_descriptor().map_err(|e| err("filter", e))?);
         // SAFETY: a fresh descriptor.
         unsafe {
             result::set_filter4d_descriptor(
                 w.0,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                dtype,
                 sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
                 [dim(key.cout)?, dim(key.cin)?, dim(key.k)?, dim(key.k)?],
             )
@@ -277,6 +290,7 @@ impl ConvPlan {
         let math = match key.math {
             ConvMath::Exact => sys::cudnnMathType_t::CUDNN_FMA_MATH,
             ConvMath::Tf32 => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+            ConvMath::Bf16 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
         };
         // SAFETY: a fresh descriptor.
         unsafe {

@@ -30,7 +30,10 @@ use std::time::Instant;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Device, Storage, Tensor, Var};
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits,
+};
 use tsimcne_format::model_keys::ResNetArch;
 
 use self::cudnn::{ConvKey, ConvPass, ConvPlan, Cudnn};
@@ -45,21 +48,36 @@ pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
 const THREADS: u32 = 256;
 const MODULE: &str = "tsimcne_backbone";
 const SOURCE: &str = include_str!("kernels.cu");
-const KERNELS: [&str; 14] = [
+/// Every kernel of kernels.cu: a batch-norm body's four forms (index
+/// arithmetic × storage, see [`launch_indexed`]), the rest in f32 or also
+/// in bf16.
+const KERNELS: [&str; 26] = [
     "bn_stats_part",
     "bn_stats_part_fast",
-    "bn_stats_finish",
-    "bn_eval_coef",
+    "bn_stats_part_bf16",
+    "bn_stats_part_fast_bf16",
     "bn_apply",
     "bn_apply_fast",
-    "bn_running",
+    "bn_apply_bf16",
+    "bn_apply_fast_bf16",
     "bn_bwd_part",
     "bn_bwd_part_fast",
-    "bn_bwd_finish",
+    "bn_bwd_part_bf16",
+    "bn_bwd_part_fast_bf16",
     "bn_bwd_dx",
     "bn_bwd_dx_fast",
+    "bn_bwd_dx_bf16",
+    "bn_bwd_dx_fast_bf16",
+    "bn_stats_finish",
+    "bn_eval_coef",
+    "bn_running",
+    "bn_bwd_finish",
     "avg_pool",
+    "avg_pool_bf16",
     "avg_pool_bwd",
+    "avg_pool_bwd_bf16",
+    "to_bf16",
+    "from_bf16",
 ];
 
 fn cuda_err(e: impl std::fmt::Display) -> ModelError {
@@ -105,29 +123,42 @@ struct ConvIn {
 }
 
 /// What a block's backward pass needs from its forward pass.
-type BlockTape = crate::fast::BlockTape<ConvIn, Buf, Stats>;
+type BlockTape<E> = crate::fast::BlockTape<ConvIn, CudaSlice<E>, Stats>;
 
-/// The saved forward pass of a training step on the GPU.
-pub struct Tape {
+/// The saved forward pass of a training step on the GPU, in either storage.
+pub struct Tape(Taped);
+
+enum Taped {
+    F32(TapeOf<f32>),
+    Bf16(TapeOf<u16>),
+}
+
+/// The saved forward pass, activations stored as `E`.
+struct TapeOf<E> {
     n: usize,
-    /// The images (NCHW, contiguous), the stem's convolution output and
-    /// statistics.
+    /// The images (NCHW, contiguous, f32), the stem's convolution output
+    /// and statistics.
     stem_in: Tensor,
     stem: ConvIn,
-    stem_c: Buf,
+    stem_c: CudaSlice<E>,
     stem_s: Stats,
     /// `acts[0]` is the stem's output, `acts[i + 1]` block i's.
-    acts: Vec<Buf>,
-    blocks: Vec<BlockTape>,
+    acts: Vec<CudaSlice<E>>,
+    blocks: Vec<BlockTape<E>>,
     last_hw: usize,
     last_c: usize,
 }
 
 impl std::fmt::Debug for Tape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (storage, n, blocks) = match &self.0 {
+            Taped::F32(t) => ("f32", t.n, t.blocks.len()),
+            Taped::Bf16(t) => ("bf16", t.n, t.blocks.len()),
+        };
         f.debug_struct("Tape")
-            .field("n", &self.n)
-            .field("blocks", &self.blocks.len())
+            .field("storage", &storage)
+            .field("n", &n)
+            .field("blocks", &blocks)
             .finish_non_exhaustive()
     }
 }
@@ -271,14 +302,17 @@ impl Index {
 }
 
 /// Launches the batch-norm kernel `$name`, or `$name` with `_fast`, by the
-/// [`Index`] `$ix`, whose arguments go between `$pre` and `$post`.
+/// [`Index`] `$ix`, whose arguments go between `$pre` and `$post`, for
+/// activations stored as `$elem`.
 macro_rules! launch_indexed {
-    ($gpu:expr, $name:literal, $blocks:expr, $ix:expr, [$($pre:expr),*], [$($post:expr),*] $(,)?) => {{
+    ($gpu:expr, $name:literal, $elem:ty, $blocks:expr, $ix:expr, [$($pre:expr),*], [$($post:expr),*] $(,)?) => {{
         match $ix {
-            Index::Wide { c, hw } => launch!($gpu, $name, $blocks, $($pre,)* c, hw, $($post),*),
+            Index::Wide { c, hw } => {
+                launch!($gpu, &kernel::<$elem>($name), $blocks, $($pre,)* c, hw, $($post),*)
+            }
             Index::Fast { c, hw } => launch!(
                 $gpu,
-                concat!($name, "_fast"),
+                &kernel::<$elem>(concat!($name, "_fast")),
                 $blocks,
                 $($pre,)*
                 c.d,
@@ -312,6 +346,70 @@ macro_rules! launch {
         // and every buffer holds the elements the kernel reads or writes.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
     }};
+}
+
+/// How activations are stored on the GPU: f32, or bf16 as its 16 bits
+/// (`u16`, for [`ConvMath::Bf16`]). Batch statistics, scale and shift,
+/// features and parameter gradients are f32 in both.
+trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Unpin + 'static {
+    /// The kernels' name suffix (kernels.cu).
+    const SUFFIX: &'static str;
+    /// A GPU f32 tensor (contiguous) in this storage: its own memory for
+    /// f32, a converted copy for bf16.
+    fn stored(gpu: &Gpu, t: &Tensor) -> Result<Stored<Self>>;
+    /// A buffer of this storage as f32: itself, or converted.
+    fn widened(gpu: &Gpu, b: CudaSlice<Self>) -> Result<Buf>;
+}
+
+/// A tensor's memory in an [`Elem`] storage: the pointer, and the copy
+/// behind it when one was made (which must outlive the pointer's use).
+struct Stored<E> {
+    ptr: Ptr,
+    _copy: Option<CudaSlice<E>>,
+}
+
+impl Elem for f32 {
+    const SUFFIX: &'static str = "";
+
+    fn stored(gpu: &Gpu, t: &Tensor) -> Result<Stored<f32>> {
+        Ok(Stored {
+            ptr: tensor_ptr(&gpu.stream, t)?,
+            _copy: None,
+        })
+    }
+
+    fn widened(_: &Gpu, b: Buf) -> Result<Buf> {
+        Ok(b)
+    }
+}
+
+impl Elem for u16 {
+    const SUFFIX: &'static str = "_bf16";
+
+    fn stored(gpu: &Gpu, t: &Tensor) -> Result<Stored<u16>> {
+        let len = t.elem_count();
+        let src = tensor_ptr(&gpu.stream, t)?;
+        let copy = gpu.alloc::<u16>(len)?;
+        let dst = ptr(&gpu.stream, &copy);
+        launch!(gpu, "to_bf16", grid(len), src, len as i64, dst);
+        Ok(Stored {
+            ptr: dst,
+            _copy: Some(copy),
+        })
+    }
+
+    fn widened(gpu: &Gpu, b: CudaSlice<u16>) -> Result<Buf> {
+        let len = b.len();
+        let out = gpu.buf(len)?;
+        let (src, dst) = (ptr(&gpu.stream, &b), ptr(&gpu.stream, &out));
+        launch!(gpu, "from_bf16", grid(len), src, len as i64, dst);
+        Ok(out)
+    }
+}
+
+/// `name` with the storage's suffix: the kernel to launch.
+fn kernel<E: Elem>(name: &str) -> String {
+    format!("{name}{}", E::SUFFIX)
 }
 
 impl Gpu {
@@ -404,8 +502,14 @@ impl Gpu {
 
     /// A buffer of `len` f32 whose contents every user overwrites.
     fn buf(&self, len: usize) -> Result<Buf> {
-        // SAFETY: f32 has no invalid bit patterns; callers fill it wholly.
-        unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(cuda_err)
+        self.alloc::<f32>(len)
+    }
+
+    /// A buffer of `len` elements whose contents every user overwrites.
+    fn alloc<E: Elem>(&self, len: usize) -> Result<CudaSlice<E>> {
+        // SAFETY: `Elem`s (f32, u16) have no invalid bit patterns; callers
+        // fill the buffer wholly.
+        unsafe { self.stream.alloc::<E>(len.max(1)) }.map_err(cuda_err)
     }
 
     fn tensor(&self, b: Buf, shape: &[usize]) -> Tensor {
@@ -438,7 +542,13 @@ impl Gpu {
         Ok((p, w.len()))
     }
 
-    fn conv_forward(&mut self, key: ConvKey, x: Ptr, w: Ptr, y: &mut Buf) -> Result<()> {
+    fn conv_forward<E: Elem>(
+        &mut self,
+        key: ConvKey,
+        x: Ptr,
+        w: Ptr,
+        y: &mut CudaSlice<E>,
+    ) -> Result<()> {
         let ws = self.plan(key)?.workspace;
         let (wp, wl) = self.workspace(ws)?;
         let yp = ptr(&self.stream, y);
@@ -449,12 +559,12 @@ impl Gpu {
     }
 
     /// `dx = conv_backward_data(dy)`, or `dx += ...` when `accumulate`.
-    fn conv_backward_data(
+    fn conv_backward_data<E: Elem>(
         &mut self,
         key: ConvKey,
         dy: Ptr,
         w: Ptr,
-        dx: &mut Buf,
+        dx: &mut CudaSlice<E>,
         accumulate: bool,
     ) -> Result<()> {
         let ws = self.plan(key)?.workspace;
@@ -466,16 +576,17 @@ impl Gpu {
         })
     }
 
-    fn conv_backward_filter(&mut self, key: ConvKey, x: Ptr, dy: Ptr) -> Result<Buf> {
+    /// The weight gradient, as f32.
+    fn conv_backward_filter<E: Elem>(&mut self, key: ConvKey, x: Ptr, dy: Ptr) -> Result<Buf> {
         let ws = self.plan(key)?.workspace;
-        let dw = self.buf(key.cout * key.cin * key.k * key.k)?;
+        let dw = self.alloc::<E>(key.cout * key.cin * key.k * key.k)?;
         let (wp, wl) = self.workspace(ws)?;
         let dwp = ptr(&self.stream, &dw);
         let label = self.conv_label(ConvPass::BackwardFilter, key);
         self.timed(label, |g| {
             g.plans[&key].backward_filter(&g.cudnn, x, dy, dwp, (wp, wl))
         })?;
-        Ok(dw)
+        E::widened(self, dw)
     }
 }
 
@@ -655,11 +766,20 @@ impl CudaBackbone {
         }
         let x = x.contiguous()?;
         let device = x.device().clone();
-        self.with_gpu(&device, |gpu| self.forward_on(gpu, vars, x, n, h, w, pass))
+        self.with_gpu(&device, |gpu| match self.math {
+            ConvMath::Bf16 => {
+                let (f, t) = self.forward_on::<u16>(gpu, vars, x, n, h, w, pass)?;
+                Ok((f, t.map(|t| Tape(Taped::Bf16(t)))))
+            }
+            ConvMath::Exact | ConvMath::Tf32 => {
+                let (f, t) = self.forward_on::<f32>(gpu, vars, x, n, h, w, pass)?;
+                Ok((f, t.map(|t| Tape(Taped::F32(t)))))
+            }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn forward_on(
+    fn forward_on<E: Elem>(
         &self,
         gpu: &mut Gpu,
         vars: &HashMap<String, Var>,
@@ -668,7 +788,7 @@ impl CudaBackbone {
         mut h: usize,
         mut w: usize,
         pass: Pass,
-    ) -> Result<(Tensor, Option<Tape>)> {
+    ) -> Result<(Tensor, Option<TapeOf<E>>)> {
         let train = pass != Pass::Eval;
         let record = pass == Pass::TrainRecord;
         let var = |name: &str| -> Result<&Var> {
@@ -689,14 +809,14 @@ impl CudaBackbone {
                     w: usize,
                     residual: Option<Ptr>,
                     relu: bool|
-         -> Result<(ConvIn, Buf, Stats, Buf)> {
+         -> Result<(ConvIn, CudaSlice<E>, Stats, CudaSlice<E>)> {
             let key = self.key(spec, n, h, w);
             let (ho, wo) = (key.out_h(), key.out_w());
             let (cout, hw) = (spec.cout, ho * wo);
             let len = n * cout * hw;
-            let mut conv_out = gpu.buf(len)?;
-            let wp = vptr(gpu, &spec.weight)?;
-            gpu.conv_forward(key, x, wp, &mut conv_out)?;
+            let mut conv_out = gpu.alloc::<E>(len)?;
+            let weight = E::stored(gpu, var(&spec.weight)?.as_tensor())?;
+            gpu.conv_forward(key, x, weight.ptr, &mut conv_out)?;
             let label = gpu.label(|| format!("batch norm forward {cout}×{ho}×{wo}"));
             let (stats, out) = gpu.timed(label, |gpu| {
                 let gamma = vptr(gpu, &format!("{bn}.weight"))?;
@@ -717,6 +837,7 @@ impl CudaBackbone {
                     launch_indexed!(
                         gpu,
                         "bn_stats_part",
+                        E,
                         (cout, parts),
                         ix,
                         [cp, n as i32],
@@ -783,7 +904,7 @@ impl CudaBackbone {
                         shp
                     );
                 }
-                let out = gpu.buf(len)?;
+                let out = gpu.alloc::<E>(len)?;
                 let op = ptr(&gpu.stream, &out);
                 let (rp, has_res) = match residual {
                     Some(r) => (r, 1i32),
@@ -792,6 +913,7 @@ impl CudaBackbone {
                 launch_indexed!(
                     gpu,
                     "bn_apply",
+                    E,
                     grid(len),
                     ix,
                     [cp, scp, shp, rp, has_res, i32::from(relu)],
@@ -802,10 +924,10 @@ impl CudaBackbone {
             Ok((ConvIn { key }, conv_out, stats, out))
         };
 
-        let xp = tensor_ptr(&gpu.stream, &x)?;
+        let images = E::stored(gpu, &x)?;
         // [n, cin, h, w] → [n, w0, h, w]
         let (stem, stem_c, stem_s, mut act) =
-            unit(gpu, xp, &self.stem, &self.stem_bn, h, w, None, true)?;
+            unit(gpu, images.ptr, &self.stem, &self.stem_bn, h, w, None, true)?;
         let mut acts = Vec::new();
         let mut tapes = Vec::new();
         for b in &self.blocks {
@@ -813,7 +935,7 @@ impl CudaBackbone {
             let (tape, out, hw) = b.forward(
                 &act,
                 (h, w),
-                |x: &Buf, spec, bn, h, w, residual: Option<&Buf>, relu| {
+                |x: &CudaSlice<E>, spec, bn, h, w, residual: Option<&CudaSlice<E>>, relu| {
                     let xp = ptr(&gpu.stream, x);
                     let rp = residual.map(|r| ptr(&gpu.stream, r));
                     unit(gpu, xp, spec, bn, h, w, rp, relu)
@@ -833,7 +955,7 @@ impl CudaBackbone {
         let (ip, fp) = (ptr(&gpu.stream, &act), ptr(&gpu.stream, &feat));
         launch!(
             gpu,
-            "avg_pool",
+            &kernel::<E>("avg_pool"),
             grid(rows),
             ip,
             rows as i32,
@@ -845,7 +967,7 @@ impl CudaBackbone {
             return Ok((feat, None));
         }
         acts.push(act);
-        let tape = Tape {
+        let tape = TapeOf {
             n,
             stem_in: x,
             stem,
@@ -867,30 +989,39 @@ impl CudaBackbone {
         tape: Tape,
         d_feat: &Tensor,
     ) -> Result<Vec<(String, Tensor)>> {
-        if d_feat.elem_count() != tape.n * tape.last_c {
+        let (n, last_c) = match &tape.0 {
+            Taped::F32(t) => (t.n, t.last_c),
+            Taped::Bf16(t) => (t.n, t.last_c),
+        };
+        if d_feat.elem_count() != n * last_c {
             return Err(ModelError::Invalid(
                 "feature gradient of the wrong shape".into(),
             ));
         }
         let d_feat = d_feat.contiguous()?;
-        self.with_gpu(d_feat.device(), |gpu| {
-            self.backward_on(gpu, vars, tape, &d_feat)
+        self.with_gpu(d_feat.device(), |gpu| match tape.0 {
+            Taped::F32(t) => self.backward_on(gpu, vars, t, &d_feat),
+            Taped::Bf16(t) => self.backward_on(gpu, vars, t, &d_feat),
         })
     }
 
-    fn backward_on(
+    fn backward_on<E: Elem>(
         &self,
         gpu: &mut Gpu,
         vars: &HashMap<String, Var>,
-        tape: Tape,
+        tape: TapeOf<E>,
         d_feat: &Tensor,
     ) -> Result<Vec<(String, Tensor)>> {
-        let vptr = |gpu: &Gpu, name: &str| -> Result<Ptr> {
-            let v = vars
-                .get(name)
-                .ok_or_else(|| ModelError::Invalid(format!("the model has no tensor {name}")))?;
-            tensor_ptr(&gpu.stream, v.as_tensor())
+        let var = |name: &str| -> Result<&Var> {
+            vars.get(name)
+                .ok_or_else(|| ModelError::Invalid(format!("the model has no tensor {name}")))
         };
+        let vptr = |gpu: &Gpu, name: &str| -> Result<Ptr> {
+            tensor_ptr(&gpu.stream, var(name)?.as_tensor())
+        };
+        // A convolution's weights in the activations' storage.
+        let weight =
+            |gpu: &Gpu, name: &str| -> Result<Stored<E>> { E::stored(gpu, var(name)?.as_tensor()) };
         let mut grads: Vec<(String, Tensor)> = Vec::new();
         let mut bn_grads: Vec<(String, Buf, Buf)> = Vec::new();
 
@@ -899,12 +1030,12 @@ impl CudaBackbone {
         let bn_backward = |gpu: &mut Gpu,
                            prefix: &str,
                            key: &ConvKey,
-                           x: &Buf,
-                           y: Option<&Buf>,
-                           dy: &Buf,
+                           x: &CudaSlice<E>,
+                           y: Option<&CudaSlice<E>>,
+                           dy: &CudaSlice<E>,
                            stats: &Stats,
-                           dres: Option<&Buf>|
-         -> Result<(Buf, Buf, Buf)> {
+                           dres: Option<&CudaSlice<E>>|
+         -> Result<(CudaSlice<E>, Buf, Buf)> {
             let (c, hw) = (key.cout, key.out_h() * key.out_w());
             let len = key.n * c * hw;
             let label =
@@ -913,7 +1044,7 @@ impl CudaBackbone {
                 let gamma = vptr(gpu, &format!("{prefix}.weight"))?;
                 let (ca, cb, cd) = (gpu.buf(c)?, gpu.buf(c)?, gpu.buf(c)?);
                 let (dgamma, dbeta) = (gpu.buf(c)?, gpu.buf(c)?);
-                let dx = gpu.buf(len)?;
+                let dx = gpu.alloc::<E>(len)?;
                 let s = &gpu.stream;
                 let xp = ptr(s, x);
                 let (yp, has_y) = match y {
@@ -935,6 +1066,7 @@ impl CudaBackbone {
                 launch_indexed!(
                     gpu,
                     "bn_bwd_part",
+                    E,
                     (c, parts),
                     ix,
                     [xp, yp, dyp, has_y, key.n as i32],
@@ -962,6 +1094,7 @@ impl CudaBackbone {
                 launch_indexed!(
                     gpu,
                     "bn_bwd_dx",
+                    E,
                     grid(len),
                     ix,
                     [xp, yp, dyp, has_y, ap, bp, dp],
@@ -971,7 +1104,7 @@ impl CudaBackbone {
             })
         };
 
-        let Tape {
+        let TapeOf {
             n,
             stem_in,
             stem,
@@ -984,12 +1117,12 @@ impl CudaBackbone {
         } = tape;
         // [n, c] → [n, c, h·w]
         let total = n * last_c * last_hw;
-        let mut d = gpu.buf(total)?;
+        let mut d = gpu.alloc::<E>(total)?;
         {
             let (fp, dp) = (tensor_ptr(&gpu.stream, d_feat)?, ptr(&gpu.stream, &d));
             launch!(
                 gpu,
-                "avg_pool_bwd",
+                &kernel::<E>("avg_pool_bwd"),
                 grid(total),
                 fp,
                 last_hw as i32,
@@ -1010,7 +1143,7 @@ impl CudaBackbone {
                 .ok_or_else(|| ModelError::Invalid("tape too short".into()))?;
             let xp = ptr(&gpu.stream, x);
             // out = relu(bn2(c2) + shortcut): dc2 and the masked gradient g.
-            let g = gpu.buf(t.c2.len())?;
+            let g = gpu.alloc::<E>(t.c2.len())?;
             let (dc2, dg2, db2) = bn_backward(
                 gpu,
                 &b.bn2,
@@ -1027,21 +1160,21 @@ impl CudaBackbone {
                     let (dcs, dgs, dbs) = bn_backward(gpu, bn, &gs.key, cs, None, &g, ss, None)?;
                     bn_grads.push((bn.clone(), dgs, dbs));
                     let dcsp = ptr(&gpu.stream, &dcs);
-                    let dw = gpu.conv_backward_filter(gs.key, xp, dcsp)?;
+                    let dw = gpu.conv_backward_filter::<E>(gs.key, xp, dcsp)?;
                     grads.push(conv_grad(gpu, spec, dw));
-                    let mut dx = gpu.buf(x.len())?;
-                    let wp = vptr(gpu, &spec.weight)?;
-                    gpu.conv_backward_data(gs.key, dcsp, wp, &mut dx, false)?;
+                    let mut dx = gpu.alloc::<E>(x.len())?;
+                    let ws = weight(gpu, &spec.weight)?;
+                    gpu.conv_backward_data(gs.key, dcsp, ws.ptr, &mut dx, false)?;
                     dx
                 }
                 _ => g,
             };
             let (a1p, dc2p) = (ptr(&gpu.stream, &t.a1), ptr(&gpu.stream, &dc2));
-            let dw = gpu.conv_backward_filter(t.g2.key, a1p, dc2p)?;
+            let dw = gpu.conv_backward_filter::<E>(t.g2.key, a1p, dc2p)?;
             grads.push(conv_grad(gpu, &b.conv2, dw));
-            let mut da1 = gpu.buf(t.a1.len())?;
-            let w2 = vptr(gpu, &b.conv2.weight)?;
-            gpu.conv_backward_data(t.g2.key, dc2p, w2, &mut da1, false)?;
+            let mut da1 = gpu.alloc::<E>(t.a1.len())?;
+            let w2 = weight(gpu, &b.conv2.weight)?;
+            gpu.conv_backward_data(t.g2.key, dc2p, w2.ptr, &mut da1, false)?;
             let (dc1, dg1, db1) = bn_backward(
                 gpu,
                 &b.bn1,
@@ -1054,10 +1187,10 @@ impl CudaBackbone {
             )?;
             bn_grads.push((b.bn1.clone(), dg1, db1));
             let dc1p = ptr(&gpu.stream, &dc1);
-            let dw = gpu.conv_backward_filter(t.g1.key, xp, dc1p)?;
+            let dw = gpu.conv_backward_filter::<E>(t.g1.key, xp, dc1p)?;
             grads.push(conv_grad(gpu, &b.conv1, dw));
-            let w1 = vptr(gpu, &b.conv1.weight)?;
-            gpu.conv_backward_data(t.g1.key, dc1p, w1, &mut dx, true)?;
+            let w1 = weight(gpu, &b.conv1.weight)?;
+            gpu.conv_backward_data(t.g1.key, dc1p, w1.ptr, &mut dx, true)?;
             d = dx;
         }
         // The stem: no gradient for the images.
@@ -1075,8 +1208,9 @@ impl CudaBackbone {
             None,
         )?;
         bn_grads.push((self.stem_bn.clone(), dg0, db0));
-        let (ip, dcp) = (tensor_ptr(&gpu.stream, &stem_in)?, ptr(&gpu.stream, &dc0));
-        let dw = gpu.conv_backward_filter(stem.key, ip, dcp)?;
+        let images = E::stored(gpu, &stem_in)?;
+        let dcp = ptr(&gpu.stream, &dc0);
+        let dw = gpu.conv_backward_filter::<E>(stem.key, images.ptr, dcp)?;
         grads.push(conv_grad(gpu, &self.stem, dw));
         for (prefix, dgamma, dbeta) in bn_grads {
             let c = dgamma.len();
