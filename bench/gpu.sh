@@ -17,7 +17,7 @@
 #          kernels (the old path), ours in f32 and ours with TF32 convolutions,
 #          and those with the forms not yet run on a GPU: the batch-norm
 #          kernels split over many blocks a channel (-split, BnSums::Split),
-#          the SGD step in one kernel a parameter (-sgd, GpuStep::Fused), bf16
+#          the SGD step in one kernel launch (-sgd, GpuStep::Fused), bf16
 #          activations and convolutions (-bf16, ConvMath::Bf16); PyTorch:
 #          bench/train_torch.py in f32 eager with cudnn.benchmark, bf16 +
 #          channels_last, and torch.compile of that. Shown per epoch of

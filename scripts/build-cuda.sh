@@ -148,6 +148,12 @@ if [ $# -gt 0 ]; then
 fi
 cargo build --release -p tsimcne-cli -p tsimcne-train \
   --features "tsimcne-cli/$features,tsimcne-train/$features" --bins --example bench_train
-"$CARGO_TARGET_DIR/release/tsimcne" --link-stages "$CARGO_TARGET_DIR/release"
+# --link-stages runs the binary, which loads libcuda.so.1 at start; where
+# there is no driver the stub stands in (linking the stages calls no CUDA).
+# Its own directory, outside the binaries' run path, so that the stub never
+# shadows a real driver when they run.
+mkdir -p "$root/lib/stubs-run" && ln -sf "$stub" "$root/lib/stubs-run/libcuda.so.1"
+LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$root/lib/stubs-run \
+  "$CARGO_TARGET_DIR/release/tsimcne" --link-stages "$CARGO_TARGET_DIR/release"
 echo "build-cuda: built $CARGO_TARGET_DIR/release/tsimcne (linked as each stage) and examples/bench_train"
 echo "build-cuda: to run them: source $CARGO_TARGET_DIR/cuda-env.sh"

@@ -739,14 +739,28 @@ struct SgdHyper {
     lr: f32,
 }
 
+/// One launch steps parameters of several sizes (one empty), each with its
+/// own `first` flag; every one must get the CPU loop's bits.
 #[test]
 fn the_sgd_kernel_gives_the_cpu_loops_bits() {
     let Some(exe) = runner() else { return };
-    let len = 1000;
-    let w0: Vec<f32> = values(len, 21).iter().map(|v| v * 0.3).collect();
-    let mut g = values(len, 22);
-    (g[3], g[4], g[5]) = (f32::NAN, f32::INFINITY, 7.5);
-    let b0 = values(len, 23);
+    let lens = [1000usize, 0, 7, 300, 1];
+    let w0: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(t, &len)| values(len, 21 + t as u64).iter().map(|v| v * 0.3).collect())
+        .collect();
+    let mut g: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(t, &len)| values(len, 31 + t as u64))
+        .collect();
+    (g[0][3], g[0][4], g[0][5]) = (f32::NAN, f32::INFINITY, 7.5);
+    let b0: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(t, &len)| values(len, 41 + t as u64))
+        .collect();
     let hypers = [
         SgdHyper {
             clip: Some(4.0),
@@ -767,37 +781,72 @@ fn the_sgd_kernel_gives_the_cpu_loops_bits() {
             lr: 0.01,
         },
     ];
+    let start: Vec<i64> = std::iter::once(0)
+        .chain(lens.iter().scan(0i64, |at, &len| {
+            *at += len as i64;
+            Some(*at)
+        }))
+        .collect();
+    let total = start[lens.len()] as usize;
     for h in hypers {
-        for first in [true, false] {
+        for firsts in [[1, 0, 1, 0, 1], [0, 1, 0, 1, 0]] {
             let momentum = h.mu != 0.0;
-            let (mut w, mut b) = (w0.clone(), b0.clone());
-            sgd_reference(&mut w, &g, momentum.then_some((&mut b[..], first)), h);
             let mut sc = Script::default();
-            sc.f32("w", &w0).f32("g", &g).f32("buf", &b0).run(
+            let names = |what: &str| {
+                (0..lens.len())
+                    .map(|t| format!("{what}{t}"))
+                    .collect::<Vec<_>>()
+            };
+            let (wn, gn, bn) = (names("w"), names("g"), names("b"));
+            for t in 0..lens.len() {
+                sc.f32(&wn[t], &w0[t])
+                    .f32(&gn[t], &g[t])
+                    .f32(&bn[t], &b0[t]);
+            }
+            let table = |sc: &mut Script, name: &str, of: &[String]| {
+                writeln!(sc.bytes, "ptrs {name} {}", of.join(" ")).unwrap();
+            };
+            table(&mut sc, "wt", &wn);
+            table(&mut sc, "gt", &gn);
+            table(&mut sc, "bt", &bn);
+            let bytes: Vec<u8> = start.iter().flat_map(|v| v.to_le_bytes()).collect();
+            sc.raw("i64", "start", start.len(), &bytes).raw(
+                "i32",
+                "first",
+                lens.len(),
+                &ints(&firsts),
+            );
+            sc.run(
                 "sgd_step",
-                (len.div_ceil(THREADS), 1),
+                (total.div_ceil(THREADS), 1),
                 &[
-                    s("w"),
-                    s("g"),
-                    s("buf"),
-                    l(len),
+                    s("wt"),
+                    s("gt"),
+                    s("bt"),
+                    s("start"),
+                    s("first"),
+                    i(lens.len()),
                     i(usize::from(h.clip.is_some())),
                     format!("f:{:e}", h.clip.unwrap_or(0.0)),
                     format!("f:{:e}", h.wd),
                     i(usize::from(momentum)),
                     format!("f:{:e}", h.mu),
-                    i(usize::from(first)),
                     format!("f:{:e}", h.lr),
                 ],
             );
-            let got = sc.get("w", len).get("buf", len).exec(exe);
+            for t in 0..lens.len() {
+                sc.get(&wn[t], lens[t]).get(&bn[t], lens[t]);
+            }
+            let got = sc.exec(exe);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got[0]), bits(&w), "{h:?} first {first}: weights");
-            assert_eq!(
-                bits(&got[1]),
-                bits(&b),
-                "{h:?} first {first}: momentum buffer"
-            );
+            for t in 0..lens.len() {
+                let (mut w, mut b) = (w0[t].clone(), b0[t].clone());
+                let first = firsts[t] == 1;
+                sgd_reference(&mut w, &g[t], momentum.then_some((&mut b[..], first)), h);
+                let what = format!("{h:?} parameter {t} first {first}");
+                assert_eq!(bits(&got[2 * t]), bits(&w), "{what}: weights");
+                assert_eq!(bits(&got[2 * t + 1]), bits(&b), "{what}: momentum buffer");
+            }
         }
     }
 }

@@ -20,8 +20,8 @@
 //! f32), and `KERNELS` is `candle` or `fast` with any of the suffixes, in
 //! this order: `-tf32` TF32 convolutions or `-bf16` bf16 activations and
 //! convolutions (`ConvMath::Bf16`), `-split` batch-norm sums over many
-//! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel a
-//! parameter (`GpuStep::Fused`), `-timed` each convolution's algorithms
+//! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel
+//! launch (`GpuStep::Fused`), `-timed` each convolution's algorithms
 //! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`); e.g.
 //! `fast-tf32-split-sgd`. Every timed
 //! repetition ends with a device synchronisation.

@@ -38,9 +38,10 @@ pub enum GpuStep {
     /// parameter; the form that passed the GPU tests.
     #[default]
     TensorOps,
-    /// One kernel a parameter, in place (`tsimcne_model::cuda::sgd_step`,
-    /// the `cuda` build). Checked on CPU threads against the CPU loop
-    /// (tsimcne-model's tests/cuda_host.rs), not yet on a GPU.
+    /// One kernel launch for all the parameters, in place
+    /// (`tsimcne_model::cuda::sgd_step`, the `cuda` build). Checked on CPU
+    /// threads against the CPU loop (tsimcne-model's tests/cuda_host.rs),
+    /// not yet on a GPU.
     Fused,
 }
 
@@ -104,6 +105,9 @@ impl Sgd {
     /// Parameters without a gradient are skipped.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         let c = self.config;
+        // The parameters of the fused GPU step, all in one launch.
+        #[cfg(feature = "cuda")]
+        let mut fused: Vec<(&String, &Var, &Tensor)> = Vec::new();
         for (name, var) in &self.params {
             let Some(g) = grads.get(var) else { continue };
             if var.device().is_cpu() {
@@ -112,7 +116,7 @@ impl Sgd {
             }
             #[cfg(feature = "cuda")]
             if self.gpu_step == GpuStep::Fused && var.device().is_cuda() {
-                step_fused(&mut self.buffers, c, name, var, g, lr)?;
+                fused.push((name, var, g));
                 continue;
             }
             let mut g = g.detach();
@@ -135,6 +139,8 @@ impl Sgd {
             };
             var.set(&(w - (update * lr)?)?)?;
         }
+        #[cfg(feature = "cuda")]
+        step_fused(&mut self.buffers, c, &fused, lr)?;
         Ok(())
     }
 }
@@ -145,30 +151,49 @@ impl Sgd {
 fn step_fused(
     buffers: &mut BTreeMap<String, Tensor>,
     c: SgdConfig,
-    name: &str,
-    var: &Var,
-    g: &Tensor,
+    params: &[(&String, &Var, &Tensor)],
     lr: f64,
 ) -> Result<()> {
-    use tsimcne_model::cuda::{Momentum, SgdStep, sgd_step};
+    use tsimcne_model::cuda::{Momentum, SgdParam, SgdStep, sgd_step};
     let step = SgdStep {
         lr: lr as f32,
         momentum: c.momentum as f32,
         weight_decay: c.weight_decay as f32,
         clip: c.clip_value.map(|v| v as f32),
     };
-    let wrap = candle_core::Error::wrap;
-    if c.momentum == 0.0 {
-        return sgd_step(var, g, None, step).map_err(wrap);
+    // Each parameter's buffer (contiguous, as the kernel writes it in
+    // place) and whether it is new, with momentum.
+    let bufs: Vec<Option<(Tensor, bool)>> = params
+        .iter()
+        .map(|&(name, var, _)| {
+            if c.momentum == 0.0 {
+                return Ok(None);
+            }
+            let buf = match buffers.get(name) {
+                Some(b) if b.is_contiguous() => b.clone(),
+                Some(b) => b.contiguous()?.copy()?,
+                None => var.as_tensor().zeros_like()?,
+            };
+            Ok(Some((buf, !buffers.contains_key(name))))
+        })
+        .collect::<Result<_>>()?;
+    let list: Vec<SgdParam<'_>> = params
+        .iter()
+        .zip(&bufs)
+        .map(|(&(_, w, g), b)| SgdParam {
+            w,
+            g,
+            momentum: b
+                .as_ref()
+                .map(|(buf, first)| Momentum { buf, first: *first }),
+        })
+        .collect();
+    sgd_step(&list, step).map_err(candle_core::Error::wrap)?;
+    for (&(name, _, _), b) in params.iter().zip(bufs) {
+        if let Some((buf, _)) = b {
+            buffers.insert(name.clone(), buf);
+        }
     }
-    let first = !buffers.contains_key(name);
-    let buf = match buffers.get(name) {
-        Some(b) if b.is_contiguous() => b.clone(),
-        Some(b) => b.contiguous()?.copy()?,
-        None => var.as_tensor().zeros_like()?,
-    };
-    sgd_step(var, g, Some(Momentum { buf: &buf, first }), step).map_err(wrap)?;
-    buffers.insert(name.to_string(), buf);
     Ok(())
 }
 

@@ -200,20 +200,20 @@ algo_perf! {
 /// deterministic algorithm; every forward algorithm is deterministic), with
 /// its workspace estimate.
 ///
-/// A timed ranking ([`ConvSearch::Timed`], fastest first) also holds
-/// entries measured with tensor-core math beside `math`; those are skipped,
-/// since the convolution runs with `math`. (The heuristics' ranking is taken
-/// as it is, as on the GPU where it passed: its entries all run with the
-/// descriptor's math.)
+/// Entries of another math than `only` are skipped: a timed ranking
+/// ([`ConvSearch::Timed`], fastest first) of exact f32 also holds
+/// tensor-core (TF32) runs, which are not what the convolution runs. (The
+/// heuristics' ranking is taken as it is, as on the GPU where it passed:
+/// the algorithm runs with the descriptor's math whatever its entry says.)
 fn pick<P: AlgoPerf>(
     perf: &[P],
     count: i32,
-    timed: Option<sys::cudnnMathType_t>,
+    only: Option<sys::cudnnMathType_t>,
     what: &str,
 ) -> Result<(P::Algo, usize)> {
     let ranked: Vec<&P> = perf[..(count.max(0) as usize).min(perf.len())]
         .iter()
-        .filter(|p| timed.is_none_or(|m| p.math() == m))
+        .filter(|p| only.is_none_or(|m| p.math() == m))
         .collect();
     ranked
         .iter()
@@ -313,7 +313,10 @@ impl ConvPlan {
         let h = cudnn.handle;
         // Timed: cuDNN's Find runs every algorithm on buffers of its own
         // (allocated and freed inside the call) and ranks them by time.
-        let timed = (key.search == ConvSearch::Timed).then_some(math);
+        let timed = key.search == ConvSearch::Timed;
+        // Exact f32 must not take a tensor-core entry; bf16 and TF32 run
+        // on tensor cores with either math type.
+        let only = (timed && key.math == ConvMath::Exact).then_some(math);
 
         // The ranking, first usable algorithm of each.
         let mut count = 0;
@@ -321,7 +324,7 @@ impl ConvPlan {
         // `count` of them; the descriptors are live.
         let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
         match timed {
-            None => unsafe {
+            false => unsafe {
                 result::get_convolution_forward_algorithm(
                     h,
                     x.0,
@@ -333,7 +336,7 @@ impl ConvPlan {
                     perf.as_mut_ptr(),
                 )
             },
-            Some(_) => unsafe {
+            true => unsafe {
                 sys::cudnnFindConvolutionForwardAlgorithm(
                     h,
                     x.0,
@@ -348,12 +351,12 @@ impl ConvPlan {
             },
         }
         .map_err(|e| err("forward algorithm", e))?;
-        let (fwd, fwd_ws) = pick(&perf, count, timed, "forward algorithm")?;
+        let (fwd, fwd_ws) = pick(&perf, count, only, "forward algorithm")?;
 
         // SAFETY: as above.
         let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
         match timed {
-            None => unsafe {
+            false => unsafe {
                 result::get_convolution_backward_data_algorithm(
                     h,
                     w.0,
@@ -365,7 +368,7 @@ impl ConvPlan {
                     perf.as_mut_ptr(),
                 )
             },
-            Some(_) => unsafe {
+            true => unsafe {
                 sys::cudnnFindConvolutionBackwardDataAlgorithm(
                     h,
                     w.0,
@@ -380,13 +383,13 @@ impl ConvPlan {
             },
         }
         .map_err(|e| err("backward-data algorithm", e))?;
-        let (bwd_data, bd_ws) = pick(&perf, count, timed, "backward-data algorithm")?;
+        let (bwd_data, bd_ws) = pick(&perf, count, only, "backward-data algorithm")?;
 
         // SAFETY: as above.
         let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; 16] =
             unsafe { std::mem::zeroed() };
         match timed {
-            None => unsafe {
+            false => unsafe {
                 result::get_convolution_backward_filter_algorithm(
                     h,
                     x.0,
@@ -398,7 +401,7 @@ impl ConvPlan {
                     perf.as_mut_ptr(),
                 )
             },
-            Some(_) => unsafe {
+            true => unsafe {
                 sys::cudnnFindConvolutionBackwardFilterAlgorithm(
                     h,
                     x.0,
@@ -413,7 +416,7 @@ impl ConvPlan {
             },
         }
         .map_err(|e| err("backward-filter algorithm", e))?;
-        let (bwd_filter, bf_ws) = pick(&perf, count, timed, "backward-filter algorithm")?;
+        let (bwd_filter, bf_ws) = pick(&perf, count, only, "backward-filter algorithm")?;
 
         // The sizes the chosen algorithms ask for (the heuristics' `memory`
         // is an estimate).

@@ -317,24 +317,39 @@ extern "C" __global__ void from_bf16(const bf16* x, long long len, float* y) {
     if (k < len) y[k] = widen(x[k]);
 }
 
-// One SGD step over len parameters, in place, in tsimcne-train's order
-// (sgd.rs): g = clamp(g, -clip, clip) when has_clip; g += w * wd when wd is
-// not 0; with momentum (has_buf) buf = first ? g : buf * mu + g, and the
-// update is buf, else g; w -= update * lr. Each multiply and add is rounded
-// alone (__fmul_rn, __fadd_rn: no fused multiply-add), so the GPU gives the
-// bits of the CPU's loop.
+// One SGD step of `count` parameters in one launch, in place, in
+// tsimcne-train's order (sgd.rs): g = clamp(g, -clip, clip) when has_clip;
+// g += w * wd when wd is not 0; with momentum (has_buf) buf = first ? g :
+// buf * mu + g, and the update is buf, else g; w -= update * lr. Each
+// multiply and add is rounded alone (__fmul_rn, __fadd_rn: no fused
+// multiply-add), so the GPU gives the bits of the CPU's loop.
+// Parameter t is elements [start[t], start[t + 1]) of the launch: w[t],
+// g[t] and buf[t] point at its values, gradient and momentum buffer (buf
+// unused without momentum), first[t] is 1 while its buffer holds no history.
 extern "C" __global__ void sgd_step(
-    float* w, const float* g, float* buf, long long len,
-    int has_clip, float clip, float wd, int has_buf, float mu, int first, float lr) {
+    float* const* w, const float* const* g, float* const* buf, const long long* start,
+    const int* first, int count,
+    int has_clip, float clip, float wd, int has_buf, float mu, float lr) {
     long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= len) return;
-    float d = g[k];
-    float wk = w[k];
+    if (k >= start[count]) return;
+    // The parameter that holds k: the last t with start[t] <= k (an empty
+    // parameter shares its start with the next one).
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (start[mid] <= k) lo = mid;
+        else hi = mid - 1;
+    }
+    long long i = k - start[lo];
+    float* wt = w[lo];
+    float d = g[lo][i];
+    float wk = wt[i];
     if (has_clip) d = fminf(fmaxf(d, -clip), clip);
     if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wk, wd));
     if (has_buf) {
-        d = first ? d : __fadd_rn(__fmul_rn(buf[k], mu), d);
-        buf[k] = d;
+        float* b = buf[lo];
+        d = first[lo] ? d : __fadd_rn(__fmul_rn(b[i], mu), d);
+        b[i] = d;
     }
-    w[k] = __fsub_rn(wk, __fmul_rn(d, lr));
+    wt[i] = __fsub_rn(wk, __fmul_rn(d, lr));
 }

@@ -594,14 +594,14 @@ impl Gpu {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdStep {
     pub lr: f32,
-    /// 0: no momentum (no buffer).
+    /// 0: no momentum (no buffers).
     pub momentum: f32,
     pub weight_decay: f32,
     /// Clip every gradient element to ±this first; `None`: no clipping.
     pub clip: Option<f32>,
 }
 
-/// The momentum buffer of one [`sgd_step`], updated in place.
+/// A momentum buffer of [`sgd_step`], updated in place.
 #[derive(Debug, Clone, Copy)]
 pub struct Momentum<'a> {
     pub buf: &'a Tensor,
@@ -609,64 +609,109 @@ pub struct Momentum<'a> {
     pub first: bool,
 }
 
-/// One SGD step of parameter `w` with gradient `g`, in place on the GPU, in
-/// one kernel (`sgd_step` in kernels.cu): clipping, weight decay, momentum
-/// and the update in tsimcne-train's order, each operation rounded alone,
-/// so it gives the bits of the CPU's loop and of the step on candle's
-/// tensor ops, without their eight launches and four temporaries. `w`,
-/// `g` and the buffer must be F32 tensors of one shape on one CUDA device;
-/// `momentum` is needed when `s.momentum` is not 0.
-pub fn sgd_step(w: &Var, g: &Tensor, momentum: Option<Momentum<'_>>, s: SgdStep) -> Result<()> {
-    let Device::Cuda(dev) = w.device() else {
+/// One parameter of [`sgd_step`]: its values (updated in place), gradient
+/// and momentum buffer (needed exactly when the step has momentum).
+#[derive(Debug, Clone, Copy)]
+pub struct SgdParam<'a> {
+    pub w: &'a Var,
+    pub g: &'a Tensor,
+    pub momentum: Option<Momentum<'a>>,
+}
+
+/// One SGD step of every parameter in `params`, in place on the GPU, in one
+/// kernel launch (`sgd_step` in kernels.cu, which finds each element's
+/// parameter in a table of their pointers): clipping, weight decay,
+/// momentum and the update in tsimcne-train's order, each operation rounded
+/// alone, so it gives the bits of the CPU's loop and of the step on
+/// candle's tensor ops, without their eight launches and four temporaries
+/// a parameter. Every tensor must be F32 on one CUDA device, each gradient
+/// and buffer of its parameter's size.
+pub fn sgd_step(params: &[SgdParam<'_>], s: SgdStep) -> Result<()> {
+    let Some(first) = params.first() else {
+        return Ok(());
+    };
+    let Device::Cuda(dev) = first.w.device() else {
         return Err(ModelError::Invalid(
             "the GPU SGD step runs on a CUDA device only".into(),
         ));
     };
-    let len = w.elem_count();
-    let g = g.contiguous()?;
-    if g.elem_count() != len || momentum.is_some_and(|m| m.buf.elem_count() != len) {
-        return Err(ModelError::Invalid(
-            "the GPU SGD step got a gradient or buffer of another size than its parameter".into(),
-        ));
-    }
-    if (s.momentum != 0.0) != momentum.is_some() {
-        return Err(ModelError::Invalid(
-            "the GPU SGD step needs a momentum buffer exactly when momentum is not 0".into(),
-        ));
-    }
     let stream = dev.cuda_stream();
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| p.g.contiguous())
+        .collect::<candle_core::Result<_>>()?;
+    let (mut w, mut g, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut start, mut firsts) = (vec![0i64], Vec::new());
+    for (p, grad) in params.iter().zip(&grads) {
+        let len = p.w.elem_count();
+        if !p.w.device().same_device(first.w.device()) {
+            return Err(ModelError::Invalid(
+                "the GPU SGD step got parameters on two devices".into(),
+            ));
+        }
+        if grad.elem_count() != len || p.momentum.is_some_and(|m| m.buf.elem_count() != len) {
+            return Err(ModelError::Invalid(
+                "the GPU SGD step got a gradient or buffer of another size than its parameter"
+                    .into(),
+            ));
+        }
+        if (s.momentum != 0.0) != p.momentum.is_some() {
+            return Err(ModelError::Invalid(
+                "the GPU SGD step needs a momentum buffer exactly when momentum is not 0".into(),
+            ));
+        }
+        let wp = tensor_ptr(&stream, p.w.as_tensor())?;
+        w.push(wp);
+        g.push(tensor_ptr(&stream, grad)?);
+        match p.momentum {
+            Some(m) => {
+                b.push(tensor_ptr(&stream, m.buf)?);
+                firsts.push(i32::from(m.first));
+            }
+            None => {
+                b.push(wp);
+                firsts.push(0);
+            }
+        }
+        start.push(start[start.len() - 1] + len as i64);
+    }
+    let total = start[params.len()];
+    let upload = |v: &[u64]| stream.clone_htod(v).map_err(cuda_err);
+    let (wt, gt, bt) = (upload(&w)?, upload(&g)?, upload(&b)?);
+    let start_t = stream.clone_htod(&start).map_err(cuda_err)?;
+    let first_t = stream.clone_htod(&firsts).map_err(cuda_err)?;
     let f = dev
         .get_or_load_custom_func("sgd_step", MODULE, ptx()?)?
         .into_cuda_function();
-    let wp = tensor_ptr(&stream, w.as_tensor())?;
-    let gp = tensor_ptr(&stream, &g)?;
-    let (bp, has_buf, first) = match momentum {
-        Some(m) => (tensor_ptr(&stream, m.buf)?, 1i32, i32::from(m.first)),
-        None => (wp, 0, 0),
-    };
+    let (wp, gp, bp) = (ptr(&stream, &wt), ptr(&stream, &gt), ptr(&stream, &bt));
+    let (sp, fp) = (ptr(&stream, &start_t), ptr(&stream, &first_t));
+    let count = params.len() as i32;
+    let has_buf = i32::from(s.momentum != 0.0);
     let (has_clip, clip) = (i32::from(s.clip.is_some()), s.clip.unwrap_or(0.0));
-    let len = len as i64;
-    let mut b = stream.launch_builder(&f);
-    b.arg(&wp)
+    let mut l = stream.launch_builder(&f);
+    l.arg(&wp)
         .arg(&gp)
         .arg(&bp)
-        .arg(&len)
+        .arg(&sp)
+        .arg(&fp)
+        .arg(&count)
         .arg(&has_clip)
         .arg(&clip)
         .arg(&s.weight_decay)
         .arg(&has_buf)
         .arg(&s.momentum)
-        .arg(&first)
         .arg(&s.lr);
     let cfg = LaunchConfig {
-        grid_dim: GridDims::dims(grid(len as usize)),
+        grid_dim: GridDims::dims(grid(total as usize)),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: the arguments match sgd_step's signature in kernels.cu; w, g
-    // and the buffer hold `len` f32 each (checked above), and w and the
-    // buffer are written only by this kernel on the stream candle's ops use.
-    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    // SAFETY: the arguments match sgd_step's signature in kernels.cu; the
+    // tables hold `count` pointers (and `count + 1` starts), each parameter,
+    // gradient and buffer the elements its starts give it (checked above),
+    // and the parameters and buffers are written only by this kernel on
+    // the stream candle's ops use. The tables are freed in stream order.
+    unsafe { l.launch(cfg) }.map_err(cuda_err)?;
     Ok(())
 }
 

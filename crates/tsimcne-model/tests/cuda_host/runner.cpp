@@ -4,6 +4,8 @@
 //   f64 NAME LEN        a buffer of LEN zeros
 //   u8 NAME LEN, i32 NAME LEN   as f32, with LEN bytes or LEN i32
 //   bf16 NAME LEN       as f32, with LEN bfloat16 (u16)
+//   i64 NAME LEN        as f32, with LEN i64
+//   ptrs NAME BUF...    a table of pointers to the f32 buffers BUF...
 //   run KERNEL GX GY ARG...   launch over (GX, GY) blocks of THREADS threads;
 //                       an ARG is a buffer's NAME, or i:INT, u:UNSIGNED, l:LONG,
 //                       f:FLOAT, d:DOUBLE for a scalar
@@ -31,6 +33,8 @@ struct Memory {
     std::map<std::string, std::vector<unsigned char>> u8;
     std::map<std::string, std::vector<int>> i32;
     std::map<std::string, std::vector<unsigned short>> bf16;
+    std::map<std::string, std::vector<long long>> i64;
+    std::map<std::string, std::vector<float*>> ptrs;
 };
 
 [[noreturn]] static void fail(const std::string& why) {
@@ -87,6 +91,15 @@ template <> struct Arg<const unsigned short*> {
 };
 template <> struct Arg<unsigned short*> {
     static unsigned short* get(const std::string& t, Memory& m) { return find(m.bf16, t).data(); }
+};
+template <> struct Arg<const long long*> {
+    static const long long* get(const std::string& t, Memory& m) { return find(m.i64, t).data(); }
+};
+template <> struct Arg<float* const*> {
+    static float* const* get(const std::string& t, Memory& m) { return find(m.ptrs, t).data(); }
+};
+template <> struct Arg<const float* const*> {
+    static const float* const* get(const std::string& t, Memory& m) { return find(m.ptrs, t).data(); }
 };
 template <> struct Arg<double*> {
     static double* get(const std::string& t, Memory& m) { return find(m.f64, t).data(); }
@@ -147,7 +160,8 @@ int main() {
         }
         if (tok.empty()) continue;
         const std::string& cmd = tok[0];
-        if ((cmd == "f32" || cmd == "f64" || cmd == "u8" || cmd == "i32" || cmd == "bf16") &&
+        if ((cmd == "f32" || cmd == "f64" || cmd == "u8" || cmd == "i32" || cmd == "bf16" ||
+             cmd == "i64") &&
             tok.size() == 3) {
             std::size_t len = std::stoull(tok[2]);
             if (cmd == "f64") {
@@ -156,6 +170,8 @@ int main() {
                 read(mem.f32[tok[1]], len, tok[1]);
             } else if (cmd == "bf16") {
                 read(mem.bf16[tok[1]], len, tok[1]);
+            } else if (cmd == "i64") {
+                read(mem.i64[tok[1]], len, tok[1]);
             } else if (cmd == "u8") {
                 read(mem.u8[tok[1]], len, tok[1]);
             } else {
@@ -166,6 +182,10 @@ int main() {
             if (k == kernels.end()) fail("no kernel " + tok[1]);
             dim3 grid{(unsigned)std::stoul(tok[2]), (unsigned)std::stoul(tok[3]), 1};
             k->second(grid, std::vector<std::string>(tok.begin() + 4, tok.end()), mem);
+        } else if (cmd == "ptrs" && tok.size() >= 2) {
+            std::vector<float*> table;
+            for (std::size_t k = 2; k < tok.size(); k++) table.push_back(find(mem.f32, tok[k]).data());
+            mem.ptrs[tok[1]] = table;
         } else if (cmd == "reverse" && tok.size() == 1) {
             shim::reverse = true;
         } else if (cmd == "get" && tok.size() == 2 && mem.bf16.count(tok[1])) {
