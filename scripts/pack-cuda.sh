@@ -39,8 +39,11 @@ for name in "${names[@]}"; do
   strip -o "$stage/$name" "$src"
 done
 # The stages' names, as links to the executable beside them.
+# Running tsimcne loads libcuda.so.1; where there is no driver, the stub
+# that scripts/build-cuda.sh made stands in (linking calls no CUDA).
+stubs=$(ls -d "${CUDA_VENV:-$repo/target/cuda-venv}"/lib/python3*/site-packages/nvidia/cu13/lib/stubs-run 2>/dev/null | head -1)
 if [ -f "$stage/tsimcne" ]; then
-  "$build/tsimcne" --link-stages "$stage"
+  LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$stubs "$build/tsimcne" --link-stages "$stage"
   names+=($(cd "$stage" && find . -maxdepth 1 -type l -printf '%f\n'))
 fi
 tar -C "$stage" -cf - "${names[@]}" | xz -T0 -9 -c >"$pack/.tsimcne-cuda.tar.xz.tmp"
