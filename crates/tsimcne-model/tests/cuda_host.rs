@@ -323,6 +323,17 @@ fn part_counts(m: usize) -> Vec<usize> {
     p
 }
 
+/// The inputs of the forward checks: x and res as `inputs` holds them,
+/// gamma and beta.
+fn forward_inputs(
+    len: usize,
+    c: usize,
+    inputs: Storage,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (x, res) = (inputs.held(values(len, 1)), inputs.held(values(len, 2)));
+    (x, res, values(c, 3), values(c, 4))
+}
+
 /// The training-mode forward of `y = relu(bn(x) + res)` as the GPU
 /// backbone launches it, with `parts` parts per channel: mean, variance,
 /// output.
@@ -339,8 +350,7 @@ fn forward(
     let len = n * c * hw;
     let (ix, st) = (form.ix, form.storage);
     assert!(st == Storage::F32 || inputs == Storage::Bf16);
-    let (x, res) = (inputs.held(values(len, 1)), inputs.held(values(len, 2)));
-    let (gamma, beta) = (values(c, 3), values(c, 4));
+    let (x, res, gamma, beta) = forward_inputs(len, c, inputs);
     let mut sc = Script::default();
     sc.act("x", &x, st)
         .act("res", &res, st)
@@ -395,8 +405,7 @@ fn batch_norm_forward_matches_the_cpu_path_for_any_part_count() {
     let Some(exe) = runner() else { return };
     for (n, c, hw) in SHAPES {
         let len = n * c * hw;
-        let (x, res) = (values(len, 1), values(len, 2));
-        let (gamma, beta) = (values(c, 3), values(c, 4));
+        let (x, res, gamma, beta) = forward_inputs(len, c, Storage::F32);
         let mut out = vec![0.0; len];
         let stats = bn_train_forward(
             &nhwc(&x, n, c, hw),

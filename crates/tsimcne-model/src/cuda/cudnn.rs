@@ -224,6 +224,25 @@ fn pick<P: AlgoPerf>(
         .ok_or_else(|| err(what, "none usable"))
 }
 
+/// A pass's algorithms ranked by cuDNN, the heuristics' (`$get`) or,
+/// `$timed`, by running each (`$find`, which takes the same arguments), and
+/// the one [`pick`] takes from the ranking.
+macro_rules! ranking {
+    ($timed:expr, $get:path, $find:path, $perf:ty, ($($arg:expr),*), $only:expr, $what:expr) => {{
+        let mut count = 0;
+        // SAFETY: zeroed perf structs are valid (plain data); cuDNN fills
+        // `count` of the 16; the handle and descriptors are live.
+        let mut perf: [$perf; 16] = unsafe { std::mem::zeroed() };
+        let status = if $timed {
+            unsafe { $find($($arg,)* 16, &mut count, perf.as_mut_ptr()) }
+        } else {
+            unsafe { $get($($arg,)* 16, &mut count, perf.as_mut_ptr()) }
+        };
+        status.result().map_err(|e| err($what, e))?;
+        pick(&perf, count, $only, $what)?
+    }};
+}
+
 const ONE: f32 = 1.0;
 const ZERO: f32 = 0.0;
 
@@ -319,104 +338,33 @@ impl ConvPlan {
         let only = (timed && key.math == ConvMath::Exact).then_some(math);
 
         // The ranking, first usable algorithm of each.
-        let mut count = 0;
-        // SAFETY: zeroed perf structs are valid (plain data); cuDNN fills
-        // `count` of them; the descriptors are live.
-        let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
-        match timed {
-            false => unsafe {
-                result::get_convolution_forward_algorithm(
-                    h,
-                    x.0,
-                    w.0,
-                    conv.0,
-                    y.0,
-                    16,
-                    &mut count,
-                    perf.as_mut_ptr(),
-                )
-            },
-            true => unsafe {
-                sys::cudnnFindConvolutionForwardAlgorithm(
-                    h,
-                    x.0,
-                    w.0,
-                    conv.0,
-                    y.0,
-                    16,
-                    &mut count,
-                    perf.as_mut_ptr(),
-                )
-                .result()
-            },
-        }
-        .map_err(|e| err("forward algorithm", e))?;
-        let (fwd, fwd_ws) = pick(&perf, count, only, "forward algorithm")?;
-
-        // SAFETY: as above.
-        let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; 16] = unsafe { std::mem::zeroed() };
-        match timed {
-            false => unsafe {
-                result::get_convolution_backward_data_algorithm(
-                    h,
-                    w.0,
-                    y.0,
-                    conv.0,
-                    x.0,
-                    16,
-                    &mut count,
-                    perf.as_mut_ptr(),
-                )
-            },
-            true => unsafe {
-                sys::cudnnFindConvolutionBackwardDataAlgorithm(
-                    h,
-                    w.0,
-                    y.0,
-                    conv.0,
-                    x.0,
-                    16,
-                    &mut count,
-                    perf.as_mut_ptr(),
-                )
-                .result()
-            },
-        }
-        .map_err(|e| err("backward-data algorithm", e))?;
-        let (bwd_data, bd_ws) = pick(&perf, count, only, "backward-data algorithm")?;
-
-        // SAFETY: as above.
-        let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; 16] =
-            unsafe { std::mem::zeroed() };
-        match timed {
-            false => unsafe {
-                result::get_convolution_backward_filter_algorithm(
-                    h,
-                    x.0,
-                    y.0,
-                    conv.0,
-                    w.0,
-                    16,
-                    &mut count,
-                    perf.as_mut_ptr(),
-                )
-            },
-            true => unsafe {
-                sys::cudnnFindConvolutionBackwardFilterAlgorithm(
-                    h,
-                    x.0,
-                    y.0,
-                    conv.0,
-                    w.0,
-                    16,
-                    &mut count,
-                    perf.as_mut_ptr(),
-                )
-                .result()
-            },
-        }
-        .map_err(|e| err("backward-filter algorithm", e))?;
-        let (bwd_filter, bf_ws) = pick(&perf, count, only, "backward-filter algorithm")?;
+        let (fwd, fwd_ws) = ranking!(
+            timed,
+            sys::cudnnGetConvolutionForwardAlgorithm_v7,
+            sys::cudnnFindConvolutionForwardAlgorithm,
+            sys::cudnnConvolutionFwdAlgoPerf_t,
+            (h, x.0, w.0, conv.0, y.0),
+            only,
+            "forward algorithm"
+        );
+        let (bwd_data, bd_ws) = ranking!(
+            timed,
+            sys::cudnnGetConvolutionBackwardDataAlgorithm_v7,
+            sys::cudnnFindConvolutionBackwardDataAlgorithm,
+            sys::cudnnConvolutionBwdDataAlgoPerf_t,
+            (h, w.0, y.0, conv.0, x.0),
+            only,
+            "backward-data algorithm"
+        );
+        let (bwd_filter, bf_ws) = ranking!(
+            timed,
+            sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+            sys::cudnnFindConvolutionBackwardFilterAlgorithm,
+            sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+            (h, x.0, y.0, conv.0, w.0),
+            only,
+            "backward-filter algorithm"
+        );
 
         // The sizes the chosen algorithms ask for (the heuristics' `memory`
         // is an estimate).
