@@ -18,7 +18,8 @@
 #          and those with the forms not yet run on a GPU: the batch-norm
 #          kernels split over many blocks a channel (-split, BnSums::Split),
 #          the SGD step in one kernel launch (-sgd, GpuStep::Fused), bf16
-#          activations and convolutions (-bf16, ConvMath::Bf16); PyTorch:
+#          activations and convolutions (-bf16, ConvMath::Bf16), channels-last
+#          activations (-nhwc, MemoryFormat::Nhwc); PyTorch:
 #          bench/train_torch.py in f32 eager with cudnn.benchmark, bf16 +
 #          channels_last, and torch.compile of that. Shown per epoch of
 #          IMAGES images: step seconds x floor(IMAGES / batch). -timed: each
@@ -26,8 +27,8 @@
 #          (ConvSearch::Timed).
 #   profile  where the step's time goes, at the first of BATCHES, for each
 #          of PROFILE_FORMS (default: fast-tf32, and the fastest-looking
-#          forms not yet run, fast-tf32-split-sgd-timed and
-#          fast-bf16-split-sgd-timed):
+#          forms not yet run, fast-bf16-split-sgd-timed and
+#          fast-bf16-nhwc-sgd-timed):
 #          `bench_train profile`, each convolution and batch-norm phase of
 #          our GPU backbone timed between two synchronisations, with its
 #          shape and cuDNN algorithm, then the SGD step and the rest (head,
@@ -64,8 +65,8 @@ epochs=${EPOCHS:-3}
 images=${IMAGES:-60000}
 batches=${BATCHES:-512 1024}
 cases=${CASES:-tests step profile epoch demo}
-step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-split-sgd fast-tf32-split-sgd-timed fast-bf16-split-sgd fast-bf16-split-sgd-timed}
-profile_forms=${PROFILE_FORMS:-fast-tf32 fast-tf32-split-sgd-timed fast-bf16-split-sgd-timed}
+step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-split-sgd fast-tf32-split-sgd-timed fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
+profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}

@@ -97,7 +97,7 @@ pub enum ConvMath {
     /// bf16 activations and convolutions (tensor cores, products summed in
     /// f32), with f32 batch-norm statistics, features, gradients and master
     /// weights: PyTorch's bf16 autocast. Each convolution's weights are
-    /// rounded to bf16 for the pass. Checked on CPU threads
+    /// rounded to bf16 once a step. Checked on CPU threads
     /// (tests/cuda_host.rs: the kernels give the f32 kernels' results
     /// rounded) but not yet on a GPU, so `--conv-math` does not offer it.
     #[cfg_attr(feature = "clap", value(skip))]
@@ -155,6 +155,41 @@ impl BnSums {
                 .div_ceil(Self::PART_ELEMENTS)
                 .clamp(1, Self::MAX_PARTS),
         }
+    }
+}
+
+/// How the GPU backbone lays out its activations in memory
+/// ([`Kernels::Fast`] in the `cuda` build; the CPU path is always
+/// channels-last and ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MemoryFormat {
+    /// `[n, c, h, w]`, as candle and PyTorch by default: the form that
+    /// passed the GPU tests on an H200.
+    #[default]
+    Nchw,
+    /// `[n, h, w, c]` (PyTorch's `channels_last`), the layout of cuDNN's
+    /// tensor-core convolutions, with the weights as `[cout, kh, kw, cin]`
+    /// for each pass (the checkpoint keeps `[cout, cin, kh, kw]`). Batch
+    /// norm then sums tiles of [`MemoryFormat::TILE`] channels over
+    /// [`MemoryFormat::parts`] parts of the rows, whatever [`BnSums`] says.
+    /// Checked on CPU threads (tests/cuda_host.rs) but not yet on a GPU.
+    Nhwc,
+}
+
+impl MemoryFormat {
+    /// The channels one block of a channels-last batch-norm sum covers (a
+    /// warp's 32 threads, so that its reads of a row are contiguous).
+    pub const TILE: usize = 32;
+
+    /// The parts the `rows` (batch × height × width) of a channels-last
+    /// tensor of `c` channels are summed in: about
+    /// [`BnSums::PART_ELEMENTS`] values a block, a function of the shape
+    /// alone, so that the order of the sums is fixed.
+    pub fn parts(rows: usize, c: usize) -> usize {
+        (rows * c.min(Self::TILE))
+            .div_ceil(BnSums::PART_ELEMENTS)
+            .clamp(1, BnSums::MAX_PARTS)
+            .min(rows.max(1))
     }
 }
 
@@ -321,6 +356,15 @@ impl Model {
         self.gpu.set_bn_sums(sums);
         #[cfg(not(feature = "cuda"))]
         let _ = sums;
+    }
+
+    /// How the GPU backbone lays out its activations
+    /// ([`MemoryFormat::Nchw`] by default); the CPU ignores it.
+    pub fn set_memory_format(&mut self, format: MemoryFormat) {
+        #[cfg(feature = "cuda")]
+        self.gpu.set_format(format);
+        #[cfg(not(feature = "cuda"))]
+        let _ = format;
     }
 
     /// Starts timing the GPU backbone phase by phase (see

@@ -12,7 +12,9 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{arch, image_values, loss};
-use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, Model, ResNetArch};
+use tsimcne_model::{
+    Backprop, BnSums, ConvMath, DeviceSpec, Kernels, MemoryFormat, Model, ResNetArch,
+};
 
 fn cuda() -> Option<Device> {
     if std::env::var_os("TSIMCNE_TEST_CUDA").is_none() {
@@ -41,14 +43,29 @@ enum Compare {
     Values,
 }
 
-/// [`check_with`] for each way of summing the batch-norm statistics.
+/// The GPU backbone's forms checked: each way of summing the batch-norm
+/// statistics in NCHW, and channels-last (whose sums are always split).
+const FORMS: [(BnSums, MemoryFormat); 3] = [
+    (BnSums::PerChannel, MemoryFormat::Nchw),
+    (BnSums::Split, MemoryFormat::Nchw),
+    (BnSums::Split, MemoryFormat::Nhwc),
+];
+
+/// [`check_with`] for each of [`FORMS`].
 fn check(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare) {
-    for sums in [BnSums::PerChannel, BnSums::Split] {
-        check_with(arch, n, h, w, compare, sums);
+    for form in FORMS {
+        check_with(arch, n, h, w, compare, form);
     }
 }
 
-fn check_with(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare, sums: BnSums) {
+fn check_with(
+    arch: &ResNetArch,
+    n: usize,
+    h: usize,
+    w: usize,
+    compare: Compare,
+    (sums, format): (BnSums, MemoryFormat),
+) {
     let Some(gpu) = cuda() else { return };
     let pixels = image_values(n, arch.in_channels, h, w, (n * h * w) as u64);
     let dims = (n, arch.in_channels, h, w);
@@ -58,10 +75,12 @@ fn check_with(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare,
     let mut gm = Model::new(arch, 3, &gpu).unwrap();
     gm.set_kernels(Kernels::Fast).unwrap();
     gm.set_bn_sums(sums);
+    gm.set_memory_format(format);
+    let sums = format!("{sums:?} {format:?}");
     for step in 0..2 {
         let (lg, gg) = gm.loss_and_grads(&xg, Backprop::Full, &loss).unwrap();
         let (lc, gc) = cpu.loss_and_grads(&xc, Backprop::Full, &loss).unwrap();
-        assert_close(&format!("{sums:?} step {step} loss"), &lg, &lc, 1e-4);
+        assert_close(&format!("{sums} step {step} loss"), &lg, &lc, 1e-4);
         let trainable = if compare == Compare::Everything {
             cpu.trainable(None)
         } else {
@@ -73,7 +92,7 @@ fn check_with(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare,
                 .get(gv.as_tensor())
                 .unwrap_or_else(|| panic!("no GPU gradient for {name}"));
             assert_close(
-                &format!("{sums:?} step {step} grad {name}"),
+                &format!("{sums} step {step} grad {name}"),
                 g_gpu,
                 gc.get(var.as_tensor()).unwrap(),
                 2e-3,
@@ -87,13 +106,20 @@ fn check_with(arch: &ResNetArch, n: usize, h: usize, w: usize, compare: Compare,
     }
     let (fg, zg) = gm.infer(&xg).unwrap();
     let (fc, zc) = cpu.infer(&xc).unwrap();
-    assert_close("eval features", &fg, &fc, 1e-4);
-    assert_close("eval outputs", &zg, &zc, 1e-4);
+    assert_close(&format!("{sums} eval features"), &fg, &fc, 1e-4);
+    assert_close(&format!("{sums} eval outputs"), &zg, &zc, 1e-4);
     let (lg, _) = gm.loss_and_grads(&xg, Backprop::OutputOnly, &loss).unwrap();
     let (lc, _) = cpu
         .loss_and_grads(&xc, Backprop::OutputOnly, &loss)
         .unwrap();
-    assert_close("output-only loss", &lg, &lc, 1e-4);
+    assert_close(&format!("{sums} output-only loss"), &lg, &lc, 1e-4);
+}
+
+/// Needs no GPU (NVRTC compiles the kernels), so it runs wherever the CUDA
+/// build's tests run.
+#[test]
+fn the_kernel_list_names_every_kernel_of_the_source() {
+    tsimcne_model::cuda::check_kernel_list().unwrap();
 }
 
 #[test]
@@ -212,7 +238,7 @@ fn gpu_augmentation_gives_the_cpu_views_bits() {
 }
 
 /// bf16 activations and convolutions (`ConvMath::Bf16`) against the CPU's
-/// f32, on both index forms of the batch-norm kernels. bf16 keeps 8 bits of
+/// f32, in each of [`FORMS`]. bf16 keeps 8 bits of
 /// mantissa (about 0.4 % a value), so the paths agree to a few per cent,
 /// not within float rounding: the loss, the running statistics and the
 /// eval features within 3 % of their largest value, every gradient within
@@ -225,21 +251,23 @@ fn bf16_activations_agree_with_the_cpu_within_bf16_rounding() {
     let pixels = image_values(n, 3, h, w, 17);
     let xc = Tensor::from_vec(pixels.clone(), (n, 3, h, w), &Device::Cpu).unwrap();
     let xg = Tensor::from_vec(pixels, (n, 3, h, w), &gpu).unwrap();
-    for sums in [BnSums::PerChannel, BnSums::Split] {
+    for (sums, format) in FORMS {
         let mut cpu = Model::new(&arch, 3, &Device::Cpu).unwrap();
         let mut gm = Model::new(&arch, 3, &gpu).unwrap();
         gm.set_kernels(Kernels::Fast).unwrap();
         gm.set_conv_math(ConvMath::Bf16);
         gm.set_bn_sums(sums);
+        gm.set_memory_format(format);
+        let sums = format!("{sums:?} {format:?}");
         let (lg, gg) = gm.loss_and_grads(&xg, Backprop::Full, &loss).unwrap();
         let (lc, gc) = cpu.loss_and_grads(&xc, Backprop::Full, &loss).unwrap();
-        assert_close(&format!("bf16 {sums:?} loss"), &lg, &lc, 3e-2);
+        assert_close(&format!("bf16 {sums} loss"), &lg, &lc, 3e-2);
         for (name, var) in cpu.trainable(None) {
             let g_gpu = gg
                 .get(gm.vars()[&name].as_tensor())
                 .unwrap_or_else(|| panic!("no GPU gradient for {name}"));
             assert_close(
-                &format!("bf16 {sums:?} grad {name}"),
+                &format!("bf16 {sums} grad {name}"),
                 g_gpu,
                 gc.get(var.as_tensor()).unwrap(),
                 8e-2,
@@ -252,6 +280,6 @@ fn bf16_activations_agree_with_the_cpu_within_bf16_rounding() {
         }
         let (fg, _) = gm.infer(&xg).unwrap();
         let (fc, _) = cpu.infer(&xc).unwrap();
-        assert_close(&format!("bf16 {sums:?} eval features"), &fg, &fc, 3e-2);
+        assert_close(&format!("bf16 {sums} eval features"), &fg, &fc, 3e-2);
     }
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use tsimcne_model::{BnSums, FastDiv};
+use tsimcne_model::{BnSums, FastDiv, MemoryFormat};
 use tsimcne_ops::bn::{BnStats, bn_train_backward, bn_train_forward};
 
 const EPS: f64 = 1e-5;
@@ -196,15 +196,19 @@ fn s(name: &str) -> String {
     name.to_string()
 }
 
-/// A batch-norm kernel's index arithmetic: 64-bit division (`c, hw`), or
-/// multiply and shift (the `_fast` kernels, `FastIndex`).
+/// A batch-norm kernel's layout and index arithmetic: NCHW by 64-bit
+/// division (`c, hw`) or by multiply and shift (the `_fast` kernels,
+/// `FastIndex`); channels-last (the `_nhwc` kernels) likewise (`LastIndex`,
+/// `LastFastIndex`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ix {
     Wide,
     Fast,
+    LastWide,
+    LastFast,
 }
 
-const INDEXES: [Ix; 2] = [Ix::Wide, Ix::Fast];
+const INDEXES: [Ix; 4] = [Ix::Wide, Ix::Fast, Ix::LastWide, Ix::LastFast];
 
 /// How activations are stored: float, or bfloat16 (the `_bf16` kernels).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,40 +238,94 @@ struct Form {
 }
 
 impl Form {
-    const F32: [Form; 2] = [
-        Form {
-            ix: Ix::Wide,
-            storage: Storage::F32,
-        },
-        Form {
-            ix: Ix::Fast,
-            storage: Storage::F32,
-        },
+    const F32: [Form; 4] = [
+        Form::f32(Ix::Wide),
+        Form::f32(Ix::Fast),
+        Form::f32(Ix::LastWide),
+        Form::f32(Ix::LastFast),
     ];
 
+    const fn f32(ix: Ix) -> Self {
+        Form {
+            ix,
+            storage: Storage::F32,
+        }
+    }
+
+    fn storage_suffix(self) -> &'static str {
+        match self.storage {
+            Storage::F32 => "",
+            Storage::Bf16 => "_bf16",
+        }
+    }
+
+    /// An elementwise kernel's name.
     fn kernel(self, name: &str) -> String {
         let ix = match self.ix {
             Ix::Wide => "",
             Ix::Fast => "_fast",
+            Ix::LastWide => "_nhwc",
+            Ix::LastFast => "_nhwc_fast",
         };
-        let st = match self.storage {
-            Storage::F32 => "",
-            Storage::Bf16 => "_bf16",
-        };
-        format!("{name}{ix}{st}")
+        format!("{name}{ix}{}", self.storage_suffix())
+    }
+
+    /// A partial-sums kernel `name` over `parts` parts of a `[n, c, hw]`
+    /// tensor, as the GPU backbone launches it: its name, grid and the
+    /// arguments between the activations and the partial sums.
+    fn part_launch(
+        self,
+        name: &str,
+        (n, c, hw): (usize, usize, usize),
+        parts: usize,
+    ) -> (String, (usize, usize), Vec<String>) {
+        if self.ix.last() {
+            let kernel = format!("{name}_nhwc{}", self.storage_suffix());
+            let tiles = c.div_ceil(MemoryFormat::TILE);
+            (kernel, (tiles, parts), vec![i(n), i(c), i(hw)])
+        } else {
+            let args = [vec![i(n)], self.ix.args(c, hw)].concat();
+            (self.kernel(name), (c, parts), args)
+        }
+    }
+
+    /// `v`, an NCHW `[n, c, hw]` tensor, in the form's layout.
+    fn layout(self, v: &[f32], (n, c, hw): (usize, usize, usize)) -> Vec<f32> {
+        if self.ix.last() {
+            nhwc(v, n, c, hw)
+        } else {
+            v.to_vec()
+        }
+    }
+
+    /// `v`, in the form's layout, as NCHW.
+    fn unlayout(self, v: Vec<f32>, (n, c, hw): (usize, usize, usize)) -> Vec<f32> {
+        if self.ix.last() {
+            nchw(&v, n, c, hw)
+        } else {
+            v
+        }
     }
 }
 
 impl Ix {
+    fn last(self) -> bool {
+        matches!(self, Ix::LastWide | Ix::LastFast)
+    }
+
     /// The index's arguments for a `[n, c, hw]` tensor.
     fn args(self, c: usize, hw: usize) -> Vec<String> {
-        match self {
-            Ix::Wide => vec![i(c), i(hw)],
-            Ix::Fast => [c, hw]
-                .iter()
+        let fast = |dims: &[usize]| -> Vec<String> {
+            dims.iter()
                 .map(|&d| FastDiv::new(d as u64).expect("a divisor"))
                 .flat_map(|f| [u(f.d), u(f.mul), u(f.shift)])
-                .collect(),
+                .collect()
+        };
+        match self {
+            Ix::Wide => vec![i(c), i(hw)],
+            Ix::Fast => fast(&[c, hw]),
+            Ix::LastWide => vec![i(c)],
+            Ix::LastFast => fast(&[c]),
         }
     }
 }
@@ -295,6 +353,19 @@ fn nhwc(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     out
 }
 
+/// NHWC `[n·hw, c]` → NCHW `[n, c, hw]`.
+fn nchw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                out[(b * c + ch) * hw + p] = x[(b * hw + p) * c + ch];
+            }
+        }
+    }
+    out
+}
+
 fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rel: f32) {
     assert_eq!(gpu.len(), cpu.len(), "{what}");
     let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -307,14 +378,22 @@ fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rel: f32) {
 }
 
 /// The shapes checked, `(n, c, hw)`: odd sizes, one channel, one pixel,
-/// and channels larger than a part (16 × 33 × 17 > 8,192 elements).
-const SHAPES: [(usize, usize, usize); 4] = [(3, 5, 37), (1, 1, 7), (4, 3, 1), (16, 2, 33 * 17)];
+/// channels larger than a part (16 × 33 × 17 > 8,192 elements), and more
+/// channels than a channels-last tile (the last tile part-filled).
+const SHAPES: [(usize, usize, usize); 6] = [
+    (3, 5, 37),
+    (1, 1, 7),
+    (4, 3, 1),
+    (16, 2, 33 * 17),
+    (2, 40, 9),
+    (5, 70, 3),
+];
 
-/// Part counts for a channel of `m` elements: one (the per-channel form),
-/// the split form's, and counts that leave parts uneven or (on small
-/// channels) empty.
-fn part_counts(m: usize) -> Vec<usize> {
-    let mut p = vec![1, 2, 7, BnSums::Split.parts(m)];
+/// Part counts for `m` rows of `c` channels: one (the per-channel form),
+/// the split form's, the channels-last form's, and counts that leave parts
+/// uneven or (on small channels) empty.
+fn part_counts(m: usize, c: usize) -> Vec<usize> {
+    let mut p = vec![1, 2, 7, BnSums::Split.parts(m), MemoryFormat::parts(m, c)];
     if m < 100 {
         p.push(m + 3);
     }
@@ -347,24 +426,26 @@ fn forward(
     form: Form,
     inputs: Storage,
 ) -> Vec<Vec<f32>> {
+    let shape = (n, c, hw);
     let len = n * c * hw;
     let (ix, st) = (form.ix, form.storage);
     assert!(st == Storage::F32 || inputs == Storage::Bf16);
     let (x, res, gamma, beta) = forward_inputs(len, c, inputs);
     let mut sc = Script::default();
-    sc.act("x", &x, st)
-        .act("res", &res, st)
+    sc.act("x", &form.layout(&x, shape), st)
+        .act("res", &form.layout(&res, shape), st)
         .f32("gamma", &gamma)
         .f32("beta", &beta)
         .f64("part", 2 * c * parts);
     for b in ["mean", "var", "scale", "shift"] {
         sc.zeros(b, c);
     }
+    let (part_kernel, part_grid, part_args) = form.part_launch("bn_stats_part", shape, parts);
     sc.act("out", &vec![0.0; len], st)
         .run(
-            &form.kernel("bn_stats_part"),
-            (c, parts),
-            &[vec![s("x"), i(n)], ix.args(c, hw), vec![s("part")]].concat(),
+            &part_kernel,
+            part_grid,
+            &[vec![s("x")], part_args, vec![s("part")]].concat(),
         )
         .run(
             "bn_stats_finish",
@@ -397,7 +478,9 @@ fn forward(
         .get("mean", c)
         .get("var", c)
         .get("out", len);
-    sc.exec(exe)
+    let mut got = sc.exec(exe);
+    got[2] = form.unlayout(std::mem::take(&mut got[2]), shape);
+    got
 }
 
 #[test]
@@ -417,12 +500,12 @@ fn batch_norm_forward_matches_the_cpu_path_for_any_part_count() {
             true,
             &mut out,
         );
-        for (parts, form) in part_counts(n * hw)
+        for (parts, form) in part_counts(n * hw, c)
             .into_iter()
-            .zip(Form::F32.iter().cycle())
+            .flat_map(|p| Form::F32.map(|f| (p, f)))
         {
             let what = format!("n {n} c {c} hw {hw} parts {parts} {form:?}");
-            let got = forward(exe, (n, c, hw), parts, *form, Storage::F32);
+            let got = forward(exe, (n, c, hw), parts, form, Storage::F32);
             assert_close(&format!("{what} mean"), &got[0], &stats.mean, 1e-6);
             assert_close(&format!("{what} var"), &got[1], &stats.var, 1e-6);
             assert_close(&format!("{what} out"), &nhwc(&got[2], n, c, hw), &out, 1e-5);
@@ -458,14 +541,15 @@ fn backward(
     form: Form,
     inputs: Storage,
 ) -> Vec<Vec<f32>> {
+    let shape = (n, c, hw);
     let len = n * c * hw;
     let (ix, st) = (form.ix, form.storage);
     assert!(st == Storage::F32 || inputs == Storage::Bf16);
     let (x, y, dy, gamma, stats) = backward_inputs(len, c, inputs);
     let mut sc = Script::default();
-    sc.act("x", &x, st)
-        .act("y", &y, st)
-        .act("dy", &dy, st)
+    sc.act("x", &form.layout(&x, shape), st)
+        .act("y", &form.layout(&y, shape), st)
+        .act("dy", &form.layout(&dy, shape), st)
         .f32("gamma", &gamma)
         .f32("mean", &stats.mean)
         .f32("var", &stats.var)
@@ -474,14 +558,15 @@ fn backward(
         sc.zeros(b, c);
     }
     let coef = [s("ca"), s("cb"), s("cd")];
+    let (part_kernel, part_grid, part_args) = form.part_launch("bn_bwd_part", shape, parts);
     sc.act("dx", &vec![0.0; len], st)
         .act("dres", &vec![0.0; len], st)
         .run(
-            &form.kernel("bn_bwd_part"),
-            (c, parts),
+            &part_kernel,
+            part_grid,
             &[
-                vec![s("x"), s("y"), s("dy"), i(1), i(n)],
-                ix.args(c, hw),
+                vec![s("x"), s("y"), s("dy"), i(1)],
+                part_args,
                 vec![s("part")],
             ]
             .concat(),
@@ -512,7 +597,11 @@ fn backward(
         .get("dbeta", c)
         .get("dx", len)
         .get("dres", len);
-    sc.exec(exe)
+    let mut got = sc.exec(exe);
+    for k in [2, 3] {
+        got[k] = form.unlayout(std::mem::take(&mut got[k]), shape);
+    }
+    got
 }
 
 #[test]
@@ -533,12 +622,12 @@ fn batch_norm_backward_matches_the_cpu_path_for_any_part_count() {
             &mut dx,
             Some(&mut dres),
         );
-        for (parts, form) in part_counts(n * hw)
+        for (parts, form) in part_counts(n * hw, c)
             .into_iter()
-            .zip(Form::F32.iter().cycle())
+            .flat_map(|p| Form::F32.map(|f| (p, f)))
         {
             let what = format!("n {n} c {c} hw {hw} parts {parts} {form:?}");
-            let got = backward(exe, (n, c, hw), parts, *form, Storage::F32);
+            let got = backward(exe, (n, c, hw), parts, form, Storage::F32);
             assert_close(&format!("{what} dgamma"), &got[0], &grads.gamma, 1e-6);
             assert_close(&format!("{what} dbeta"), &got[1], &grads.beta, 1e-6);
             assert_close(&format!("{what} dx"), &nhwc(&got[2], n, c, hw), &dx, 1e-5);
@@ -558,14 +647,16 @@ fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
 #[test]
 fn the_fast_index_kernels_give_the_wide_ones_bits() {
     let Some(exe) = runner() else { return };
-    let [wide, fast] = Form::F32;
+    let [wide, fast, last_wide, last_fast] = Form::F32;
     for shape @ (n, c, hw) in SHAPES {
-        for parts in part_counts(n * hw) {
-            let what = format!("n {n} c {c} hw {hw} parts {parts}");
-            let f = |form| forward(exe, shape, parts, form, Storage::F32);
-            assert_eq!(bits(&f(fast)), bits(&f(wide)), "{what} forward");
-            let b = |form| backward(exe, shape, parts, form, Storage::F32);
-            assert_eq!(bits(&b(fast)), bits(&b(wide)), "{what} backward");
+        for parts in part_counts(n * hw, c) {
+            for (wide, fast) in [(wide, fast), (last_wide, last_fast)] {
+                let what = format!("n {n} c {c} hw {hw} parts {parts} {fast:?}");
+                let f = |form| forward(exe, shape, parts, form, Storage::F32);
+                assert_eq!(bits(&f(fast)), bits(&f(wide)), "{what} forward");
+                let b = |form| backward(exe, shape, parts, form, Storage::F32);
+                assert_eq!(bits(&b(fast)), bits(&b(wide)), "{what} backward");
+            }
         }
     }
 }
@@ -579,15 +670,15 @@ fn the_fast_index_kernels_give_the_wide_ones_bits() {
 fn the_bf16_kernels_give_the_float_ones_bits_rounded() {
     let Some(exe) = runner() else { return };
     let rounded = |v: &[f32]| Storage::Bf16.held(v.to_vec());
-    for shape @ (n, c, hw) in SHAPES {
-        for (parts, ix) in part_counts(n * hw).into_iter().zip(INDEXES.iter().cycle()) {
+    for (at, shape @ (n, c, hw)) in SHAPES.into_iter().enumerate() {
+        // Each part count with one index form, a shape's forms starting one
+        // further than the last shape's, so that all meet across the shapes.
+        let forms = INDEXES.into_iter().cycle().skip(at);
+        for (parts, ix) in part_counts(n * hw, c).into_iter().zip(forms) {
             let what = format!("n {n} c {c} hw {hw} parts {parts} {ix:?}");
-            let float = Form {
-                ix: *ix,
-                storage: Storage::F32,
-            };
+            let float = Form::f32(ix);
             let half = Form {
-                ix: *ix,
+                ix,
                 storage: Storage::Bf16,
             };
             let f = forward(exe, shape, parts, float, Storage::Bf16);
@@ -669,7 +760,7 @@ fn the_bf16_conversions_round_to_nearest_even() {
 fn one_part_per_channel_and_many_give_the_same_sums_within_rounding() {
     let Some(exe) = runner() else { return };
     let shape = (16, 2, 33 * 17);
-    let [wide, fast] = Form::F32;
+    let [wide, fast, ..] = Form::F32;
     let one = forward(exe, shape, 1, wide, Storage::F32);
     let split = forward(
         exe,
@@ -716,6 +807,109 @@ fn average_pool_and_its_backward_match_a_direct_sum() {
         .map(|k| dout[k / hw] * (1.0 / hw as f32))
         .collect();
     assert_eq!(got[1], want_dx, "avg_pool_bwd");
+}
+
+/// The channels-last pool sums each mean in NCHW's order, so it gives
+/// `avg_pool`'s bits on the transposed input, in either storage; its
+/// backward gives `avg_pool_bwd`'s, transposed.
+#[test]
+fn the_channels_last_pool_gives_the_nchw_pools_bits() {
+    let Some(exe) = runner() else { return };
+    let (n, c, hw) = (7, 45, 9);
+    let (rows, len) = (n * c, n * c * hw);
+    let x = Storage::Bf16.held(values(len, 13));
+    let dout = values(rows, 14);
+    for storage in [Storage::F32, Storage::Bf16] {
+        let form = Form {
+            ix: Ix::LastWide,
+            storage,
+        };
+        let mut sc = Script::default();
+        sc.act("x", &x, storage)
+            .act("xl", &nhwc(&x, n, c, hw), storage)
+            .f32("d", &dout)
+            .zeros("out", rows)
+            .zeros("outl", rows)
+            .act("dx", &vec![0.0; len], storage)
+            .act("dxl", &vec![0.0; len], storage);
+        let grid = |len: usize| (len.div_ceil(THREADS), 1);
+        let st = form.storage_suffix();
+        sc.run(
+            &format!("avg_pool{st}"),
+            grid(rows),
+            &[s("x"), i(rows), i(hw), s("out")],
+        )
+        .run(
+            &format!("avg_pool_nhwc{st}"),
+            grid(rows),
+            &[s("xl"), i(rows), i(c), i(hw), s("outl")],
+        )
+        .run(
+            &format!("avg_pool_bwd{st}"),
+            grid(len),
+            &[s("d"), i(hw), l(len), s("dx")],
+        )
+        .run(
+            &format!("avg_pool_bwd_nhwc{st}"),
+            grid(len),
+            &[s("d"), i(c), i(hw), l(len), s("dxl")],
+        )
+        .get("out", rows)
+        .get("outl", rows)
+        .get("dx", len)
+        .get("dxl", len);
+        let got = sc.exec(exe);
+        assert_eq!(bits(&got[1..2]), bits(&got[..1]), "{storage:?} pool");
+        assert_eq!(
+            bits(&[nchw(&got[3], n, c, hw)]),
+            bits(&got[2..3]),
+            "{storage:?} pool backward"
+        );
+    }
+}
+
+/// `to_nhwc` transposes NCHW to channels-last (rounding to bf16 in its
+/// bf16 form, as `half` does), for images and for convolution weights
+/// (`[cout, cin, k·k]`), and `from_nhwc` transposes back, exactly.
+#[test]
+fn the_layout_conversions_transpose_exactly() {
+    let Some(exe) = runner() else { return };
+    for (n, c, hw) in [(3, 3, 35), (64, 32, 9), (5, 1, 4), (2, 7, 1)] {
+        let len = n * c * hw;
+        let x: Vec<f32> = values(len, 15).iter().map(|v| v * 1.37).collect();
+        for storage in [Storage::F32, Storage::Bf16] {
+            let st = match storage {
+                Storage::F32 => "",
+                Storage::Bf16 => "_bf16",
+            };
+            let grid = (len.div_ceil(THREADS), 1);
+            let mut sc = Script::default();
+            sc.f32("x", &x)
+                .act("y", &vec![0.0; len], storage)
+                .zeros("back", len)
+                .run(
+                    &format!("to_nhwc{st}"),
+                    grid,
+                    &[s("x"), i(c), i(hw), l(len), s("y")],
+                )
+                .run(
+                    &format!("from_nhwc{st}"),
+                    grid,
+                    &[s("y"), i(c), i(hw), l(len), s("back")],
+                )
+                .get("y", len)
+                .get("back", len);
+            let got = sc.exec(exe);
+            let what = format!("{storage:?} n {n} c {c} hw {hw}");
+            let want = storage.held(nhwc(&x, n, c, hw));
+            assert_eq!(bits(&got[..1]), bits(&[want]), "{what}: to_nhwc");
+            assert_eq!(
+                bits(&got[1..]),
+                bits(&[storage.held(x.clone())]),
+                "{what}: from_nhwc"
+            );
+        }
+    }
 }
 
 /// tsimcne-train's CPU SGD loop (`sgd.rs`, `step_cpu`), element by element.

@@ -19,7 +19,9 @@
 //! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact
 //! f32), and `KERNELS` is `candle` or `fast` with any of the suffixes, in
 //! this order: `-tf32` TF32 convolutions or `-bf16` bf16 activations and
-//! convolutions (`ConvMath::Bf16`), `-split` batch-norm sums over many
+//! convolutions (`ConvMath::Bf16`), `-nhwc` channels-last activations
+//! (`MemoryFormat::Nhwc`, whose batch norm is always split into parts,
+//! whatever `-split` says), `-split` batch-norm sums over many
 //! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel
 //! launch (`GpuStep::Fused`), `-timed` each convolution's algorithms
 //! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`); e.g.
@@ -34,7 +36,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use tsimcne_model::{
-    Backprop, BnSums, ConvMath, ConvSearch, DeviceSpec, Kernels, Model, Objective,
+    Backprop, BnSums, ConvMath, ConvSearch, DeviceSpec, Kernels, MemoryFormat, Model, Objective,
 };
 use tsimcne_ops::{BnStats, ConvGeom};
 use tsimcne_train::{Contrastive, GpuStep, Sgd, SgdConfig, Similarity};
@@ -88,6 +90,7 @@ fn kernels(arg: Option<&String>, dev: &Device) -> Kernels {
 #[derive(Clone, Copy)]
 struct GpuSettings {
     math: ConvMath,
+    format: MemoryFormat,
     sums: BnSums,
     sgd: GpuStep,
     search: ConvSearch,
@@ -111,6 +114,11 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
         } else {
             ConvMath::Exact
         },
+        format: if take("-nhwc") {
+            MemoryFormat::Nhwc
+        } else {
+            MemoryFormat::Nchw
+        },
         sums: if take("-split") {
             BnSums::Split
         } else {
@@ -128,7 +136,7 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
         },
     };
     if !rest.is_empty() {
-        eprintln!("unknown kernels {a}: candle, or fast[-tf32|-bf16][-split][-sgd][-timed]");
+        eprintln!("unknown kernels {a}: candle, or fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed]");
         std::process::exit(2);
     }
     s
@@ -150,6 +158,7 @@ fn model_run(
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
     model.set_conv_math(gpu.math);
     model.set_bn_sums(gpu.sums);
+    model.set_memory_format(gpu.format);
     model.set_conv_search(gpu.search);
     let x = Tensor::from_vec(random(views * 3 * 32 * 32, 1), (views, 3, 32, 32), dev)?;
     let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
@@ -563,7 +572,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-split][-sgd][-timed]] | ops [fast|candle] \
+                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed]] | ops [fast|candle] \
                  | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

@@ -12,7 +12,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::values;
-use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, Model, preset};
+use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, MemoryFormat, Model, preset};
 use tsimcne_train::{Contrastive, GpuStep, Sgd, SgdConfig, Similarity};
 
 /// The first CUDA device, or `None` (with a note) unless asked for.
@@ -55,7 +55,7 @@ fn candle_kernels_on_cuda_agree_with_the_cpu() {
     let Some(gpu) = cuda() else { return };
     steps_agree(
         &gpu,
-        (Kernels::Candle, ConvMath::Exact, BnSums::PerChannel),
+        (Kernels::Candle, ConvMath::Exact, BnSums::PerChannel, NCHW),
         1.0,
     );
 }
@@ -65,7 +65,7 @@ fn our_kernels_on_cuda_agree_with_the_cpu() {
     let Some(gpu) = cuda() else { return };
     steps_agree(
         &gpu,
-        (Kernels::Fast, ConvMath::Exact, BnSums::PerChannel),
+        (Kernels::Fast, ConvMath::Exact, BnSums::PerChannel, NCHW),
         1.0,
     );
 }
@@ -73,7 +73,21 @@ fn our_kernels_on_cuda_agree_with_the_cpu() {
 #[test]
 fn our_kernels_with_split_sums_on_cuda_agree_with_the_cpu() {
     let Some(gpu) = cuda() else { return };
-    steps_agree(&gpu, (Kernels::Fast, ConvMath::Exact, BnSums::Split), 1.0);
+    steps_agree(
+        &gpu,
+        (Kernels::Fast, ConvMath::Exact, BnSums::Split, NCHW),
+        1.0,
+    );
+}
+
+#[test]
+fn our_channels_last_kernels_on_cuda_agree_with_the_cpu() {
+    let Some(gpu) = cuda() else { return };
+    steps_agree(
+        &gpu,
+        (Kernels::Fast, ConvMath::Exact, BnSums::Split, NHWC),
+        1.0,
+    );
 }
 
 #[test]
@@ -83,7 +97,7 @@ fn our_tf32_kernels_on_cuda_agree_with_the_cpu_within_tf32_rounding() {
     // two steps of the tiny net differed by up to 5.03e-3 (H200).
     steps_agree(
         &gpu,
-        (Kernels::Fast, ConvMath::Tf32, BnSums::PerChannel),
+        (Kernels::Fast, ConvMath::Tf32, BnSums::PerChannel, NCHW),
         100.0,
     );
 }
@@ -91,20 +105,29 @@ fn our_tf32_kernels_on_cuda_agree_with_the_cpu_within_tf32_rounding() {
 #[test]
 fn our_kernels_on_cuda_repeat_bit_for_bit() {
     let Some(gpu) = cuda() else { return };
-    repeat_bit_for_bit(&gpu, BnSums::PerChannel);
+    repeat_bit_for_bit(&gpu, (BnSums::PerChannel, NCHW));
 }
 
 #[test]
 fn our_kernels_with_split_sums_on_cuda_repeat_bit_for_bit() {
     let Some(gpu) = cuda() else { return };
-    repeat_bit_for_bit(&gpu, BnSums::Split);
+    repeat_bit_for_bit(&gpu, (BnSums::Split, NCHW));
 }
 
-fn repeat_bit_for_bit(gpu: &Device, sums: BnSums) {
-    let run = || train_bits(gpu, sums, GpuStep::TensorOps, SgdConfig::default()).0;
+#[test]
+fn our_channels_last_kernels_on_cuda_repeat_bit_for_bit() {
+    let Some(gpu) = cuda() else { return };
+    repeat_bit_for_bit(&gpu, (BnSums::Split, NHWC));
+}
+
+const NCHW: MemoryFormat = MemoryFormat::Nchw;
+const NHWC: MemoryFormat = MemoryFormat::Nhwc;
+
+fn repeat_bit_for_bit(gpu: &Device, form: (BnSums, MemoryFormat)) {
+    let run = || train_bits(gpu, form, GpuStep::TensorOps, SgdConfig::default()).0;
     assert!(
         run() == run(),
-        "two runs of the GPU backbone ({sums:?}) differ"
+        "two runs of the GPU backbone ({form:?}) differ"
     );
 }
 
@@ -117,8 +140,9 @@ fn the_fused_sgd_step_on_cuda_gives_the_tensor_ops_bits() {
         clip_value: None,
     };
     for config in [SgdConfig::default(), plain] {
-        let ops = train_bits(&gpu, BnSums::PerChannel, GpuStep::TensorOps, config);
-        let fused = train_bits(&gpu, BnSums::PerChannel, GpuStep::Fused, config);
+        let form = (BnSums::PerChannel, NCHW);
+        let ops = train_bits(&gpu, form, GpuStep::TensorOps, config);
+        let fused = train_bits(&gpu, form, GpuStep::Fused, config);
         assert!(ops.0 == fused.0, "{config:?}: weights differ");
         assert_eq!(ops.1, fused.1, "{config:?}: momentum buffers differ");
     }
@@ -128,7 +152,7 @@ fn the_fused_sgd_step_on_cuda_gives_the_tensor_ops_bits() {
 /// model's bytes and the momentum buffers' bits.
 fn train_bits(
     gpu: &Device,
-    sums: BnSums,
+    (sums, format): (BnSums, MemoryFormat),
     step: GpuStep,
     config: SgdConfig,
 ) -> (Vec<u8>, Vec<(String, Vec<u32>)>) {
@@ -137,6 +161,7 @@ fn train_bits(
     let mut m = Model::new(&arch, 5, gpu).unwrap();
     m.set_kernels(Kernels::Fast).unwrap();
     m.set_bn_sums(sums);
+    m.set_memory_format(format);
     let x = Tensor::from_vec(batch(32, 3, 16), dims, gpu).unwrap();
     let mut sgd = Sgd::new(m.trainable(None), config);
     sgd.set_gpu_step(step);
@@ -162,9 +187,13 @@ fn train_bits(
 }
 
 /// Two training steps on the CPU (our kernels) and on the GPU with
-/// `kernels`, `math` and `sums`, compared at the tolerances below times
+/// `kernels`, `math`, `sums` and `format`, compared at the tolerances below times
 /// `slack`.
-fn steps_agree(gpu: &Device, (kernels, math, sums): (Kernels, ConvMath, BnSums), slack: f64) {
+fn steps_agree(
+    gpu: &Device,
+    (kernels, math, sums, format): (Kernels, ConvMath, BnSums, MemoryFormat),
+    slack: f64,
+) {
     let arch = preset("tiny", 3, 8).unwrap();
     let dims = (32, 3, 16, 16); // 16 images, two views each
     let pixels = batch(32, 3, 16);
@@ -175,6 +204,7 @@ fn steps_agree(gpu: &Device, (kernels, math, sums): (Kernels, ConvMath, BnSums),
     gpu_model.set_kernels(kernels).unwrap();
     gpu_model.set_conv_math(math);
     gpu_model.set_bn_sums(sums);
+    gpu_model.set_memory_format(format);
     let close = |what: &str, a: &Tensor, b: &Tensor, tol: f64| close(what, a, b, tol * slack);
     let x_cpu = Tensor::from_vec(pixels.clone(), dims, &Device::Cpu).unwrap();
     let x_gpu = Tensor::from_vec(pixels, dims, gpu).unwrap();

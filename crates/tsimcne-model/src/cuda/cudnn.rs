@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cudarc::cudnn::{result, sys};
 use cudarc::driver::CudaStream;
 
-use super::{ConvMath, ConvSearch, Ptr, WORKSPACE_CAP};
+use super::{ConvMath, ConvSearch, MemoryFormat, Ptr, WORKSPACE_CAP};
 use crate::error::{ModelError, Result};
 
 fn err(what: &str, e: impl std::fmt::Debug) -> ModelError {
@@ -45,8 +45,9 @@ impl Drop for Cudnn {
     }
 }
 
-/// A convolution's shape: NCHW input `[n, cin, h, w]`, weight
-/// `[cout, cin, k, k]`, square stride and padding.
+/// A convolution's shape: input `[n, cin, h, w]` and weight
+/// `[cout, cin, k, k]` (laid out as `format` says: NCHW and `[cout, cin, k,
+/// k]`, or NHWC and `[cout, k, k, cin]`), square stride and padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ConvKey {
     pub(crate) n: usize,
@@ -59,14 +60,19 @@ pub(crate) struct ConvKey {
     pub(crate) pad: usize,
     pub(crate) math: ConvMath,
     pub(crate) search: ConvSearch,
+    pub(crate) format: MemoryFormat,
 }
 
 impl ConvKey {
     /// `cin→cout k×k/stride on h×w` (the batch left out), for profiles.
     pub(crate) fn label(&self) -> String {
         let k = self.k;
+        let format = match self.format {
+            MemoryFormat::Nchw => "",
+            MemoryFormat::Nhwc => " NHWC",
+        };
         format!(
-            "{}→{} {k}×{k}/{} on {}×{} {:?}",
+            "{}→{} {k}×{k}/{} on {}×{} {:?}{format}",
             self.cin, self.cout, self.stride, self.h, self.w, self.math
         )
     }
@@ -116,16 +122,28 @@ fn data_type(math: ConvMath) -> sys::cudnnDataType_t {
     }
 }
 
+/// cuDNN's name of a memory format: for tensors, NCHW or NHWC; for
+/// filters `[cout, cin, k, k]` or `[cout, k, k, cin]`.
+fn tensor_format(format: MemoryFormat) -> sys::cudnnTensorFormat_t {
+    match format {
+        MemoryFormat::Nchw => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+        MemoryFormat::Nhwc => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC,
+    }
+}
+
+/// A tensor `[n, c, h, w]` (the dimensions in this order whatever the
+/// layout) laid out as `format` says.
 fn tensor_desc(
     (n, c, h, w): (usize, usize, usize, usize),
     dtype: sys::cudnnDataType_t,
+    format: MemoryFormat,
 ) -> Result<TensorDesc> {
     let d = TensorDesc(result::create_tensor_descriptor().map_err(|e| err("tensor", e))?);
     // SAFETY: a fresh descriptor.
     unsafe {
         result::set_tensor4d_descriptor(
             d.0,
-            sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+            tensor_format(format),
             dtype,
             [dim(n)?, dim(c)?, dim(h)?, dim(w)?],
         )
@@ -290,15 +308,19 @@ impl ConvPlan {
 
     pub(super) fn new(cudnn: &Cudnn, key: ConvKey) -> Result<Self> {
         let dtype = data_type(key.math);
-        let x = tensor_desc((key.n, key.cin, key.h, key.w), dtype)?;
-        let y = tensor_desc((key.n, key.cout, key.out_h(), key.out_w()), dtype)?;
+        let x = tensor_desc((key.n, key.cin, key.h, key.w), dtype, key.format)?;
+        let y = tensor_desc(
+            (key.n, key.cout, key.out_h(), key.out_w()),
+            dtype,
+            key.format,
+        )?;
         let w = FilterDesc(result::create_filter_descriptor().map_err(|e| err("filter", e))?);
         // SAFETY: a fresh descriptor.
         unsafe {
             result::set_filter4d_descriptor(
                 w.0,
                 dtype,
-                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                tensor_format(key.format),
                 [dim(key.cout)?, dim(key.cin)?, dim(key.k)?, dim(key.k)?],
             )
         }

@@ -1,14 +1,18 @@
 // The CUDA kernels of the GPU backbone (crate::cuda), compiled once per
-// process with NVRTC. Activations are NCHW: element (n, c, i) of a
-// [N, C, HW] tensor sits at (n * C + c) * HW + i.
+// process with NVRTC. Activations are NCHW, element (n, c, i) of a
+// [N, C, HW] tensor at (n * C + c) * HW + i, or channels-last (NHWC, the
+// *_nhwc kernels), element (n, i, c) of [N, HW, C] at (n * HW + i) * C + c.
 //
-// Batch statistics are summed in double, in a fixed order: each channel's
-// n * hw elements are cut into gridDim.y equal parts (one block each:
-// per-thread strided sums, then a tree in shared memory), and the parts'
-// sums are added in part order. The order depends on the shape and the part
-// count only, so the same input gives the same bits on the same GPU, as on
-// the CPU path, whose sums are also double (tsimcne-ops bn.rs). With one
-// part a channel is one block's sum.
+// Batch statistics are summed in double, in a fixed order. NCHW: each
+// channel's n * hw elements are cut into gridDim.y equal parts (one block
+// each: per-thread strided sums, then a tree in shared memory). NHWC: the
+// n * hw rows are cut into gridDim.y equal parts, and a block sums one part
+// of TILE channels (a warp reads TILE neighbours of a row; the block's
+// warps take every 8th row, then their sums are added in warp order). Then
+// the parts' sums are added in part order. The order depends on the shape
+// and the part count only, so the same input gives the same bits on the
+// same GPU, as on the CPU path, whose sums are also double (tsimcne-ops
+// bn.rs). With one part an NCHW channel is one block's sum.
 //
 // The kernels are plain C++ apart from the CUDA built-ins, so that
 // tests/cuda_host (tsimcne-model) can run them on CPU threads.
@@ -44,13 +48,34 @@ struct FastIndex {
     }
 };
 
+// The channel of flat element k of a channels-last tensor [N, HW, C]:
+// k % C, in 64 bits (LastIndex) or by multiply and shift (LastFastIndex,
+// under 2^31 elements). The elementwise kernels need nothing else.
+struct LastIndex {
+    int c;
+    __device__ int channel(long long k) const { return (int)(k % c); }
+};
+
+struct LastFastIndex {
+    unsigned int c, c_mul, c_shift;
+    __device__ int channel(long long k) const {
+        unsigned int u = (unsigned int)k;
+        return (int)(u - fast_div(u, c_mul, c_shift) * c);
+    }
+};
+
 // The arguments of a kernel's index: `c, hw` (wide) or the six of
-// FastIndex (fast), in the kernels' signatures below.
+// FastIndex (fast), in the kernels' signatures below; channels-last `c`, or
+// the three of LastFastIndex.
 #define WIDE_INDEX int c, int hw
 #define FAST_INDEX unsigned int c, unsigned int c_mul, unsigned int c_shift, \
     unsigned int hw, unsigned int hw_mul, unsigned int hw_shift
 #define WIDE_INDEX_OF WideIndex{c, hw}
 #define FAST_INDEX_OF FastIndex{c, c_mul, c_shift, hw, hw_mul, hw_shift}
+#define LAST_INDEX int c
+#define LAST_FAST_INDEX unsigned int c, unsigned int c_mul, unsigned int c_shift
+#define LAST_INDEX_OF LastIndex{c}
+#define LAST_FAST_INDEX_OF LastFastIndex{c, c_mul, c_shift}
 
 // Activations are stored as float or as bfloat16 (the *_bf16 kernels),
 // whose 16 bits are the high half of a float's; the arithmetic is float
@@ -79,6 +104,13 @@ template <> __device__ __forceinline__ bf16 narrow<bf16>(float v) {
     extern "C" __global__ void NAME##_fast PARAMS(float, FAST_INDEX) { CALL(FAST_INDEX_OF); } \
     extern "C" __global__ void NAME##_bf16 PARAMS(bf16, WIDE_INDEX) { CALL(WIDE_INDEX_OF); } \
     extern "C" __global__ void NAME##_fast_bf16 PARAMS(bf16, FAST_INDEX) { CALL(FAST_INDEX_OF); }
+
+// The four channels-last kernels of an elementwise batch-norm body.
+#define BN_KERNELS_NHWC(NAME, PARAMS, CALL) \
+    extern "C" __global__ void NAME##_nhwc PARAMS(float, LAST_INDEX) { CALL(LAST_INDEX_OF); } \
+    extern "C" __global__ void NAME##_nhwc_fast PARAMS(float, LAST_FAST_INDEX) { CALL(LAST_FAST_INDEX_OF); } \
+    extern "C" __global__ void NAME##_nhwc_bf16 PARAMS(bf16, LAST_INDEX) { CALL(LAST_INDEX_OF); } \
+    extern "C" __global__ void NAME##_nhwc_fast_bf16 PARAMS(bf16, LAST_FAST_INDEX) { CALL(LAST_FAST_INDEX_OF); }
 
 // Tree reduction of two doubles over the block; thread 0 ends with the sums.
 __device__ void block_sum2(double* s1, double* s2) {
@@ -121,6 +153,42 @@ __device__ void channel_part_sums2(int n, Index ix, Terms terms, double* part) {
     }
 }
 
+#define TILE 32
+
+// Part blockIdx.y of the rows of channels [TILE * blockIdx.x, + TILE) of a
+// channels-last tensor of m rows and c channels: the sums of the two terms
+// that `terms(k)` gives for element k (its flat index) over the part's
+// rows, written as channel_part_sums2 writes them.
+template <typename Terms>
+__device__ void tile_part_sums2(long long m, int c, Terms terms, double* part) {
+    __shared__ double s1[THREADS];
+    __shared__ double s2[THREADS];
+    const int warps = THREADS / TILE;
+    int lane = threadIdx.x % TILE, r = threadIdx.x / TILE;
+    int ch = blockIdx.x * TILE + lane, p = blockIdx.y, parts = gridDim.y;
+    long long lo = m * p / parts, hi = m * (p + 1) / parts;
+    double a = 0.0, b = 0.0;
+    if (ch < c) {
+        for (long long row = lo + r; row < hi; row += warps) {
+            double2 t = terms(row * c + ch);
+            a += t.x;
+            b += t.y;
+        }
+    }
+    s1[threadIdx.x] = a;
+    s2[threadIdx.x] = b;
+    __syncthreads();
+    if (r == 0 && ch < c) {
+        for (int q = 1; q < warps; q++) {
+            a += s1[q * TILE + lane];
+            b += s2[q * TILE + lane];
+        }
+        long long at = 2 * ((long long)ch * parts + p);
+        part[at] = a;
+        part[at + 1] = b;
+    }
+}
+
 // The two sums of channel ch: its parts added in part order.
 __device__ double2 channel_total2(const double* part, int parts, int ch) {
     const double* q = part + 2 * (long long)ch * parts;
@@ -143,6 +211,21 @@ __device__ void bn_stats_part_at(const T* x, int n, Index ix, double* part) {
 #define BN_STATS_PART(T, INDEX) (const T* x, int n, INDEX, double* part)
 #define BN_STATS_PART_CALL(IX) bn_stats_part_at(x, n, IX, part)
 BN_KERNELS(bn_stats_part, BN_STATS_PART, BN_STATS_PART_CALL)
+
+// Grid (ceil(c / TILE), parts), channels-last: as bn_stats_part.
+template <typename T>
+__device__ void bn_stats_part_nhwc_at(const T* x, int n, int c, int hw, double* part) {
+    tile_part_sums2((long long)n * hw, c, [&](long long k) {
+        double v = (double)widen(x[k]);
+        return make_double2(v, v * v);
+    }, part);
+}
+extern "C" __global__ void bn_stats_part_nhwc(const float* x, int n, int c, int hw, double* part) {
+    bn_stats_part_nhwc_at(x, n, c, hw, part);
+}
+extern "C" __global__ void bn_stats_part_nhwc_bf16(const bf16* x, int n, int c, int hw, double* part) {
+    bn_stats_part_nhwc_at(x, n, c, hw, part);
+}
 
 // One thread per channel: training-mode statistics from the partial sums,
 // mean and biased variance, and the affine form y = x * scale + shift of
@@ -198,6 +281,7 @@ __device__ void bn_apply_at(
      int has_res, int relu, INDEX, long long total, T* out)
 #define BN_APPLY_CALL(IX) bn_apply_at(x, scale, shift, res, has_res, relu, IX, total, out)
 BN_KERNELS(bn_apply, BN_APPLY, BN_APPLY_CALL)
+BN_KERNELS_NHWC(bn_apply, BN_APPLY, BN_APPLY_CALL)
 
 // running = running * keep + batch * w (w: momentum for the mean, momentum
 // times rows / (rows - 1) for the variance), as the CPU path computes it.
@@ -232,6 +316,24 @@ __device__ void bn_bwd_part_at(
     (const T* x, const T* y, const T* dy, int has_y, int n, INDEX, double* part)
 #define BN_BWD_PART_CALL(IX) bn_bwd_part_at(x, y, dy, has_y, n, IX, part)
 BN_KERNELS(bn_bwd_part, BN_BWD_PART, BN_BWD_PART_CALL)
+
+// Grid (ceil(c / TILE), parts), channels-last: as bn_bwd_part.
+template <typename T>
+__device__ void bn_bwd_part_nhwc_at(
+    const T* x, const T* y, const T* dy, int has_y, int n, int c, int hw, double* part) {
+    tile_part_sums2((long long)n * hw, c, [&](long long k) {
+        double g = (double)masked(y, dy, has_y, k);
+        return make_double2(g, g * (double)widen(x[k]));
+    }, part);
+}
+extern "C" __global__ void bn_bwd_part_nhwc(
+    const float* x, const float* y, const float* dy, int has_y, int n, int c, int hw, double* part) {
+    bn_bwd_part_nhwc_at(x, y, dy, has_y, n, c, hw, part);
+}
+extern "C" __global__ void bn_bwd_part_nhwc_bf16(
+    const bf16* x, const bf16* y, const bf16* dy, int has_y, int n, int c, int hw, double* part) {
+    bn_bwd_part_nhwc_at(x, y, dy, has_y, n, c, hw, part);
+}
 
 // One thread per channel: the parameter gradients and the coefficients of
 // dx = a * g - b * x + d from the partial sums.
@@ -275,6 +377,7 @@ __device__ void bn_bwd_dx_at(
      INDEX, long long total, T* dx, T* dres, int has_dres)
 #define BN_BWD_DX_CALL(IX) bn_bwd_dx_at(x, y, dy, has_y, ca, cb, cd, IX, total, dx, dres, has_dres)
 BN_KERNELS(bn_bwd_dx, BN_BWD_DX, BN_BWD_DX_CALL)
+BN_KERNELS_NHWC(bn_bwd_dx, BN_BWD_DX, BN_BWD_DX_CALL)
 
 // Global average pool: [rows, hw] → [rows] (rows = N * C), in float.
 template <typename T>
@@ -304,6 +407,74 @@ extern "C" __global__ void avg_pool_bwd(const float* d, int hw, long long total,
 }
 extern "C" __global__ void avg_pool_bwd_bf16(const float* d, int hw, long long total, bf16* dx) {
     avg_pool_bwd_at(d, hw, total, dx);
+}
+
+// Channels-last global average pool: [n, hw, c] → [n * c], each mean summed
+// in the order of avg_pool (so the same bits as NCHW's).
+template <typename T>
+__device__ void avg_pool_nhwc_at(const T* x, int rows, int c, int hw, float* out) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    long long b = r / c;
+    int ch = r % c;
+    double s = 0.0;
+    for (int i = 0; i < hw; i++) s += (double)widen(x[(b * hw + i) * c + ch]);
+    out[r] = (float)(s / (double)hw);
+}
+extern "C" __global__ void avg_pool_nhwc(const float* x, int rows, int c, int hw, float* out) {
+    avg_pool_nhwc_at(x, rows, c, hw, out);
+}
+extern "C" __global__ void avg_pool_nhwc_bf16(const bf16* x, int rows, int c, int hw, float* out) {
+    avg_pool_nhwc_at(x, rows, c, hw, out);
+}
+
+// Its backward: dx[b, i, ch] = d[b, ch] / hw.
+template <typename T>
+__device__ void avg_pool_bwd_nhwc_at(const float* d, int c, int hw, long long total, T* dx) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= total) return;
+    long long b = k / ((long long)hw * c);
+    dx[k] = narrow<T>(d[b * c + k % c] * (1.0f / (float)hw));
+}
+extern "C" __global__ void avg_pool_bwd_nhwc(const float* d, int c, int hw, long long total, float* dx) {
+    avg_pool_bwd_nhwc_at(d, c, hw, total, dx);
+}
+extern "C" __global__ void avg_pool_bwd_nhwc_bf16(const float* d, int c, int hw, long long total, bf16* dx) {
+    avg_pool_bwd_nhwc_at(d, c, hw, total, dx);
+}
+
+// NCHW float [N, C, HW] to channels-last [N, HW, C] in T: the images, and
+// each step's convolution weights ([cout, cin, k * k] to [cout, k * k, cin],
+// cuDNN's NHWC filter layout). One thread per output element.
+template <typename T>
+__device__ void to_nhwc_at(const float* x, int c, int hw, long long total, T* y) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= total) return;
+    long long rest = k / c;
+    long long i = rest % hw, b = rest / hw;
+    y[k] = narrow<T>(x[(b * c + k % c) * hw + i]);
+}
+extern "C" __global__ void to_nhwc(const float* x, int c, int hw, long long total, float* y) {
+    to_nhwc_at(x, c, hw, total, y);
+}
+extern "C" __global__ void to_nhwc_bf16(const float* x, int c, int hw, long long total, bf16* y) {
+    to_nhwc_at(x, c, hw, total, y);
+}
+
+// Back: channels-last T to NCHW float (the weight gradients).
+template <typename T>
+__device__ void from_nhwc_at(const T* x, int c, int hw, long long total, float* y) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= total) return;
+    long long rest = k / hw;
+    long long i = k % hw, ch = rest % c, b = rest / c;
+    y[k] = widen(x[(b * hw + i) * c + ch]);
+}
+extern "C" __global__ void from_nhwc(const float* x, int c, int hw, long long total, float* y) {
+    from_nhwc_at(x, c, hw, total, y);
+}
+extern "C" __global__ void from_nhwc_bf16(const bf16* x, int c, int hw, long long total, float* y) {
+    from_nhwc_at(x, c, hw, total, y);
 }
 
 // float to bf16 (the images, the convolution weights of each step) and

@@ -2,7 +2,8 @@
 //! and backward-filter), our own batch-norm kernels with the ReLU and the
 //! residual addition fused in (`kernels.cu`, compiled once by NVRTC), and a
 //! hand-written backward pass: the GPU twin of [`crate::fast`], same layer
-//! plan, same arithmetic (statistics summed in f64), NCHW activations.
+//! plan, same arithmetic (statistics summed in f64), NCHW activations or
+//! channels-last ([`MemoryFormat`]).
 //!
 //! Each convolution shape gets its cuDNN descriptors and algorithms once,
 //! cached for the life of the model: the heuristics' first algorithm that
@@ -39,8 +40,8 @@ use tsimcne_format::model_keys::ResNetArch;
 use self::cudnn::{ConvKey, ConvPass, ConvPlan, Cudnn};
 use crate::FastDiv;
 use crate::error::{ModelError, Result};
-use crate::fast::{Block, ConvSpec, EPS, FastBackbone, MOMENTUM, Pass};
-use crate::model::{BnSums, ConvMath, ConvSearch};
+use crate::fast::{Block, ConvSpec, EPS, FastBackbone, MOMENTUM, Pass, UnitOut};
+use crate::model::{BnSums, ConvMath, ConvSearch, MemoryFormat};
 
 /// The most workspace bytes one convolution algorithm may use.
 pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
@@ -48,10 +49,10 @@ pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
 const THREADS: u32 = 256;
 const MODULE: &str = "tsimcne_backbone";
 const SOURCE: &str = include_str!("kernels.cu");
-/// Every kernel of kernels.cu: a batch-norm body's four forms (index
-/// arithmetic × storage, see [`launch_indexed`]), the rest in f32 or also
-/// in bf16.
-const KERNELS: [&str; 26] = [
+/// Every kernel of kernels.cu: a batch-norm body's forms (layout × index
+/// arithmetic × storage, see [`launch_indexed`] and [`launch_parts`]), the
+/// rest in f32 or also in bf16.
+const KERNELS: [&str; 46] = [
     "bn_stats_part",
     "bn_stats_part_fast",
     "bn_stats_part_bf16",
@@ -78,6 +79,26 @@ const KERNELS: [&str; 26] = [
     "avg_pool_bwd_bf16",
     "to_bf16",
     "from_bf16",
+    "bn_stats_part_nhwc",
+    "bn_stats_part_nhwc_bf16",
+    "bn_apply_nhwc",
+    "bn_apply_nhwc_fast",
+    "bn_apply_nhwc_bf16",
+    "bn_apply_nhwc_fast_bf16",
+    "bn_bwd_part_nhwc",
+    "bn_bwd_part_nhwc_bf16",
+    "bn_bwd_dx_nhwc",
+    "bn_bwd_dx_nhwc_fast",
+    "bn_bwd_dx_nhwc_bf16",
+    "bn_bwd_dx_nhwc_fast_bf16",
+    "avg_pool_nhwc",
+    "avg_pool_nhwc_bf16",
+    "avg_pool_bwd_nhwc",
+    "avg_pool_bwd_nhwc_bf16",
+    "to_nhwc",
+    "to_nhwc_bf16",
+    "from_nhwc",
+    "from_nhwc_bf16",
 ];
 
 fn cuda_err(e: impl std::fmt::Display) -> ModelError {
@@ -108,6 +129,30 @@ fn ptx() -> Result<&'static str> {
     compiled(&PTX, SOURCE, Default::default(), "the backbone's kernels")
 }
 
+/// Checks, without a GPU (NVRTC compiles `kernels.cu`), that the kernels
+/// loaded at start ([`KERNELS`], and `sgd_step` on its own) are exactly the
+/// entry points of the PTX; the error names what differs. A name missing
+/// from either side would otherwise show only on a GPU.
+pub fn check_kernel_list() -> Result<()> {
+    let entries: std::collections::BTreeSet<&str> = ptx()?
+        .lines()
+        .filter_map(|l| l.split_once(".entry ")?.1.split('(').next())
+        .map(str::trim)
+        .collect();
+    let named: std::collections::BTreeSet<&str> =
+        KERNELS.iter().copied().chain(["sgd_step"]).collect();
+    let unnamed: Vec<_> = entries.difference(&named).collect();
+    let missing: Vec<_> = named.difference(&entries).collect();
+    if unnamed.is_empty() && missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::Invalid(format!(
+            "kernels.cu's entry points not in KERNELS: {unnamed:?}; \
+             KERNELS not in kernels.cu: {missing:?}"
+        )))
+    }
+}
+
 /// A device buffer of f32.
 type Buf = CudaSlice<f32>;
 
@@ -117,13 +162,16 @@ struct Stats {
     var: Buf,
 }
 
-/// A convolution's plan key, kept for the backward pass.
-struct ConvIn {
+/// What a convolution's backward pass needs from its forward pass: its plan
+/// key and its weights as the pass read them (in the activations' storage
+/// and layout, converted once a step).
+struct ConvIn<E> {
     key: ConvKey,
+    w: Stored<E>,
 }
 
 /// What a block's backward pass needs from its forward pass.
-type BlockTape<E> = crate::fast::BlockTape<ConvIn, CudaSlice<E>, Stats>;
+type BlockTape<E> = crate::fast::BlockTape<ConvIn<E>, CudaSlice<E>, Stats>;
 
 /// The saved forward pass of a training step on the GPU, in either storage.
 pub struct Tape(Taped);
@@ -136,10 +184,10 @@ enum Taped {
 /// The saved forward pass, activations stored as `E`.
 struct TapeOf<E> {
     n: usize,
-    /// The images (NCHW, contiguous, f32), the stem's convolution output
+    /// The images as the stem read them, the stem's convolution output
     /// and statistics.
-    stem_in: Tensor,
-    stem: ConvIn,
+    stem_in: Stored<E>,
+    stem: ConvIn<E>,
     stem_c: CudaSlice<E>,
     stem_s: Stats,
     /// `acts[0]` is the stem's output, `acts[i + 1]` block i's.
@@ -204,6 +252,7 @@ pub struct CudaBackbone {
     math: ConvMath,
     search: ConvSearch,
     sums: BnSums,
+    format: MemoryFormat,
     gpu: Mutex<Option<Gpu>>,
 }
 
@@ -272,41 +321,65 @@ impl GridDims for (usize, usize) {
     }
 }
 
-/// The index arithmetic a batch-norm kernel is launched with (`WideIndex`
-/// or `FastIndex` in kernels.cu): the `*_fast` kernels for tensors under
-/// [`FastDiv::LIMIT`] elements in [`BnSums::Split`], else 64-bit divisions.
+/// The layout and index arithmetic a batch-norm kernel is launched with
+/// (`WideIndex`, `FastIndex`, `LastIndex` or `LastFastIndex` in
+/// kernels.cu): NCHW with the `*_fast` kernels for tensors under
+/// [`FastDiv::LIMIT`] elements in [`BnSums::Split`], else 64-bit divisions;
+/// channels-last likewise, the `*_fast` kernels under the limit whatever the
+/// sums.
 #[derive(Debug, Clone, Copy)]
 enum Index {
     Wide { c: i32, hw: i32 },
     Fast { c: FastDiv, hw: FastDiv },
+    LastWide { c: i32 },
+    LastFast { c: FastDiv },
 }
 
 impl Index {
-    /// For a `[n, c, hw]` tensor of `total` elements.
-    fn new(sums: BnSums, c: usize, hw: usize, total: usize) -> Self {
-        let fast = match sums {
-            BnSums::PerChannel => None,
-            BnSums::Split if (total as u64) < FastDiv::LIMIT => {
-                FastDiv::new(c as u64).zip(FastDiv::new(hw as u64))
-            }
-            BnSums::Split => None,
-        };
-        match fast {
-            Some((c, hw)) => Self::Fast { c, hw },
-            None => Self::Wide {
-                c: c as i32,
-                hw: hw as i32,
+    /// For a `[n, c, hw]` tensor of `total` elements laid out as `format`.
+    fn new(format: MemoryFormat, sums: BnSums, c: usize, hw: usize, total: usize) -> Self {
+        let small = (total as u64) < FastDiv::LIMIT;
+        match format {
+            MemoryFormat::Nhwc => match FastDiv::new(c as u64).filter(|_| small) {
+                Some(c) => Self::LastFast { c },
+                None => Self::LastWide { c: c as i32 },
             },
+            MemoryFormat::Nchw => {
+                let fast = match sums {
+                    BnSums::Split if small => FastDiv::new(c as u64).zip(FastDiv::new(hw as u64)),
+                    BnSums::Split | BnSums::PerChannel => None,
+                };
+                match fast {
+                    Some((c, hw)) => Self::Fast { c, hw },
+                    None => Self::Wide {
+                        c: c as i32,
+                        hw: hw as i32,
+                    },
+                }
+            }
         }
     }
 }
 
-/// Launches the batch-norm kernel `$name`, or `$name` with `_fast`, by the
-/// [`Index`] `$ix`, whose arguments go between `$pre` and `$post`, for
-/// activations stored as `$elem`.
+/// Launches the elementwise batch-norm kernel `$name`, or `$name` with
+/// `_fast`, `_nhwc` or `_nhwc_fast`, by the [`Index`] `$ix`, whose arguments
+/// go between `$pre` and `$post`, for activations stored as `$elem`.
 macro_rules! launch_indexed {
     ($gpu:expr, $name:literal, $elem:ty, $blocks:expr, $ix:expr, [$($pre:expr),*], [$($post:expr),*] $(,)?) => {{
         match $ix {
+            Index::LastWide { c } => {
+                launch!($gpu, &kernel::<$elem>(concat!($name, "_nhwc")), $blocks, $($pre,)* c, $($post),*)
+            }
+            Index::LastFast { c } => launch!(
+                $gpu,
+                &kernel::<$elem>(concat!($name, "_nhwc_fast")),
+                $blocks,
+                $($pre,)*
+                c.d,
+                c.mul,
+                c.shift,
+                $($post),*
+            ),
             Index::Wide { c, hw } => {
                 launch!($gpu, &kernel::<$elem>($name), $blocks, $($pre,)* c, hw, $($post),*)
             }
@@ -322,6 +395,53 @@ macro_rules! launch_indexed {
                 hw.mul,
                 hw.shift,
                 $($post),*
+            ),
+        }
+    }};
+}
+
+/// Launches the batch-norm partial-sums kernel `$name` over `$parts` parts
+/// of a `[$n, $c, $hw]` tensor, by the [`Index`] `$ix`: NCHW a block per
+/// channel and part, the index arguments after `$pre` and `$n`; channels-last
+/// (`$name` with `_nhwc`) a block per [`MemoryFormat::TILE`] channels and
+/// part, with `$n, $c, $hw`. The partial sums `$part` come last.
+macro_rules! launch_parts {
+    ($gpu:expr, $name:literal, $elem:ty, $parts:expr, $ix:expr, [$($pre:expr),*], ($n:expr, $c:expr, $hw:expr), $part:expr $(,)?) => {{
+        let (n, c, hw): (usize, usize, usize) = ($n, $c, $hw);
+        match $ix {
+            Index::Wide { c: ci, hw: hwi } => launch!(
+                $gpu,
+                &kernel::<$elem>($name),
+                (c, $parts),
+                $($pre,)*
+                n as i32,
+                ci,
+                hwi,
+                $part
+            ),
+            Index::Fast { c: cf, hw: hwf } => launch!(
+                $gpu,
+                &kernel::<$elem>(concat!($name, "_fast")),
+                (c, $parts),
+                $($pre,)*
+                n as i32,
+                cf.d,
+                cf.mul,
+                cf.shift,
+                hwf.d,
+                hwf.mul,
+                hwf.shift,
+                $part
+            ),
+            Index::LastWide { .. } | Index::LastFast { .. } => launch!(
+                $gpu,
+                &kernel::<$elem>(concat!($name, "_nhwc")),
+                (c.div_ceil(MemoryFormat::TILE), $parts),
+                $($pre,)*
+                n as i32,
+                c as i32,
+                hw as i32,
+                $part
             ),
         }
     }};
@@ -354,31 +474,43 @@ macro_rules! launch {
 trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Unpin + 'static {
     /// The kernels' name suffix (kernels.cu).
     const SUFFIX: &'static str;
-    /// A GPU f32 tensor (contiguous) in this storage: its own memory for
-    /// f32, a converted copy for bf16.
-    fn stored(gpu: &Gpu, t: &Tensor) -> Result<Stored<Self>>;
-    /// A buffer of this storage as f32: itself, or converted.
-    fn widened(gpu: &Gpu, b: CudaSlice<Self>) -> Result<Buf>;
+    /// A GPU f32 tensor (contiguous) in this storage, NCHW: its own memory
+    /// for f32, a converted copy for bf16.
+    fn stored_nchw(gpu: &Gpu, t: &Tensor) -> Result<Stored<Self>>;
+    /// An NCHW buffer of this storage as f32: itself, or converted.
+    fn widened_nchw(gpu: &Gpu, b: CudaSlice<Self>) -> Result<Buf>;
 }
 
-/// A tensor's memory in an [`Elem`] storage: the pointer, and the copy
-/// behind it when one was made (which must outlive the pointer's use).
+/// A tensor's memory as a pass reads it (see [`Gpu::stored`]): the
+/// pointer, and what holds the memory behind it, which must outlive the
+/// pointer's use.
 struct Stored<E> {
     ptr: Ptr,
-    _copy: Option<CudaSlice<E>>,
+    _keep: Keep<E>,
+}
+
+/// What holds a [`Stored`]'s memory: the tensor itself, or a converted
+/// copy.
+#[expect(
+    dead_code,
+    reason = "held for the memory behind the pointer, never read"
+)]
+enum Keep<E> {
+    Tensor(Tensor),
+    Copy(CudaSlice<E>),
 }
 
 impl Elem for f32 {
     const SUFFIX: &'static str = "";
 
-    fn stored(gpu: &Gpu, t: &Tensor) -> Result<Stored<f32>> {
+    fn stored_nchw(gpu: &Gpu, t: &Tensor) -> Result<Stored<f32>> {
         Ok(Stored {
             ptr: tensor_ptr(&gpu.stream, t)?,
-            _copy: None,
+            _keep: Keep::Tensor(t.clone()),
         })
     }
 
-    fn widened(_: &Gpu, b: Buf) -> Result<Buf> {
+    fn widened_nchw(_: &Gpu, b: Buf) -> Result<Buf> {
         Ok(b)
     }
 }
@@ -386,7 +518,7 @@ impl Elem for f32 {
 impl Elem for u16 {
     const SUFFIX: &'static str = "_bf16";
 
-    fn stored(gpu: &Gpu, t: &Tensor) -> Result<Stored<u16>> {
+    fn stored_nchw(gpu: &Gpu, t: &Tensor) -> Result<Stored<u16>> {
         let len = t.elem_count();
         let src = tensor_ptr(&gpu.stream, t)?;
         let copy = gpu.alloc::<u16>(len)?;
@@ -394,11 +526,11 @@ impl Elem for u16 {
         launch!(gpu, "to_bf16", grid(len), src, len as i64, dst);
         Ok(Stored {
             ptr: dst,
-            _copy: Some(copy),
+            _keep: Keep::Copy(copy),
         })
     }
 
-    fn widened(gpu: &Gpu, b: CudaSlice<u16>) -> Result<Buf> {
+    fn widened_nchw(gpu: &Gpu, b: CudaSlice<u16>) -> Result<Buf> {
         let len = b.len();
         let out = gpu.buf(len)?;
         let (src, dst) = (ptr(&gpu.stream, &b), ptr(&gpu.stream, &out));
@@ -485,19 +617,68 @@ impl Gpu {
             .ok_or_else(|| ModelError::Invalid(format!("no CUDA kernel {name}")))
     }
 
-    /// The partial sums of a batch-norm reduction: two f64 for each part of
-    /// each of `c` channels of `elements` values (see [`BnSums::parts`]).
-    fn part_sums(
-        &self,
-        sums: BnSums,
-        c: usize,
-        elements: usize,
-    ) -> Result<(CudaSlice<f64>, usize)> {
-        let parts = sums.parts(elements);
+    /// The partial sums of a batch-norm reduction: two f64 for each of
+    /// `parts` parts of each of `c` channels.
+    fn part_sums(&self, c: usize, parts: usize) -> Result<CudaSlice<f64>> {
         // SAFETY: f64 has no invalid bit patterns; every part is written
         // before it is read.
-        let b = unsafe { self.stream.alloc::<f64>(2 * c * parts) }.map_err(cuda_err)?;
-        Ok((b, parts))
+        unsafe { self.stream.alloc::<f64>(2 * c * parts) }.map_err(cuda_err)
+    }
+
+    /// A GPU f32 NCHW tensor `[n, c, h, w]` (contiguous; the images, or a
+    /// convolution's weights `[cout, cin, k, k]`) as the convolutions read
+    /// it: in storage `E`, laid out as `format` says.
+    fn stored<E: Elem>(&self, t: &Tensor, format: MemoryFormat) -> Result<Stored<E>> {
+        match format {
+            MemoryFormat::Nchw => E::stored_nchw(self, t),
+            MemoryFormat::Nhwc => {
+                let (_, c, h, w) = t.dims4()?;
+                let len = t.elem_count();
+                let src = tensor_ptr(&self.stream, t)?;
+                let copy = self.alloc::<E>(len)?;
+                let dst = ptr(&self.stream, &copy);
+                let (c, hw) = (c as i32, (h * w) as i32);
+                launch!(
+                    self,
+                    &kernel::<E>("to_nhwc"),
+                    grid(len),
+                    src,
+                    c,
+                    hw,
+                    len as i64,
+                    dst
+                );
+                Ok(Stored {
+                    ptr: dst,
+                    _keep: Keep::Copy(copy),
+                })
+            }
+        }
+    }
+
+    /// A convolution's weight gradient as cuDNN wrote it (in storage `E`
+    /// and the layout of `key`'s filter) as f32 `[cout, cin, k, k]`.
+    fn widened<E: Elem>(&self, dw: CudaSlice<E>, key: &ConvKey) -> Result<Buf> {
+        match key.format {
+            MemoryFormat::Nchw => E::widened_nchw(self, dw),
+            MemoryFormat::Nhwc => {
+                let len = dw.len();
+                let out = self.buf(len)?;
+                let (src, dst) = (ptr(&self.stream, &dw), ptr(&self.stream, &out));
+                let (c, kk) = (key.cin as i32, (key.k * key.k) as i32);
+                launch!(
+                    self,
+                    &kernel::<E>("from_nhwc"),
+                    grid(len),
+                    src,
+                    c,
+                    kk,
+                    len as i64,
+                    dst
+                );
+                Ok(out)
+            }
+        }
     }
 
     /// A buffer of `len` f32 whose contents every user overwrites.
@@ -586,7 +767,7 @@ impl Gpu {
         self.timed(label, |g| {
             g.plans[&key].backward_filter(&g.cudnn, x, dy, dwp, (wp, wl))
         })?;
-        E::widened(self, dw)
+        self.widened(dw, &key)
     }
 }
 
@@ -726,6 +907,7 @@ impl CudaBackbone {
             math,
             search: ConvSearch::default(),
             sums: BnSums::default(),
+            format: MemoryFormat::default(),
             gpu: Mutex::new(None),
         }
     }
@@ -744,6 +926,20 @@ impl CudaBackbone {
 
     pub fn set_bn_sums(&mut self, sums: BnSums) {
         self.sums = sums;
+    }
+
+    /// The activations' layout from now on (plans are kept per layout).
+    pub fn set_format(&mut self, format: MemoryFormat) {
+        self.format = format;
+    }
+
+    /// The parts a batch-norm sum over `rows` values of each of `c`
+    /// channels is cut into: fixed by the shape, the layout and the sums.
+    fn parts(&self, c: usize, rows: usize) -> usize {
+        match self.format {
+            MemoryFormat::Nchw => self.sums.parts(rows),
+            MemoryFormat::Nhwc => MemoryFormat::parts(rows, c),
+        }
     }
 
     /// Starts timing each phase of the passes on `device`: every
@@ -775,6 +971,7 @@ impl CudaBackbone {
             pad: spec.k / 2,
             math: self.math,
             search: self.search,
+            format: self.format,
         }
     }
 
@@ -854,13 +1051,13 @@ impl CudaBackbone {
                     w: usize,
                     residual: Option<Ptr>,
                     relu: bool|
-         -> Result<(ConvIn, CudaSlice<E>, Stats, CudaSlice<E>)> {
+         -> Result<UnitOut<ConvIn<E>, CudaSlice<E>, Stats>> {
             let key = self.key(spec, n, h, w);
             let (ho, wo) = (key.out_h(), key.out_w());
             let (cout, hw) = (spec.cout, ho * wo);
             let len = n * cout * hw;
             let mut conv_out = gpu.alloc::<E>(len)?;
-            let weight = E::stored(gpu, var(&spec.weight)?.as_tensor())?;
+            let weight = gpu.stored::<E>(var(&spec.weight)?.as_tensor(), self.format)?;
             gpu.conv_forward(key, x, weight.ptr, &mut conv_out)?;
             let label = gpu.label(|| format!("batch norm forward {cout}×{ho}×{wo}"));
             let (stats, out) = gpu.timed(label, |gpu| {
@@ -874,20 +1071,13 @@ impl CudaBackbone {
                 };
                 let s = &gpu.stream;
                 let (cp, scp, shp) = (ptr(s, &conv_out), ptr(s, &scale), ptr(s, &shift));
-                let ix = Index::new(self.sums, cout, hw, len);
+                let ix = Index::new(self.format, self.sums, cout, hw, len);
                 if train {
                     let (mp, vp) = (ptr(s, &stats.mean), ptr(s, &stats.var));
-                    let (part, parts) = gpu.part_sums(self.sums, cout, n * hw)?;
+                    let parts = self.parts(cout, n * hw);
+                    let part = gpu.part_sums(cout, parts)?;
                     let pp = ptr(&gpu.stream, &part);
-                    launch_indexed!(
-                        gpu,
-                        "bn_stats_part",
-                        E,
-                        (cout, parts),
-                        ix,
-                        [cp, n as i32],
-                        [pp],
-                    );
+                    launch_parts!(gpu, "bn_stats_part", E, parts, ix, [cp], (n, cout, hw), pp);
                     launch!(
                         gpu,
                         "bn_stats_finish",
@@ -966,10 +1156,10 @@ impl CudaBackbone {
                 );
                 Ok((stats, out))
             })?;
-            Ok((ConvIn { key }, conv_out, stats, out))
+            Ok((ConvIn { key, w: weight }, conv_out, stats, out))
         };
 
-        let images = E::stored(gpu, &x)?;
+        let images = gpu.stored::<E>(&x, self.format)?;
         // [n, cin, h, w] → [n, w0, h, w]
         let (stem, stem_c, stem_s, mut act) =
             unit(gpu, images.ptr, &self.stem, &self.stem_bn, h, w, None, true)?;
@@ -994,19 +1184,34 @@ impl CudaBackbone {
             }
             (h, w) = hw;
         }
-        // Global average pool: [n, c, h·w] → [n, c]
+        // Global average pool: [n, c, h·w] (or [n, h·w, c]) → [n, c]
         let rows = n * self.feature_dim;
         let feat = gpu.buf(rows)?;
         let (ip, fp) = (ptr(&gpu.stream, &act), ptr(&gpu.stream, &feat));
-        launch!(
-            gpu,
-            &kernel::<E>("avg_pool"),
-            grid(rows),
-            ip,
-            rows as i32,
-            (h * w) as i32,
-            fp
-        );
+        let (c, hw) = (self.feature_dim as i32, (h * w) as i32);
+        match self.format {
+            MemoryFormat::Nchw => {
+                launch!(
+                    gpu,
+                    &kernel::<E>("avg_pool"),
+                    grid(rows),
+                    ip,
+                    rows as i32,
+                    hw,
+                    fp
+                )
+            }
+            MemoryFormat::Nhwc => launch!(
+                gpu,
+                &kernel::<E>("avg_pool_nhwc"),
+                grid(rows),
+                ip,
+                rows as i32,
+                c,
+                hw,
+                fp
+            ),
+        }
         let feat = gpu.tensor(feat, &[n, self.feature_dim]);
         if !record {
             return Ok((feat, None));
@@ -1014,7 +1219,7 @@ impl CudaBackbone {
         acts.push(act);
         let tape = TapeOf {
             n,
-            stem_in: x,
+            stem_in: images,
             stem,
             stem_c,
             stem_s,
@@ -1064,9 +1269,6 @@ impl CudaBackbone {
         let vptr = |gpu: &Gpu, name: &str| -> Result<Ptr> {
             tensor_ptr(&gpu.stream, var(name)?.as_tensor())
         };
-        // A convolution's weights in the activations' storage.
-        let weight =
-            |gpu: &Gpu, name: &str| -> Result<Stored<E>> { E::stored(gpu, var(name)?.as_tensor()) };
         let mut grads: Vec<(String, Tensor)> = Vec::new();
         let mut bn_grads: Vec<(String, Buf, Buf)> = Vec::new();
 
@@ -1105,17 +1307,19 @@ impl CudaBackbone {
                     Some(r) => (ptr(s, r), 1i32),
                     None => (dxp, 0i32),
                 };
-                let (part, parts) = gpu.part_sums(self.sums, c, key.n * hw)?;
+                let parts = self.parts(c, key.n * hw);
+                let part = gpu.part_sums(c, parts)?;
                 let pp = ptr(&gpu.stream, &part);
-                let ix = Index::new(self.sums, c, hw, len);
-                launch_indexed!(
+                let ix = Index::new(self.format, self.sums, c, hw, len);
+                launch_parts!(
                     gpu,
                     "bn_bwd_part",
                     E,
-                    (c, parts),
+                    parts,
                     ix,
-                    [xp, yp, dyp, has_y, key.n as i32],
-                    [pp],
+                    [xp, yp, dyp, has_y],
+                    (key.n, c, hw),
+                    pp
                 );
                 launch!(
                     gpu,
@@ -1160,20 +1364,33 @@ impl CudaBackbone {
             last_hw,
             last_c,
         } = tape;
-        // [n, c] → [n, c, h·w]
+        // [n, c] → [n, c, h·w] (or [n, h·w, c])
         let total = n * last_c * last_hw;
         let mut d = gpu.alloc::<E>(total)?;
         {
             let (fp, dp) = (tensor_ptr(&gpu.stream, d_feat)?, ptr(&gpu.stream, &d));
-            launch!(
-                gpu,
-                &kernel::<E>("avg_pool_bwd"),
-                grid(total),
-                fp,
-                last_hw as i32,
-                total as i64,
-                dp
-            );
+            let (c, hw) = (last_c as i32, last_hw as i32);
+            match self.format {
+                MemoryFormat::Nchw => launch!(
+                    gpu,
+                    &kernel::<E>("avg_pool_bwd"),
+                    grid(total),
+                    fp,
+                    hw,
+                    total as i64,
+                    dp
+                ),
+                MemoryFormat::Nhwc => launch!(
+                    gpu,
+                    &kernel::<E>("avg_pool_bwd_nhwc"),
+                    grid(total),
+                    fp,
+                    c,
+                    hw,
+                    total as i64,
+                    dp
+                ),
+            }
         }
         let conv_grad = |gpu: &Gpu, spec: &ConvSpec, dw: Buf| -> (String, Tensor) {
             let t = gpu.tensor(dw, &[spec.cout, spec.cin, spec.k, spec.k]);
@@ -1208,8 +1425,7 @@ impl CudaBackbone {
                     let dw = gpu.conv_backward_filter::<E>(gs.key, xp, dcsp)?;
                     grads.push(conv_grad(gpu, spec, dw));
                     let mut dx = gpu.alloc::<E>(x.len())?;
-                    let ws = weight(gpu, &spec.weight)?;
-                    gpu.conv_backward_data(gs.key, dcsp, ws.ptr, &mut dx, false)?;
+                    gpu.conv_backward_data(gs.key, dcsp, gs.w.ptr, &mut dx, false)?;
                     dx
                 }
                 _ => g,
@@ -1218,8 +1434,7 @@ impl CudaBackbone {
             let dw = gpu.conv_backward_filter::<E>(t.g2.key, a1p, dc2p)?;
             grads.push(conv_grad(gpu, &b.conv2, dw));
             let mut da1 = gpu.alloc::<E>(t.a1.len())?;
-            let w2 = weight(gpu, &b.conv2.weight)?;
-            gpu.conv_backward_data(t.g2.key, dc2p, w2.ptr, &mut da1, false)?;
+            gpu.conv_backward_data(t.g2.key, dc2p, t.g2.w.ptr, &mut da1, false)?;
             let (dc1, dg1, db1) = bn_backward(
                 gpu,
                 &b.bn1,
@@ -1234,8 +1449,7 @@ impl CudaBackbone {
             let dc1p = ptr(&gpu.stream, &dc1);
             let dw = gpu.conv_backward_filter::<E>(t.g1.key, xp, dc1p)?;
             grads.push(conv_grad(gpu, &b.conv1, dw));
-            let w1 = weight(gpu, &b.conv1.weight)?;
-            gpu.conv_backward_data(t.g1.key, dc1p, w1.ptr, &mut dx, true)?;
+            gpu.conv_backward_data(t.g1.key, dc1p, t.g1.w.ptr, &mut dx, true)?;
             d = dx;
         }
         // The stem: no gradient for the images.
@@ -1253,9 +1467,8 @@ impl CudaBackbone {
             None,
         )?;
         bn_grads.push((self.stem_bn.clone(), dg0, db0));
-        let images = E::stored(gpu, &stem_in)?;
         let dcp = ptr(&gpu.stream, &dc0);
-        let dw = gpu.conv_backward_filter::<E>(stem.key, images.ptr, dcp)?;
+        let dw = gpu.conv_backward_filter::<E>(stem.key, stem_in.ptr, dcp)?;
         grads.push(conv_grad(gpu, &self.stem, dw));
         for (prefix, dgamma, dbeta) in bn_grads {
             let c = dgamma.len();

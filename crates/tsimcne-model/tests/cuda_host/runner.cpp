@@ -146,6 +146,13 @@ int main() {
         KERNEL(bn_apply_bf16), KERNEL(bn_apply_fast_bf16), KERNEL(bn_bwd_part_bf16),
         KERNEL(bn_bwd_part_fast_bf16), KERNEL(bn_bwd_dx_bf16), KERNEL(bn_bwd_dx_fast_bf16),
         KERNEL(avg_pool_bf16), KERNEL(avg_pool_bwd_bf16), KERNEL(to_bf16), KERNEL(from_bf16),
+        KERNEL(bn_stats_part_nhwc), KERNEL(bn_stats_part_nhwc_bf16), KERNEL(bn_apply_nhwc),
+        KERNEL(bn_apply_nhwc_fast), KERNEL(bn_apply_nhwc_bf16), KERNEL(bn_apply_nhwc_fast_bf16),
+        KERNEL(bn_bwd_part_nhwc), KERNEL(bn_bwd_part_nhwc_bf16), KERNEL(bn_bwd_dx_nhwc),
+        KERNEL(bn_bwd_dx_nhwc_fast), KERNEL(bn_bwd_dx_nhwc_bf16), KERNEL(bn_bwd_dx_nhwc_fast_bf16),
+        KERNEL(avg_pool_nhwc), KERNEL(avg_pool_nhwc_bf16), KERNEL(avg_pool_bwd_nhwc),
+        KERNEL(avg_pool_bwd_nhwc_bf16), KERNEL(to_nhwc), KERNEL(to_nhwc_bf16), KERNEL(from_nhwc),
+        KERNEL(from_nhwc_bf16),
     };
     Memory mem;
     std::string line;
