@@ -41,7 +41,9 @@
 #          epoch` (torchvision transforms in a DataLoader of THREADS worker
 #          processes). The best epoch after the first.
 #   demo   `make demo DEVICE=cuda` (the 10k Fashion-MNIST demo) with its
-#          wall time and kNN accuracy.
+#          wall time and kNN accuracy, for each of DEMO_FORMS, PATH[-MATH]
+#          (GPU_PATH and CONV_MATH; default: next, f32 with the newer kernels,
+#          and next-bf16, bf16 channels-last: whether bf16's map is as good).
 # Each case runs under its own time cap (CAP seconds, default 150), so one
 # slow case cannot eat the others; the peak GPU memory of each process
 # comes from nvidia-smi, sampled every 0.2 s (it includes the CUDA context).
@@ -49,8 +51,8 @@
 # Environment: BIN (our CUDA binaries; default target/cuda/release, from
 # scripts/build-cuda.sh or unpacked from scripts/pack-cuda.sh's tar),
 # DEVICE (cuda), THREADS (default all cores), EPOCHS (3), IMAGES (60000),
-# BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), STEP_FORMS and
-# PROFILE_FORMS (above), PRESET (resnet18),
+# BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), STEP_FORMS,
+# PROFILE_FORMS and DEMO_FORMS (above), PRESET (resnet18),
 # PYTHON (python3), BENCH_DIR (target/bench), CAP (150), COMPILE_BATCHES
 # (the batches that time torch.compile, which compiles for a minute; BATCHES).
 #
@@ -67,6 +69,7 @@ batches=${BATCHES:-512 1024}
 cases=${CASES:-tests step profile epoch demo}
 step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-split-sgd fast-tf32-split-sgd-timed fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
 profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
+demo_forms=${DEMO_FORMS:-next next-bf16}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}
@@ -172,20 +175,25 @@ if [[ " $cases " == *" epoch "* ]]; then
 fi
 
 if [[ " $cases " == *" demo "* ]]; then
-  start=$(date +%s.%N)
-  if timeout "$((2 * cap))" make --no-print-directory demo DEVICE="$device" NO_BUILD=1 BIN="$bin" \
-    RUNS="$work/runs" >"$work/demo.log" 2>&1; then
-    echo "demo: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s wall"
-    grep -E "kNN|preservation" "$work/demo.log"
-    for s in pretrain project finetune; do
-      [ -f "$work/runs/demo/$s/log.csv" ] &&
-        awk -F, -v s=$s 'NR > 1 { t += $4; n++ } END { printf "demo %s: %d epochs, %.1f s\n", s, n, t }' "$work/runs/demo/$s/log.csv"
-    done
-  else
-    status=1
-    echo "demo: failed or over $((2 * cap)) s" >&2
-    tail -20 "$work/demo.log"
-  fi
+  for form in $demo_forms; do
+    path=${form%%-*} math=
+    [[ $form == *-* ]] && math=${form#*-}
+    runs=$work/runs-$form log=$work/demo-$form.log
+    start=$(date +%s.%N)
+    if timeout "$((2 * cap))" make --no-print-directory demo DEVICE="$device" NO_BUILD=1 BIN="$bin" \
+      RUNS="$runs" GPU_PATH="$path" ${math:+CONV_MATH=$math} >"$log" 2>&1; then
+      echo "demo $form: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s wall"
+      grep -E "kNN|preservation" "$log"
+      for s in pretrain project finetune; do
+        [ -f "$runs/demo/$s/log.csv" ] &&
+          awk -F, -v s=$s -v f="$form" 'NR > 1 { t += $4; n++ } END { printf "demo %s %s: %d epochs, %.1f s\n", f, s, n, t }' "$runs/demo/$s/log.csv"
+      done
+    else
+      status=1
+      echo "demo $form: failed or over $((2 * cap)) s" >&2
+      tail -20 "$log"
+    fi
+  done
 fi
 
 "$python" - "$work" "$images" "$preset" <<'PY'

@@ -94,13 +94,15 @@ pub enum ConvMath {
     ///
     /// f32 sums; PyTorch's `torch.backends.cudnn.allow_tf32`.
     Tf32,
-    /// bf16 activations and convolutions (tensor cores, products summed in
-    /// f32), with f32 batch-norm statistics, features, gradients and master
-    /// weights: PyTorch's bf16 autocast. Each convolution's weights are
-    /// rounded to bf16 once a step. Checked on CPU threads
-    /// (tests/cuda_host.rs: the kernels give the f32 kernels' results
-    /// rounded) but not yet on a GPU, so `--conv-math` does not offer it.
-    #[cfg_attr(feature = "clap", value(skip))]
+    /// bf16 activations and convolutions on tensor cores, f32 statistics
+    /// and master weights (PyTorch's bf16 autocast); not yet run on a GPU.
+    ///
+    /// Products summed in f32; batch-norm statistics, features, gradients
+    /// and master weights f32; each convolution's weights rounded to bf16
+    /// once a step. Checked on CPU threads (tests/cuda_host.rs: the kernels
+    /// give the f32 kernels' results rounded); on a GPU
+    /// `tests/cuda_fast.rs` compares it with the CPU within bf16's
+    /// precision.
     Bf16,
 }
 

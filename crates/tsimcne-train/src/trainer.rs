@@ -72,11 +72,12 @@ pub enum GpuPath {
     Tested,
     /// Also the newer ones, checked on the CPU but not yet run on a GPU:
     /// batch-norm sums over many blocks a channel, SGD in one kernel, and
-    /// augmentation on the GPU.
+    /// augmentation on the GPU; with bf16, channels-last activations.
     ///
     /// `BnSums::Split`, `GpuStep::Fused`, and the image table in GPU memory
     /// with each batch's views made there (`GpuImages`) from parameters
-    /// drawn on the CPU: the CPU augmentation's bits.
+    /// drawn on the CPU: the CPU augmentation's bits. With `--conv-math
+    /// bf16`, `MemoryFormat::Nhwc` (see [`GpuPath::memory_format`]).
     Next,
 }
 
@@ -86,6 +87,17 @@ impl GpuPath {
         match self {
             GpuPath::Tested => tsimcne_model::BnSums::PerChannel,
             GpuPath::Next => tsimcne_model::BnSums::Split,
+        }
+    }
+
+    /// How the backbone lays out its activations on this path with `math`:
+    /// channels-last for bf16 on the newer path, the layout of cuDNN's
+    /// tensor-core convolutions (PyTorch's advice for bf16), else NCHW.
+    /// `bench_train`'s `-nhwc` forms measure both layouts in every math.
+    pub fn memory_format(self, math: tsimcne_model::ConvMath) -> tsimcne_model::MemoryFormat {
+        match (self, math) {
+            (GpuPath::Next, tsimcne_model::ConvMath::Bf16) => tsimcne_model::MemoryFormat::Nhwc,
+            _ => tsimcne_model::MemoryFormat::Nchw,
         }
     }
 

@@ -110,8 +110,9 @@ pub struct RunArgs {
     /// The backbone's implementation [default: fast; candle where fast does not run].
     #[arg(long, value_enum)]
     pub kernels: Option<Kernels>,
-    /// On a GPU with our kernels: the convolutions' arithmetic, exact f32 or
-    /// TF32 tensor cores (faster; recorded in config.json).
+    /// On a GPU with our kernels: the convolutions' arithmetic, exact f32,
+    /// TF32 tensor cores (faster), or bf16 activations (not yet run on a
+    /// GPU); recorded in config.json.
     #[arg(long, value_enum, default_value = "exact")]
     pub conv_math: ConvMath,
     /// On a GPU with our kernels: the forms that passed the GPU tests, or
