@@ -50,7 +50,8 @@
 #
 # Environment: BIN (our CUDA binaries; default target/cuda/release, from
 # scripts/build-cuda.sh or unpacked from scripts/pack-cuda.sh's tar),
-# DEVICE (cuda), THREADS (default all cores), EPOCHS (3), IMAGES (60000),
+# DEVICE (cuda), THREADS (default all cores), EPOCHS (2: the second is the
+# one reported), IMAGES (60000),
 # BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), STEP_FORMS,
 # PROFILE_FORMS and DEMO_FORMS (above), PRESET (resnet18),
 # PYTHON (python3), BENCH_DIR (target/bench), CAP (150), COMPILE_BATCHES
@@ -63,11 +64,15 @@ cd "$(dirname "$0")/.."
 bin=${BIN:-target/cuda/release}
 device=${DEVICE:-cuda}
 threads=${THREADS:-$(nproc)}
-epochs=${EPOCHS:-3}
+epochs=${EPOCHS:-2}
 images=${IMAGES:-60000}
 batches=${BATCHES:-512 1024}
 cases=${CASES:-tests step profile epoch demo}
-step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-split-sgd fast-tf32-split-sgd-timed fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
+# The default forms: the old path; the tested f32 and TF32 paths and each
+# with the newer kernels (--gpu-path next); bf16 in either layout (NHWC as
+# --gpu-path next --conv-math bf16 runs it); TF32 channels-last; and timed
+# algorithm choice on the likely fastest form.
+step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-split-sgd fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
 profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
 demo_forms=${DEMO_FORMS:-next next-bf16}
 preset=${PRESET:-resnet18}
