@@ -70,9 +70,11 @@ batches=${BATCHES:-512 1024}
 cases=${CASES:-tests step profile epoch demo}
 # The default forms: the old path; the tested f32 and TF32 paths and each
 # with the newer kernels (--gpu-path next); bf16 in either layout (NHWC as
-# --gpu-path next --conv-math bf16 runs it); TF32 channels-last; and timed
-# algorithm choice on the likely fastest form.
-step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-split-sgd fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
+# --gpu-path next --conv-math bf16 runs it); TF32 channels-last; timed
+# algorithm choice on the likely fastest form; and TF32 with the GPU memory
+# a step frees released to the driver at each synchronisation (-release, the
+# driver's default; our binaries keep it, cuda::FreedMemory).
+step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-release fast-tf32-split-sgd fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
 profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
 demo_forms=${DEMO_FORMS:-next next-bf16}
 preset=${PRESET:-resnet18}

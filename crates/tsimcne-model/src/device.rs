@@ -27,7 +27,9 @@ impl DeviceSpec {
 
     /// Opens the device. A CUDA device in a build without the `cuda`
     /// feature, or one that cannot be opened (no driver, no GPU, no GPU of
-    /// that ordinal), is an error of one line that says so.
+    /// that ordinal), is an error of one line that says so. A GPU keeps the
+    /// memory a run frees for its next allocations
+    /// (`cuda::FreedMemory::Keep`).
     pub fn open(self) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
@@ -35,12 +37,18 @@ impl DeviceSpec {
                 "device {self}: this build has no CUDA support; build the binaries with \
                  scripts/build-cuda.sh (cargo feature `cuda`)"
             ))),
-            DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| {
-                // candle's error may carry a backtrace on later lines.
-                let detail = e.to_string();
-                let detail = detail.lines().next().unwrap_or("").trim().to_string();
-                ModelError::Invalid(format!("device {self}: no usable CUDA device: {detail}"))
-            }),
+            DeviceSpec::Cuda(n) => {
+                let device = Device::new_cuda(n).map_err(|e| {
+                    // candle's error may carry a backtrace on later lines.
+                    let detail = e.to_string();
+                    let detail = detail.lines().next().unwrap_or("").trim().to_string();
+                    ModelError::Invalid(format!("device {self}: no usable CUDA device: {detail}"))
+                })?;
+                #[cfg(feature = "cuda")]
+                crate::cuda::set_freed_memory(&device, crate::cuda::FreedMemory::Keep)
+                    .map_err(|e| ModelError::Invalid(format!("device {self}: {e}")))?;
+                Ok(device)
+            }
         }
     }
 }

@@ -122,6 +122,20 @@ fn the_kernel_list_names_every_kernel_of_the_source() {
     tsimcne_model::cuda::check_kernel_list().unwrap();
 }
 
+/// `DeviceSpec::open` keeps freed memory in the device's pool, and the
+/// setting reads back.
+#[test]
+fn an_opened_gpu_keeps_the_memory_a_run_frees() {
+    use tsimcne_model::cuda::{FreedMemory, freed_memory, set_freed_memory};
+    let Some(gpu) = cuda() else { return };
+    assert_eq!(freed_memory(&gpu).unwrap(), Some(FreedMemory::Keep));
+    set_freed_memory(&gpu, FreedMemory::Release).unwrap();
+    assert_eq!(freed_memory(&gpu).unwrap(), Some(FreedMemory::Release));
+    set_freed_memory(&gpu, FreedMemory::Keep).unwrap();
+    assert_eq!(freed_memory(&gpu).unwrap(), Some(FreedMemory::Keep));
+    assert_eq!(freed_memory(&Device::Cpu).unwrap(), None);
+}
+
 #[test]
 fn grey_odd_sized_images_with_stride_two_shortcuts() {
     check(

@@ -24,7 +24,10 @@
 //! whatever `-split` says), `-split` batch-norm sums over many
 //! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel
 //! launch (`GpuStep::Fused`), `-timed` each convolution's algorithms
-//! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`); e.g.
+//! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`),
+//! `-release` the GPU memory a step frees handed back to the driver at each
+//! synchronisation (the driver's default; `DeviceSpec::open` keeps it,
+//! `cuda::FreedMemory`); e.g.
 //! `fast-tf32-split-sgd`. Every timed
 //! repetition ends with a device synchronisation.
 //!
@@ -94,6 +97,9 @@ struct GpuSettings {
     sums: BnSums,
     sgd: GpuStep,
     search: ConvSearch,
+    /// `-release`: `cuda::FreedMemory::Release` instead of `Keep`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    release: bool,
 }
 
 fn gpu_settings(arg: Option<&String>) -> GpuSettings {
@@ -134,9 +140,12 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
         } else {
             ConvSearch::Heuristic
         },
+        release: take("-release"),
     };
     if !rest.is_empty() {
-        eprintln!("unknown kernels {a}: candle, or fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed]");
+        eprintln!(
+            "unknown kernels {a}: candle, or fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed][-release]"
+        );
         std::process::exit(2);
     }
     s
@@ -153,6 +162,11 @@ fn model_run(
     (k, gpu): (Kernels, GpuSettings),
     dev: &Device,
 ) -> candle_core::Result<()> {
+    #[cfg(feature = "cuda")]
+    if gpu.release {
+        tsimcne_model::cuda::set_freed_memory(dev, tsimcne_model::cuda::FreedMemory::Release)
+            .map_err(candle_core::Error::wrap)?;
+    }
     let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
     let mut model = Model::new(&arch, 0, dev).map_err(candle_core::Error::wrap)?;
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
@@ -572,7 +586,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed]] | ops [fast|candle] \
+                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed][-release]] | ops [fast|candle] \
                  | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

@@ -123,6 +123,87 @@ fn compiled(
     .map_err(|e| ModelError::Invalid(e.clone()))
 }
 
+/// What the driver does with the GPU memory a run frees: the default memory
+/// pool of the device, which candle's allocations and ours come from
+/// (cudarc allocates stream-ordered, `cuMemAllocAsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FreedMemory {
+    /// Kept in the pool for the next allocation (release threshold
+    /// `u64::MAX`), as PyTorch's caching allocator keeps it. A training
+    /// step frees and allocates the same sizes again; released, they would
+    /// go back to the driver at each synchronisation (the loss read every
+    /// step) and be mapped again the next step, gigabytes a step at 1,024
+    /// views. [`crate::DeviceSpec::open`] sets it.
+    #[default]
+    Keep,
+    /// Released to the driver at each synchronisation: the driver's own
+    /// default (threshold 0), for comparison (`bench_train`'s `-release`).
+    Release,
+}
+
+/// The release threshold of the default memory pool of `device`'s GPU,
+/// and whether its context allocates from pools at all (else `None`: plain
+/// `cuMemAlloc`, no pool).
+fn default_pool(device: &Device) -> Result<Option<cudarc::driver::sys::CUmemoryPool>> {
+    let Device::Cuda(dev) = device else {
+        return Ok(None);
+    };
+    let stream = dev.cuda_stream();
+    let ctx = stream.context();
+    if !ctx.has_async_alloc() {
+        return Ok(None);
+    }
+    // SAFETY: the device of a live context.
+    let pool = unsafe { cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device()) }
+        .map_err(cuda_err)?;
+    Ok(Some(pool))
+}
+
+/// Sets what the driver does with the memory freed on `device` (nothing on
+/// the CPU, or where the GPU's context has no memory pools).
+pub fn set_freed_memory(device: &Device, freed: FreedMemory) -> Result<()> {
+    let Some(pool) = default_pool(device)? else {
+        return Ok(());
+    };
+    let mut threshold: u64 = match freed {
+        FreedMemory::Keep => u64::MAX,
+        FreedMemory::Release => 0,
+    };
+    // SAFETY: a live pool; the release threshold is a cuuint64_t.
+    unsafe {
+        cudarc::driver::result::mem_pool::set_attribute(
+            pool,
+            cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+    .map_err(cuda_err)
+}
+
+/// What the driver does with the memory freed on `device`: `None` on the
+/// CPU or without memory pools, else [`FreedMemory::Keep`] where the pool's
+/// release threshold is `u64::MAX` and [`FreedMemory::Release`] otherwise.
+pub fn freed_memory(device: &Device) -> Result<Option<FreedMemory>> {
+    let Some(pool) = default_pool(device)? else {
+        return Ok(None);
+    };
+    let mut threshold: u64 = 0;
+    // SAFETY: as in `set_freed_memory`.
+    unsafe {
+        cudarc::driver::result::mem_pool::get_attribute(
+            pool,
+            cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+    .map_err(cuda_err)?;
+    Ok(Some(if threshold == u64::MAX {
+        FreedMemory::Keep
+    } else {
+        FreedMemory::Release
+    }))
+}
+
 /// The PTX of `kernels.cu`.
 fn ptx() -> Result<&'static str> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
