@@ -232,15 +232,30 @@ for f in sorted(work.glob("*_*.*")):
     per_epoch = s * (images // batch) if kind == "step" else s
     rows.append((kind, batch, form, s, per_epoch, mem))
 rows.sort(key=lambda r: (r[0] != "step", r[1], r[2]))
-print(f"{f'({preset}, 32x32x3, {images} images)':36}{'form':>18}{'seconds':>10}{'s/epoch':>10}{'vs torch':>10}{'GPU MiB':>10}")
+def ref(kind, batch, pick):
+    """PyTorch's s/epoch at this kind and batch: eager f32, or its best form."""
+    torch = [r[4] for r in rows if r[0] == kind and r[1] == batch and r[2].startswith("torch-") and r[4]]
+    eager = [r[4] for r in rows if r[0] == kind and r[1] == batch and r[2] == "torch-eager" and r[4]]
+    return (eager[0] if eager else None) if pick == "eager" else (min(torch) if torch else None)
+
+print(f"{f'({preset}, 32x32x3, {images} images)':36}{'form':>32}{'seconds':>10}{'s/epoch':>10}{'vs eager':>10}{'vs best':>10}{'GPU MiB':>10}")
+table = []
 for kind, batch, form, s, e, mem in rows:
     label = f"{'step' if kind == 'step' else 'whole epoch'}, batch {batch}"
-    ref = next((r[4] for r in rows if r[0] == kind and r[1] == batch and r[2] == "torch-eager" and r[4]), None)
     if s is None:
-        print(f"{label:36}{form:>18}{'failed':>10}")
+        print(f"{label:36}{form:>32}{'failed':>10}")
+        table.append(f"| {label} | {form} | failed | | | | |")
         continue
-    ratio = f"{e / ref:.2f}" if ref else "-"
-    print(f"{label:36}{form:>18}{s:10.4f}{e:10.2f}{ratio:>10}{mem:10.0f}")
-print(f"(step: one step's median; s/epoch = step x {images} // batch. whole epoch: augmentation included, best epoch after the first)")
+    eager, best = ref(kind, batch, "eager"), ref(kind, batch, "best")
+    r_eager = f"{e / eager:.2f}" if eager else "-"
+    r_best = f"{e / best:.2f}" if best else "-"
+    print(f"{label:36}{form:>32}{s:10.4f}{e:10.2f}{r_eager:>10}{r_best:>10}{mem:10.0f}")
+    table.append(f"| {label} | {form} | {s:.4f} | {e:.2f} | {r_eager} | {r_best} | {mem:.0f} |")
+print(f"(step: one step's median; s/epoch = step x {images} // batch. whole epoch: augmentation included, best epoch after the first;")
+print(" vs eager, vs best: s/epoch over PyTorch's f32 eager, and over its fastest form, at the same batch)")
+print()
+print("| what | form | seconds | s/epoch | vs PyTorch eager | vs PyTorch's best | peak GPU MiB |")
+print("|---|---|---:|---:|---:|---:|---:|")
+print("\n".join(table))
 PY
 exit $status
