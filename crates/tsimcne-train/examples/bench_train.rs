@@ -275,6 +275,8 @@ fn profile(
         "conv backward-filter",
         "batch norm forward",
         "batch norm backward",
+        "convert",
+        "pool",
     ];
     for g in groups {
         let secs: f64 = phases

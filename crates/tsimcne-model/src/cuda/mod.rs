@@ -848,7 +848,8 @@ impl Gpu {
         self.timed(label, |g| {
             g.plans[&key].backward_filter(&g.cudnn, x, dy, dwp, (wp, wl))
         })?;
-        self.widened(dw, &key)
+        let label = self.label(|| "convert weight gradients".to_string());
+        self.timed(label, |g| g.widened(dw, &key))
     }
 }
 
@@ -1138,7 +1139,10 @@ impl CudaBackbone {
             let (cout, hw) = (spec.cout, ho * wo);
             let len = n * cout * hw;
             let mut conv_out = gpu.alloc::<E>(len)?;
-            let weight = gpu.stored::<E>(var(&spec.weight)?.as_tensor(), self.format)?;
+            let label = gpu.label(|| "convert weights".to_string());
+            let weight = gpu.timed(label, |g| {
+                g.stored::<E>(var(&spec.weight)?.as_tensor(), self.format)
+            })?;
             gpu.conv_forward(key, x, weight.ptr, &mut conv_out)?;
             let label = gpu.label(|| format!("batch norm forward {cout}×{ho}×{wo}"));
             let (stats, out) = gpu.timed(label, |gpu| {
@@ -1240,7 +1244,8 @@ impl CudaBackbone {
             Ok((ConvIn { key, w: weight }, conv_out, stats, out))
         };
 
-        let images = gpu.stored::<E>(&x, self.format)?;
+        let label = gpu.label(|| "convert images".to_string());
+        let images = gpu.timed(label, |g| g.stored::<E>(&x, self.format))?;
         // [n, cin, h, w] → [n, w0, h, w]
         let (stem, stem_c, stem_s, mut act) =
             unit(gpu, images.ptr, &self.stem, &self.stem_bn, h, w, None, true)?;
@@ -1270,29 +1275,33 @@ impl CudaBackbone {
         let feat = gpu.buf(rows)?;
         let (ip, fp) = (ptr(&gpu.stream, &act), ptr(&gpu.stream, &feat));
         let (c, hw) = (self.feature_dim as i32, (h * w) as i32);
-        match self.format {
-            MemoryFormat::Nchw => {
-                launch!(
+        let label = gpu.label(|| "pool forward".to_string());
+        gpu.timed(label, |gpu| {
+            match self.format {
+                MemoryFormat::Nchw => {
+                    launch!(
+                        gpu,
+                        &kernel::<E>("avg_pool"),
+                        grid(rows),
+                        ip,
+                        rows as i32,
+                        hw,
+                        fp
+                    )
+                }
+                MemoryFormat::Nhwc => launch!(
                     gpu,
-                    &kernel::<E>("avg_pool"),
+                    &kernel::<E>("avg_pool_nhwc"),
                     grid(rows),
                     ip,
                     rows as i32,
+                    c,
                     hw,
                     fp
-                )
+                ),
             }
-            MemoryFormat::Nhwc => launch!(
-                gpu,
-                &kernel::<E>("avg_pool_nhwc"),
-                grid(rows),
-                ip,
-                rows as i32,
-                c,
-                hw,
-                fp
-            ),
-        }
+            Ok(())
+        })?;
         let feat = gpu.tensor(feat, &[n, self.feature_dim]);
         if !record {
             return Ok((feat, None));
@@ -1451,27 +1460,31 @@ impl CudaBackbone {
         {
             let (fp, dp) = (tensor_ptr(&gpu.stream, d_feat)?, ptr(&gpu.stream, &d));
             let (c, hw) = (last_c as i32, last_hw as i32);
-            match self.format {
-                MemoryFormat::Nchw => launch!(
-                    gpu,
-                    &kernel::<E>("avg_pool_bwd"),
-                    grid(total),
-                    fp,
-                    hw,
-                    total as i64,
-                    dp
-                ),
-                MemoryFormat::Nhwc => launch!(
-                    gpu,
-                    &kernel::<E>("avg_pool_bwd_nhwc"),
-                    grid(total),
-                    fp,
-                    c,
-                    hw,
-                    total as i64,
-                    dp
-                ),
-            }
+            let label = gpu.label(|| "pool backward".to_string());
+            gpu.timed(label, |gpu| {
+                match self.format {
+                    MemoryFormat::Nchw => launch!(
+                        gpu,
+                        &kernel::<E>("avg_pool_bwd"),
+                        grid(total),
+                        fp,
+                        hw,
+                        total as i64,
+                        dp
+                    ),
+                    MemoryFormat::Nhwc => launch!(
+                        gpu,
+                        &kernel::<E>("avg_pool_bwd_nhwc"),
+                        grid(total),
+                        fp,
+                        c,
+                        hw,
+                        total as i64,
+                        dp
+                    ),
+                }
+                Ok(())
+            })?;
         }
         let conv_grad = |gpu: &Gpu, spec: &ConvSpec, dw: Buf| -> (String, Tensor) {
             let t = gpu.tensor(dw, &[spec.cout, spec.cin, spec.k, spec.k]);
