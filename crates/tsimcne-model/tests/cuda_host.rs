@@ -218,6 +218,14 @@ enum Storage {
 }
 
 impl Storage {
+    /// The kernels' name suffix for this storage.
+    fn suffix(self) -> &'static str {
+        match self {
+            Storage::F32 => "",
+            Storage::Bf16 => "_bf16",
+        }
+    }
+
     /// `v` as this storage holds it (bf16: rounded to nearest even).
     fn held(self, v: Vec<f32>) -> Vec<f32> {
         match self {
@@ -253,10 +261,7 @@ impl Form {
     }
 
     fn storage_suffix(self) -> &'static str {
-        match self.storage {
-            Storage::F32 => "",
-            Storage::Bf16 => "_bf16",
-        }
+        self.storage.suffix()
     }
 
     /// An elementwise kernel's name.
@@ -353,17 +358,10 @@ fn nhwc(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     out
 }
 
-/// NHWC `[n·hw, c]` → NCHW `[n, c, hw]`.
+/// NHWC `[n·hw, c]` → NCHW `[n, c, hw]`: the same transpose of each image
+/// with the two inner dimensions' roles swapped.
 fn nchw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    for b in 0..n {
-        for ch in 0..c {
-            for p in 0..hw {
-                out[(b * c + ch) * hw + p] = x[(b * hw + p) * c + ch];
-            }
-        }
-    }
-    out
+    nhwc(x, n, hw, c)
 }
 
 fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rel: f32) {
@@ -820,10 +818,6 @@ fn the_channels_last_pool_gives_the_nchw_pools_bits() {
     let x = Storage::Bf16.held(values(len, 13));
     let dout = values(rows, 14);
     for storage in [Storage::F32, Storage::Bf16] {
-        let form = Form {
-            ix: Ix::LastWide,
-            storage,
-        };
         let mut sc = Script::default();
         sc.act("x", &x, storage)
             .act("xl", &nhwc(&x, n, c, hw), storage)
@@ -833,7 +827,7 @@ fn the_channels_last_pool_gives_the_nchw_pools_bits() {
             .act("dx", &vec![0.0; len], storage)
             .act("dxl", &vec![0.0; len], storage);
         let grid = |len: usize| (len.div_ceil(THREADS), 1);
-        let st = form.storage_suffix();
+        let st = storage.suffix();
         sc.run(
             &format!("avg_pool{st}"),
             grid(rows),
@@ -878,10 +872,7 @@ fn the_layout_conversions_transpose_exactly() {
         let len = n * c * hw;
         let x: Vec<f32> = values(len, 15).iter().map(|v| v * 1.37).collect();
         for storage in [Storage::F32, Storage::Bf16] {
-            let st = match storage {
-                Storage::F32 => "",
-                Storage::Bf16 => "_bf16",
-            };
+            let st = storage.suffix();
             let grid = (len.div_ceil(THREADS), 1);
             let mut sc = Script::default();
             sc.f32("x", &x)

@@ -141,9 +141,8 @@ pub enum FreedMemory {
     Release,
 }
 
-/// The release threshold of the default memory pool of `device`'s GPU,
-/// and whether its context allocates from pools at all (else `None`: plain
-/// `cuMemAlloc`, no pool).
+/// The default memory pool of `device`'s GPU, where its context allocates
+/// from pools (else `None`: the CPU, or plain `cuMemAlloc`).
 fn default_pool(device: &Device) -> Result<Option<cudarc::driver::sys::CUmemoryPool>> {
     let Device::Cuda(dev) = device else {
         return Ok(None);
