@@ -4,7 +4,7 @@
 # PyTorch's on the same GPU, and the demo pipeline. For a machine with an
 # NVIDIA GPU and python3 with torch and torchvision (numpy for the archive).
 #
-# Usage: bench/gpu.sh            (CASES picks the parts, in this order)
+# Usage: bench/gpu.sh            (CASES picks the parts and their order)
 #
 #   tests  every GPU test executable in BIN/tests (scripts/build-cuda.sh tests)
 #          with TSIMCNE_TEST_CUDA=1: each kernel of our GPU backbone against
@@ -44,18 +44,25 @@
 #          wall time and kNN accuracy, for each of DEMO_FORMS, PATH[-MATH]
 #          (GPU_PATH and CONV_MATH; default: next, f32 with the newer kernels,
 #          and next-bf16, bf16 channels-last: whether bf16's map is as good).
-# Each case runs under its own time cap (CAP seconds, default 150), so one
-# slow case cannot eat the others; the peak GPU memory of each process
-# comes from nvidia-smi, sampled every 0.2 s (it includes the CUDA context).
+# Each command runs under its own time cap (CAP seconds, default 150; the
+# demo twice that), so one slow command cannot eat the others. BUDGET
+# (seconds, default 0: none) bounds the whole run: each command's cap is
+# cut to what is left of it (less 20 s for the summary), a command that
+# would get under 10 s is skipped (shown as skipped), and the summary is
+# printed within BUDGET, so a run under an outer time limit still reports.
+# The peak GPU memory of each process comes from nvidia-smi, sampled every
+# 0.2 s (it includes the CUDA context).
 #
 # Environment: BIN (our CUDA binaries; default target/cuda/release, from
 # scripts/build-cuda.sh or unpacked from scripts/pack-cuda.sh's tar),
-# DEVICE (cuda), THREADS (default all cores), EPOCHS (2: the second is the
-# one reported), IMAGES (60000),
+# DEVICE (cuda; cpu runs the cases on the CPU build, as tests/gpu_script.rs
+# checks the script), THREADS (default all cores), EPOCHS (2: the second is
+# the one reported), IMAGES (60000),
 # BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), STEP_FORMS,
 # PROFILE_FORMS and DEMO_FORMS (above), PRESET (resnet18),
-# PYTHON (python3), BENCH_DIR (target/bench), CAP (150), COMPILE_BATCHES
-# (the batches that time torch.compile, which compiles for a minute; BATCHES).
+# PYTHON (python3), BENCH_DIR (target/bench), CAP (150), BUDGET (0),
+# COMPILE_BATCHES (the batches that time torch.compile, which compiles for
+# a minute; BATCHES; empty: none).
 #
 # The CUDA and cuDNN libraries come from target/cuda/cuda-env.sh when the
 # build made one, else from PyTorch's wheels (site-packages/nvidia/{cu13,cudnn}/lib).
@@ -80,15 +87,27 @@ demo_forms=${DEMO_FORMS:-next next-bf16}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}
-compile_batches=${COMPILE_BATCHES:-$batches}
+budget=${BUDGET:-0}
+compile_batches=${COMPILE_BATCHES-$batches}
 work=${BENCH_DIR:-target/bench}/gpu
+for c in $cases; do
+  case $c in tests | step | profile | epoch | demo) ;; *)
+    echo "gpu.sh: unknown case '$c' in CASES (tests step profile epoch demo)" >&2
+    exit 2
+    ;;
+  esac
+done
+[[ $budget =~ ^[0-9]+$ ]] || { echo "gpu.sh: BUDGET is seconds, not '$budget'" >&2; exit 2; }
 rm -rf "$work" && mkdir -p "$work"
+start_s=$SECONDS
 
 if [ ! -x "$bin/pretrain" ] || [ ! -x "$bin/examples/bench_train" ]; then
   echo "gpu.sh: no CUDA build in $bin: run scripts/build-cuda.sh (and scripts/pack-cuda.sh to carry it)" >&2
   exit 1
 fi
-if [ -f "$bin/../cuda-env.sh" ] && [ -z "${TSIMCNE_USE_TORCH_LIBS:-}" ]; then
+if [[ $device != cuda* ]]; then
+  : # DEVICE=cpu: the script's own check on a machine without a GPU (tests/gpu_script.rs)
+elif [ -f "$bin/../cuda-env.sh" ] && [ -z "${TSIMCNE_USE_TORCH_LIBS:-}" ]; then
   # shellcheck disable=SC1091
   . "$bin/../cuda-env.sh"
 else
@@ -100,19 +119,40 @@ if ldd "$bin/pretrain" | grep -q "not found"; then
   echo "gpu.sh: libraries missing (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)" >&2
   exit 1
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+fi
+
+# The time cap of the next command: CAP_S, cut to what BUDGET leaves of
+# the run less 20 s for the summary; 0 when under 10 s would be left.
+capped() { # CAP_S
+  local c=$1 left
+  if [ "$budget" -gt 0 ]; then
+    left=$((budget - (SECONDS - start_s) - 20))
+    [ "$left" -lt "$c" ] && c=$left
+  fi
+  [ "$c" -lt 10 ] && c=0
+  echo "$c"
+}
 
 # Runs "$@" under the time cap (stdout appended to FILE) while sampling the
-# GPU's memory in use; appends `peak_gpu_used_mib N` to FILE.
+# GPU's memory in use; appends `peak_gpu_used_mib N` to FILE, or `skipped`
+# alone where BUDGET leaves no time.
 sampled() { # FILE CMD...
-  local file=$1 log=$work/smi.$$ pid= rc=0
+  local file=$1 log=$work/smi.$$ pid= rc=0 c
   shift
+  c=$(capped "$cap")
+  if [ "$c" -eq 0 ]; then
+    echo skipped >>"$file"
+    echo "gpu.sh: skipped, BUDGET spent: $*" >&2
+    return 0
+  fi
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$log" 2>/dev/null &
     pid=$!
   fi
-  timeout "$cap" "$@" >>"$file" 2>>"$file.err" || rc=$?
-  [ $rc -eq 0 ] || echo "gpu.sh: failed or over ${cap}s (exit $rc): $*" >&2
+  timeout "$c" "$@" >>"$file" 2>>"$file.err" || rc=$?
+  [ $rc -eq 0 ] || echo "gpu.sh: failed or over ${c}s (exit $rc): $*" >&2
   if [ -n "$pid" ]; then
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -122,19 +162,32 @@ sampled() { # FILE CMD...
 }
 
 status=0
-if [[ " $cases " == *" tests "* ]]; then
+case_tests() {
+  local t c found=
   for t in "$bin"/tests/*; do
     [ -x "$t" ] || continue
+    found=1
     echo "== test $(basename "$t")"
-    if ! TSIMCNE_TEST_CUDA=1 timeout "$cap" "$t" --test-threads 1 >"$work/test-$(basename "$t").log" 2>&1; then
+    c=$(capped "$cap")
+    if [ "$c" -eq 0 ]; then
+      status=1
+      echo "gpu.sh: test $(basename "$t") skipped, BUDGET spent" >&2
+      continue
+    fi
+    if ! TSIMCNE_TEST_CUDA=1 timeout "$c" "$t" --test-threads 1 >"$work/test-$(basename "$t").log" 2>&1; then
       status=1
       tail -40 "$work/test-$(basename "$t").log"
     fi
     grep -E "^test |test result" "$work/test-$(basename "$t").log"
   done
-fi
+  if [ -z "$found" ]; then
+    status=1
+    echo "gpu.sh: no GPU tests in $bin/tests (scripts/build-cuda.sh tests)" >&2
+  fi
+}
 
-if [[ " $cases " == *" step "* ]]; then
+case_step() {
+  local b k f
   for b in $batches; do
     for k in $step_forms; do
       sampled "$work/step_$b.ours-$k" "$bin/examples/bench_train" step "$preset" $((2 * b)) "$k" --device "$device"
@@ -144,14 +197,19 @@ if [[ " $cases " == *" step "* ]]; then
       THREADS=$threads sampled "$work/step_$b.torch-$f" "$python" bench/train_torch.py step "$preset" $((2 * b)) --device "$device" --form "$f"
     done
   done
-fi
+}
 
-if [[ " $cases " == *" profile "* ]]; then
-  b=${batches%% *}
+case_profile() {
+  local b=${batches%% *} k f c
   for k in $profile_forms; do
     f=$work/profile_$b.ours-$k.log
     echo "== profile: batch $b ($((2 * b)) views), $k"
-    if timeout "$cap" "$bin/examples/bench_train" profile "$preset" $((2 * b)) "$k" --device "$device" >"$f" 2>&1; then
+    c=$(capped "$cap")
+    if [ "$c" -eq 0 ]; then
+      echo "gpu.sh: profile $k skipped, BUDGET spent" >&2
+      continue
+    fi
+    if timeout "$c" "$bin/examples/bench_train" profile "$preset" $((2 * b)) "$k" --device "$device" >"$f" 2>&1; then
       grep -E "^(step|rest|group)_ms" "$f"
       grep -E "^phase_ms" "$f" | head -12
     else
@@ -159,12 +217,15 @@ if [[ " $cases " == *" profile "* ]]; then
       tail -20 "$f"
     fi
   done
-fi
+}
 
-if [[ " $cases " == *" epoch "* ]]; then
+case_epoch() {
+  local archive b path out form
   archive=$work/random-images.tar.gz
-  "$python" bench/make_cifar_like.py "$archive" $((images / 6)) >/dev/null
-  "$bin/prep" cifar10 --input "$archive" --no-verify --out "$work/images.parquet" 2>/dev/null
+  if [ "$(capped "$cap")" -gt 0 ]; then
+    "$python" bench/make_cifar_like.py "$archive" $((images / 6)) >/dev/null
+    "$bin/prep" cifar10 --input "$archive" --no-verify --out "$work/images.parquet" 2>/dev/null
+  fi
   for b in $batches; do
     for path in tested next; do
       out=$work/pretrain_${b}_$path
@@ -179,15 +240,21 @@ if [[ " $cases " == *" epoch "* ]]; then
     THREADS=$threads WORKERS=$threads sampled "$work/epoch_$b.torch-eager" \
       "$python" bench/train_torch.py epoch "$preset" "$b" "$images" "$epochs" --device "$device"
   done
-fi
+}
 
-if [[ " $cases " == *" demo "* ]]; then
+case_demo() {
+  local form path math runs log start c s
   for form in $demo_forms; do
     path=${form%%-*} math=
     [[ $form == *-* ]] && math=${form#*-}
     runs=$work/runs-$form log=$work/demo-$form.log
+    c=$(capped "$((2 * cap))")
+    if [ "$c" -eq 0 ]; then
+      echo "demo $form: skipped, BUDGET spent" >&2
+      continue
+    fi
     start=$(date +%s.%N)
-    if timeout "$((2 * cap))" make --no-print-directory demo DEVICE="$device" NO_BUILD=1 BIN="$bin" \
+    if timeout "$c" make --no-print-directory demo DEVICE="$device" NO_BUILD=1 BIN="$bin" \
       RUNS="$runs" GPU_PATH="$path" ${math:+CONV_MATH=$math} >"$log" 2>&1; then
       echo "demo $form: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s wall"
       grep -E "kNN|preservation" "$log"
@@ -197,11 +264,15 @@ if [[ " $cases " == *" demo "* ]]; then
       done
     else
       status=1
-      echo "demo $form: failed or over $((2 * cap)) s" >&2
+      echo "demo $form: failed or over $c s" >&2
       tail -20 "$log"
     fi
   done
-fi
+}
+
+for c in $cases; do
+  "case_$c"
+done
 
 "$python" - "$work" "$images" "$preset" <<'PY'
 import collections, pathlib, sys
@@ -226,7 +297,8 @@ for f in sorted(work.glob("*_*.*")):
     secs = [v[0] for k, v in vals.items() if k.startswith(kind + "_")]
     mem = vals.get("peak_gpu_used_mib", [float("nan")])[0]
     if not secs:
-        rows.append((kind, batch, form, None, None, mem))
+        skipped = "skipped" in f.read_text().split()
+        rows.append((kind, batch, form, "skipped" if skipped else None, None, mem))
         continue
     s = secs[0]
     per_epoch = s * (images // batch) if kind == "step" else s
@@ -242,9 +314,10 @@ print(f"{f'({preset}, 32x32x3, {images} images)':36}{'form':>32}{'seconds':>10}{
 table = []
 for kind, batch, form, s, e, mem in rows:
     label = f"{'step' if kind == 'step' else 'whole epoch'}, batch {batch}"
-    if s is None:
-        print(f"{label:36}{form:>32}{'failed':>10}")
-        table.append(f"| {label} | {form} | failed | | | | |")
+    if s is None or s == "skipped":
+        what = s or "failed"
+        print(f"{label:36}{form:>32}{what:>10}")
+        table.append(f"| {label} | {form} | {what} | | | | |")
         continue
     eager, best = ref(kind, batch, "eager"), ref(kind, batch, "best")
     r_eager = f"{e / eager:.2f}" if eager else "-"

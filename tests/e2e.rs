@@ -1,6 +1,6 @@
 //! The end-to-end tests of the stages, one module per feature, in one test
 //! binary: each test binary links the whole program, and one link instead
-//! of thirteen takes minutes off a fresh `make test` on two cores
+//! of fourteen takes minutes off a fresh `make test` on two cores
 //! (bench/build-timings.md). Run one feature's tests with
 //! `cargo test --release -p tsimcne-cli --test e2e prep::`.
 
@@ -22,6 +22,8 @@ mod explore;
 mod fuzz_regressions;
 #[path = "golden_runs.rs"]
 mod golden_runs;
+#[path = "gpu_script.rs"]
+mod gpu_script;
 #[path = "kill.rs"]
 mod kill;
 #[path = "prep.rs"]

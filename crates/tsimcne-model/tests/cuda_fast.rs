@@ -115,7 +115,7 @@ fn check_with(
     assert_close(&format!("{sums} output-only loss"), &lg, &lc, 1e-4);
 }
 
-/// Needs no GPU (NVRTC compiles the kernels), so it runs wherever the CUDA
+/// Needs no GPU (it reads the build's PTX), so it runs wherever the CUDA
 /// build's tests run.
 #[test]
 fn the_kernel_list_names_every_kernel_of_the_source() {

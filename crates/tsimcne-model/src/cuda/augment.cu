@@ -1,5 +1,5 @@
 // Augmentation on the GPU: the views of tsimcne-augment's `apply`, one block
-// per view, from u8 images resident on the GPU. Compiled by NVRTC with
+// per view, from u8 images resident on the GPU. Compiled (build.rs) with
 // fused multiply-adds off (--fmad=false), so that every float operation is
 // rounded alone, as in the CPU's Rust, and the order of the operations is
 // the CPU's: the same view parameters give the CPU's bits. tests/cuda_host.rs

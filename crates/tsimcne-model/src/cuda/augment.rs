@@ -6,29 +6,20 @@
 //! and follows the CPU's order of operations (checked on the CPU by
 //! tsimcne-model's `tests/cuda_host.rs`).
 
-use std::sync::OnceLock;
-
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Device, Storage, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use tsimcne_augment::{AugmentConfig, Shape, VIEW_FLOATS, VIEW_INTS};
 
-use super::{THREADS, compiled, cuda_err};
+use super::{Kernels, THREADS, cuda_err, function};
 use crate::error::{ModelError, Result};
 
-const MODULE: &str = "tsimcne_augment";
-const SOURCE: &str = include_str!("augment.cu");
-
-/// The PTX of `augment.cu`, without fused multiply-adds.
-fn ptx() -> Result<&'static str> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    let opts = cudarc::nvrtc::CompileOptions {
-        fmad: Some(false),
-        ..Default::default()
-    };
-    compiled(&PTX, SOURCE, opts, "the augmentation kernel")
-}
+/// `augment.cu`, compiled without fused multiply-adds (`build.rs`).
+const AUGMENT: Kernels = Kernels {
+    what: "the augmentation kernel",
+    fatbin: include_bytes!(concat!(env!("OUT_DIR"), "/augment.fatbin")),
+};
 
 /// The u8 HWC rows of an image table in GPU memory.
 pub struct GpuImages {
@@ -128,10 +119,7 @@ impl GpuImages {
         // element of `out` and of `tmp` before it reads it.
         let (tmp, out) = unsafe { (stream.alloc::<f32>(len), stream.alloc::<f32>(len)) };
         let (tmp, out) = (tmp.map_err(cuda_err)?, out.map_err(cuda_err)?);
-        let f = self
-            .dev
-            .get_or_load_custom_func("augment_views", MODULE, ptx()?)?
-            .into_cuda_function();
+        let f = function(&self.dev, &AUGMENT, "augment_views")?;
         let (hi, wi, ci) = (h as i32, w as i32, c as i32);
         let has_norm = i32::from(cfg.normalize.is_some());
         let mut b = stream.launch_builder(&f);

@@ -1,7 +1,8 @@
-// The CUDA kernels of the GPU backbone (crate::cuda), compiled once per
-// process with NVRTC. Activations are NCHW, element (n, c, i) of a
-// [N, C, HW] tensor at (n * C + c) * HW + i, or channels-last (NHWC, the
-// *_nhwc kernels), element (n, i, c) of [N, HW, C] at (n * HW + i) * C + c.
+// The CUDA kernels of the GPU backbone (crate::cuda), compiled by nvcc at
+// build time (tsimcne-model's build.rs). Activations are NCHW, element
+// (n, c, i) of a [N, C, HW] tensor at (n * C + c) * HW + i, or
+// channels-last (NHWC, the *_nhwc kernels), element (n, i, c) of
+// [N, HW, C] at (n * HW + i) * C + c.
 //
 // Batch statistics are summed in double, in a fixed order. NCHW: each
 // channel's n * hw elements are cut into gridDim.y equal parts (one block
@@ -80,7 +81,7 @@ struct LastFastIndex {
 // Activations are stored as float or as bfloat16 (the *_bf16 kernels),
 // whose 16 bits are the high half of a float's; the arithmetic is float
 // (sums double) either way. The conversions are written out rather than
-// taken from cuda_bf16.h, so that NVRTC and the CPU emulation need no
+// taken from cuda_bf16.h, so that the CPU emulation needs no CUDA
 // header: widening is exact, narrowing rounds to nearest even (as
 // __float2bfloat16_rn) and keeps a NaN a NaN.
 typedef unsigned short bf16;

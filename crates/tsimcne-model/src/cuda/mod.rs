@@ -1,6 +1,6 @@
 //! The backbone on a CUDA GPU: cuDNN convolutions (forward, backward-data
 //! and backward-filter), our own batch-norm kernels with the ReLU and the
-//! residual addition fused in (`kernels.cu`, compiled once by NVRTC), and a
+//! residual addition fused in (`kernels.cu`, compiled by nvcc at build time), and a
 //! hand-written backward pass: the GPU twin of [`crate::fast`], same layer
 //! plan, same arithmetic (statistics summed in f64), NCHW activations or
 //! channels-last ([`MemoryFormat`]).
@@ -25,7 +25,7 @@ mod cudnn;
 pub use augment::GpuImages;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
@@ -47,8 +47,6 @@ use crate::model::{BnSums, ConvMath, ConvSearch, MemoryFormat};
 pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
 
 const THREADS: u32 = 256;
-const MODULE: &str = "tsimcne_backbone";
-const SOURCE: &str = include_str!("kernels.cu");
 /// Every kernel of kernels.cu: a batch-norm body's forms (layout × index
 /// arithmetic × storage, see [`launch_indexed`] and [`launch_parts`]), the
 /// rest in f32 or also in bf16.
@@ -105,22 +103,53 @@ fn cuda_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Invalid(format!("CUDA: {e}"))
 }
 
-/// A CUDA source's PTX, compiled by NVRTC with `opts` once per process
-/// (`cell` keeps it, or the error); `what` names the kernels in the error.
-fn compiled(
-    cell: &'static OnceLock<std::result::Result<String, String>>,
-    source: &str,
-    opts: cudarc::nvrtc::CompileOptions,
-    what: &str,
-) -> Result<&'static str> {
-    cell.get_or_init(|| {
-        cudarc::nvrtc::compile_ptx_with_opts(source, opts)
-            .map(|p| p.to_src())
-            .map_err(|e| format!("compiling {what}: {e}"))
-    })
-    .as_ref()
-    .map(String::as_str)
-    .map_err(|e| ModelError::Invalid(e.clone()))
+/// One of our kernel sources as `build.rs` compiled it with nvcc.
+pub(crate) struct Kernels {
+    /// Names the source in errors, and its module in [`function`]'s cache.
+    what: &'static str,
+    /// Machine code for the GPU generation the build names
+    /// (`CUDA_COMPUTE_CAP`), and the PTX, which the driver compiles for a
+    /// newer GPU.
+    fatbin: &'static [u8],
+}
+
+/// `kernels.cu`.
+const BACKBONE: Kernels = Kernels {
+    what: "the backbone's kernels",
+    fatbin: include_bytes!(concat!(env!("OUT_DIR"), "/kernels.fatbin")),
+};
+
+/// The kernel `name` of `kernels` on `dev`. Each source is loaded once per
+/// process and GPU context, and stays loaded.
+fn function(dev: &CudaDevice, kernels: &'static Kernels, name: &str) -> Result<CudaFunction> {
+    type Loaded = Vec<(usize, &'static str, Arc<cudarc::driver::CudaModule>)>;
+    static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
+    let ctx = dev.cuda_stream().context().clone();
+    // The context's handle: the module keeps the context alive, so no
+    // other context can take its address.
+    let key = ctx.cu_ctx() as usize;
+    let module = {
+        let mut loaded = LOADED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match loaded
+            .iter()
+            .find(|(k, w, _)| *k == key && *w == kernels.what)
+        {
+            Some((_, _, m)) => m.clone(),
+            None => {
+                let image = cudarc::nvrtc::Ptx::from_binary(kernels.fatbin.to_vec());
+                let m = ctx.load_module(image).map_err(|e| {
+                    ModelError::Invalid(format!("CUDA: loading {}: {e}", kernels.what))
+                })?;
+                loaded.push((key, kernels.what, m.clone()));
+                m
+            }
+        }
+    };
+    module
+        .load_function(name)
+        .map_err(|e| ModelError::Invalid(format!("CUDA: {name} of {}: {e}", kernels.what)))
 }
 
 /// What the driver does with the GPU memory a run frees: the default memory
@@ -203,18 +232,13 @@ pub fn freed_memory(device: &Device) -> Result<Option<FreedMemory>> {
     }))
 }
 
-/// The PTX of `kernels.cu`.
-fn ptx() -> Result<&'static str> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    compiled(&PTX, SOURCE, Default::default(), "the backbone's kernels")
-}
-
-/// Checks, without a GPU (NVRTC compiles `kernels.cu`), that the kernels
-/// loaded at start ([`KERNELS`], and `sgd_step` on its own) are exactly the
-/// entry points of the PTX; the error names what differs. A name missing
-/// from either side would otherwise show only on a GPU.
+/// Checks, without a GPU, that the kernels loaded at start ([`KERNELS`],
+/// and `sgd_step` on its own) are exactly the entry points of the build's
+/// PTX of `kernels.cu`; the error names what differs. A name missing from
+/// either side would otherwise show only on a GPU.
 pub fn check_kernel_list() -> Result<()> {
-    let entries: std::collections::BTreeSet<&str> = ptx()?
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
+    let entries: std::collections::BTreeSet<&str> = PTX
         .lines()
         .filter_map(|l| l.split_once(".entry ")?.1.split('(').next())
         .map(str::trim)
@@ -627,14 +651,9 @@ fn kernel<E: Elem>(name: &str) -> String {
 impl Gpu {
     fn new(dev: &CudaDevice) -> Result<Self> {
         let stream = dev.cuda_stream();
-        let ptx = ptx()?;
         let mut funcs = HashMap::new();
         for name in KERNELS {
-            funcs.insert(
-                name,
-                dev.get_or_load_custom_func(name, MODULE, ptx)?
-                    .into_cuda_function(),
-            );
+            funcs.insert(name, function(dev, &BACKBONE, name)?);
         }
         Ok(Self {
             dev: dev.clone(),
@@ -942,9 +961,7 @@ pub fn sgd_step(params: &[SgdParam<'_>], s: SgdStep) -> Result<()> {
     let (wt, gt, bt) = (upload(&w)?, upload(&g)?, upload(&b)?);
     let start_t = stream.clone_htod(&start).map_err(cuda_err)?;
     let first_t = stream.clone_htod(&firsts).map_err(cuda_err)?;
-    let f = dev
-        .get_or_load_custom_func("sgd_step", MODULE, ptx()?)?
-        .into_cuda_function();
+    let f = function(dev, &BACKBONE, "sgd_step")?;
     let (wp, gp, bp) = (ptr(&stream, &wt), ptr(&stream, &gt), ptr(&stream, &bt));
     let (sp, fp) = (ptr(&stream, &start_t), ptr(&stream, &first_t));
     let count = params.len() as i32;
