@@ -24,7 +24,12 @@
 #          channels_last, and torch.compile of that. Shown per epoch of
 #          IMAGES images: step seconds x floor(IMAGES / batch). -timed: each
 #          convolution's algorithms chosen by timing them, as cudnn.benchmark
-#          (ConvSearch::Timed).
+#          (ConvSearch::Timed). Then the demo's step (the small preset on
+#          14x14x1 images, batch 256: 512 views) in each of DEMO_STEP_FORMS
+#          (default: candle fast fast-split-sgd), shown per epoch of the
+#          demo's 10,000 images. On a GPU each step form also reports the
+#          time until its work was queued (bench_train's enqueue_): near the
+#          step's time, the step waits on the CPU's launches, not the GPU.
 #   profile  where the step's time goes, at the first of BATCHES, for each
 #          of PROFILE_FORMS (default: fast-tf32, and the fastest-looking
 #          forms not yet run, fast-bf16-split-sgd-timed and
@@ -59,7 +64,7 @@
 # checks the script), THREADS (default all cores), EPOCHS (2: the second is
 # the one reported), IMAGES (60000),
 # BATCHES ("512 1024"), CASES ("tests step profile epoch demo"), STEP_FORMS,
-# PROFILE_FORMS and DEMO_FORMS (above), PRESET (resnet18),
+# PROFILE_FORMS, DEMO_STEP_FORMS and DEMO_FORMS (above), PRESET (resnet18),
 # PYTHON (python3), BENCH_DIR (target/bench), CAP (150), BUDGET (0),
 # COMPILE_BATCHES (the batches that time torch.compile, which compiles for
 # a minute; BATCHES; empty: none).
@@ -84,6 +89,7 @@ cases=${CASES:-tests step profile epoch demo}
 step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-release fast-tf32-split-sgd fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
 profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
 demo_forms=${DEMO_FORMS:-next next-bf16}
+demo_step_forms=${DEMO_STEP_FORMS-candle fast fast-split-sgd}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}
@@ -197,6 +203,10 @@ case_step() {
       THREADS=$threads sampled "$work/step_$b.torch-$f" "$python" bench/train_torch.py step "$preset" $((2 * b)) --device "$device" --form "$f"
     done
   done
+  # The demo's shapes (Makefile: DEMO_BACKBONE, DEMO_SIZE, DEMO_BATCH).
+  for k in $demo_step_forms; do
+    sampled "$work/demostep_256.ours-$k" "$bin/examples/bench_train" step small 512 "$k" --image 14x1 --device "$device"
+  done
 }
 
 case_profile() {
@@ -277,12 +287,16 @@ done
 "$python" - "$work" "$images" "$preset" <<'PY'
 import collections, pathlib, sys
 work, images, preset = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+# The kinds of result file, in the table's order; demostep: the demo's
+# step, per epoch of its 10,000 images.
+KINDS = {"step": 0, "demostep": 1, "epoch": 2}
+DEMO_IMAGES = 10000
 rows = []
 for f in sorted(work.glob("*_*.*")):
     if f.suffix == ".err" or f.name.endswith(".err") or f.suffix == ".log":
         continue
     kind, rest = f.name.split("_", 1)
-    if kind not in ("step", "epoch"):
+    if kind not in KINDS:
         continue
     batch, form = rest.split(".", 1)
     vals = collections.defaultdict(list)
@@ -294,16 +308,18 @@ for f in sorted(work.glob("*_*.*")):
             except ValueError:
                 pass
     batch = int(batch)
-    secs = [v[0] for k, v in vals.items() if k.startswith(kind + "_")]
+    prefix = "epoch_" if kind == "epoch" else "step_"
+    secs = [v[0] for k, v in vals.items() if k.startswith(prefix)]
+    queued = [v[0] for k, v in vals.items() if k.startswith("enqueue_")]
     mem = vals.get("peak_gpu_used_mib", [float("nan")])[0]
     if not secs:
         skipped = "skipped" in f.read_text().split()
-        rows.append((kind, batch, form, "skipped" if skipped else None, None, mem))
+        rows.append((kind, batch, form, "skipped" if skipped else None, None, mem, None))
         continue
     s = secs[0]
-    per_epoch = s * (images // batch) if kind == "step" else s
-    rows.append((kind, batch, form, s, per_epoch, mem))
-rows.sort(key=lambda r: (r[0] != "step", r[1], r[2]))
+    per_epoch = {"step": s * (images // batch), "demostep": s * (DEMO_IMAGES // batch)}.get(kind, s)
+    rows.append((kind, batch, form, s, per_epoch, mem, queued[0] if queued else None))
+rows.sort(key=lambda r: (KINDS[r[0]], r[1], r[2]))
 def ref(kind, batch, pick):
     """PyTorch's s/epoch at this kind and batch: eager f32, or its best form."""
     torch = [r[4] for r in rows if r[0] == kind and r[1] == batch and r[2].startswith("torch-") and r[4]]
@@ -312,8 +328,9 @@ def ref(kind, batch, pick):
 
 print(f"{f'({preset}, 32x32x3, {images} images)':36}{'form':>32}{'seconds':>10}{'s/epoch':>10}{'vs eager':>10}{'vs best':>10}{'GPU MiB':>10}")
 table = []
-for kind, batch, form, s, e, mem in rows:
-    label = f"{'step' if kind == 'step' else 'whole epoch'}, batch {batch}"
+LABELS = {"step": "step", "demostep": "demo step (small, 14x14x1)", "epoch": "whole epoch"}
+for kind, batch, form, s, e, mem, _ in rows:
+    label = f"{LABELS[kind]}, batch {batch}"
     if s is None or s == "skipped":
         what = s or "failed"
         print(f"{label:36}{form:>32}{what:>10}")
@@ -324,8 +341,12 @@ for kind, batch, form, s, e, mem in rows:
     r_best = f"{e / best:.2f}" if best else "-"
     print(f"{label:36}{form:>32}{s:10.4f}{e:10.2f}{r_eager:>10}{r_best:>10}{mem:10.0f}")
     table.append(f"| {label} | {form} | {s:.4f} | {e:.2f} | {r_eager} | {r_best} | {mem:.0f} |")
-print(f"(step: one step's median; s/epoch = step x {images} // batch. whole epoch: augmentation included, best epoch after the first;")
+print(f"(step: one step's median; s/epoch = step x {images} // batch (demo step: x {DEMO_IMAGES} // batch).")
+print(" whole epoch: augmentation included, best epoch after the first;")
 print(" vs eager, vs best: s/epoch over PyTorch's f32 eager, and over its fastest form, at the same batch)")
+for kind, batch, form, s, e, mem, q in rows:
+    if q is not None and s:
+        print(f"queued: {LABELS[kind]}, batch {batch}, {form}: {q:.4f} s of the step's {s:.4f} s ({100 * q / s:.0f} %)")
 print()
 print("| what | form | seconds | s/epoch | vs PyTorch eager | vs PyTorch's best | peak GPU MiB |")
 print("|---|---|---:|---:|---:|---:|---:|")

@@ -14,6 +14,13 @@
 //!     split into its parts: the backbone's rest with the head and loss, and SGD
 //! ```
 //!
+//! `step`, `fwd` and `profile` take `--image SIDExCHANNELS` (default
+//! `32x3`, CIFAR's; the demo's is `14x1`). On a GPU, `step` also prints
+//! `enqueue_PRESET_VIEWS`: the median time until the step's work is queued
+//! (`loss_and_grads` and the SGD step return, the loss read between them
+//! not counted): near the step's own time, the step is bound by the CPU's
+//! launches, not by the GPU.
+//!
 //! Any mode takes `--device cpu|cuda|cuda:N` (default cpu; CUDA in a build
 //! with the `cuda` feature, see `bench/gpu.sh`); on a GPU the default kernels
 //! are candle's, `fast` is our GPU backbone (cuDNN convolutions in exact
@@ -155,10 +162,32 @@ fn sync(dev: &Device) {
     dev.synchronize().expect("device synchronisation");
 }
 
+/// The input images of `step`, `fwd` and `profile`: square, `side`
+/// pixels, `channels` channels.
+#[derive(Clone, Copy)]
+struct Image {
+    side: usize,
+    channels: usize,
+}
+
+impl Image {
+    const CIFAR: Image = Image {
+        side: 32,
+        channels: 3,
+    };
+
+    /// `SIDExCHANNELS`, e.g. `14x1`.
+    fn parse(s: &str) -> Option<Image> {
+        let (side, channels) = s.split_once('x')?;
+        let (side, channels) = (side.parse().ok()?, channels.parse().ok()?);
+        (side > 0 && channels > 0).then_some(Image { side, channels })
+    }
+}
+
 fn model_run(
     what: &str,
     preset: &str,
-    views: usize,
+    (views, image): (usize, Image),
     (k, gpu): (Kernels, GpuSettings),
     dev: &Device,
 ) -> candle_core::Result<()> {
@@ -167,14 +196,20 @@ fn model_run(
         tsimcne_model::cuda::set_freed_memory(dev, tsimcne_model::cuda::FreedMemory::Release)
             .map_err(candle_core::Error::wrap)?;
     }
-    let arch = tsimcne_model::preset(preset, 3, 128).map_err(candle_core::Error::wrap)?;
+    let arch =
+        tsimcne_model::preset(preset, image.channels, 128).map_err(candle_core::Error::wrap)?;
     let mut model = Model::new(&arch, 0, dev).map_err(candle_core::Error::wrap)?;
     model.set_kernels(k).map_err(candle_core::Error::wrap)?;
     model.set_conv_math(gpu.math);
     model.set_bn_sums(gpu.sums);
     model.set_memory_format(gpu.format);
     model.set_conv_search(gpu.search);
-    let x = Tensor::from_vec(random(views * 3 * 32 * 32, 1), (views, 3, 32, 32), dev)?;
+    let Image { side, channels } = image;
+    let x = Tensor::from_vec(
+        random(views * channels * side * side, 1),
+        (views, channels, side, side),
+        dev,
+    )?;
     let mut sgd = Sgd::new(model.trainable(None), SgdConfig::default());
     sgd.set_gpu_step(gpu.sgd);
     let reps = if preset == "resnet18" { 3 } else { 7 };
@@ -192,15 +227,26 @@ fn model_run(
         other => panic!("unknown mode {other}"),
     };
     let objective = Contrastive::new(Similarity::Cauchy, None);
+    // The seconds until each repetition's work was queued.
+    let mut queued = Vec::new();
     let secs = time(reps, || {
+        let t = Instant::now();
         let (loss, grads) = model.loss_and_grads(&x, backprop, &objective).expect(what);
+        let mut q = t.elapsed().as_secs_f64();
         loss.to_scalar::<f32>().expect("loss");
         if backprop == Backprop::Full {
+            let t = Instant::now();
             sgd.step(&grads, 0.01).expect("sgd");
+            q += t.elapsed().as_secs_f64();
         }
         sync(dev);
+        queued.push(q);
     });
     println!("{what}_{preset}_{views} {secs:.4}");
+    if what == "step" && !dev.is_cpu() {
+        queued.remove(0); // the warm-up
+        println!("enqueue_{preset}_{views} {:.4}", median(queued));
+    }
     Ok(())
 }
 
@@ -554,12 +600,23 @@ fn main() -> candle_core::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(1);
     });
+    let mut image = Image::CIFAR;
+    if let Some(i) = args.iter().position(|a| a == "--image") {
+        image = args
+            .get(i + 1)
+            .and_then(|v| Image::parse(v))
+            .unwrap_or_else(|| {
+                eprintln!("--image needs SIDExCHANNELS, e.g. 32x3 or 14x1");
+                std::process::exit(2);
+            });
+        args.drain(i..i + 2);
+    }
     match args.first().map(String::as_str) {
         Some(m @ ("step" | "fwd" | "profile")) => {
             let preset = args.get(1).map_or("small", String::as_str);
             let views = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(128);
             let k = (kernels(args.get(3), &dev), gpu_settings(args.get(3)));
-            model_run(m, preset, views, k, &dev)?;
+            model_run(m, preset, (views, image), k, &dev)?;
         }
         Some("ops") => {
             let k = kernels(args.get(1), &dev);
@@ -588,8 +645,8 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed][-release]] | ops [fast|candle] \
-                 | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
+                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed][-release]] [--image SIDExCHANNELS] \
+                 | ops [fast|candle] | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);
         }
