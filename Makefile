@@ -23,8 +23,9 @@ BIN     ?= $(if $(CUDA),target/cuda/release,$(or $(CARGO_TARGET_DIR),target)/$(i
 RUNS    ?= runs
 THREADS ?=
 DEVICE  ?= cpu
-# CONV_MATH=tf32: a GPU's convolutions on TF32 tensor cores; bf16: bf16
-# activations, not yet run on a GPU (--conv-math).
+# CONV_MATH=exact: a GPU's convolutions in exact f32 (the CPU's results
+# within float rounding) instead of TF32 tensor cores, the default; bf16:
+# bf16 activations, not yet run on a GPU (--conv-math).
 CONV_MATH ?=
 # GPU_PATH=next: also the GPU kernels not yet run on a GPU (--gpu-path).
 GPU_PATH ?=

@@ -40,15 +40,17 @@
 #          loss); the whole listing in BENCH_DIR/gpu/profile_*.log.
 #   epoch  whole pretraining epochs on IMAGES random images, the CPU
 #          augmentation of two views per image included. Ours: `pretrain
-#          --device cuda` (its log.csv seconds), with `--gpu-path tested`
+#          --device cuda` (its log.csv seconds; the default TF32
+#          convolutions), with `--gpu-path tested`
 #          (ours-fast) and `--gpu-path next` (ours-next: split batch-norm
 #          sums, fused SGD, augmentation on the GPU), PyTorch: `train_torch.py
 #          epoch` (torchvision transforms in a DataLoader of THREADS worker
 #          processes). The best epoch after the first.
 #   demo   `make demo DEVICE=cuda` (the 10k Fashion-MNIST demo) with its
 #          wall time and kNN accuracy, for each of DEMO_FORMS, PATH[-MATH]
-#          (GPU_PATH and CONV_MATH; default: next, f32 with the newer kernels,
-#          and next-bf16, bf16 channels-last: whether bf16's map is as good).
+#          (GPU_PATH and CONV_MATH; default: next, the default TF32 with the
+#          newer kernels, and next-bf16, bf16 channels-last: whether bf16's
+#          map is as good; next-exact: exact f32).
 # Each command runs under its own time cap (CAP seconds, default 150; the
 # demo twice that), so one slow command cannot eat the others. BUDGET
 # (seconds, default 0: none) bounds the whole run: each command's cap is

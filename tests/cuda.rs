@@ -4,7 +4,8 @@
 //! an NVIDIA GPU and is skipped with a note otherwise.
 //!
 //! From the same seed, pretrain (tiny preset, four steps), project and
-//! finetune on `--device cuda` (each `--gpu-path`) give the losses,
+//! finetune on `--device cuda` (each `--gpu-path`, exact f32 convolutions:
+//! `--conv-math exact`, not the default TF32) give the losses,
 //! weights, features and maps of the CPU run within float rounding; `embed --device cuda` places the
 //! CPU model's images where the CPU does; a CUDA stage rerun after its
 //! outputs are lost writes them again from its checkpoint, byte for byte.
@@ -100,10 +101,22 @@ fn stages_on_cuda_agree_with_the_cpu() {
     let stage_dir = |stage: &str, dev: &str| -> PathBuf { d.join(format!("{stage}-{dev}")) };
     // "cuda-next": the kernels not yet run on a GPU before (`--gpu-path
     // next`: split batch-norm sums, fused SGD, augmentation on the GPU).
+    // Exact f32 convolutions, for the CPU's results within float rounding
+    // (the default, TF32, rounds products to 10 bits).
     let runs: [(&str, &[&str]); 3] = [
         ("cpu", &["--device", "cpu"]),
-        ("cuda", &["--device", "cuda"]),
-        ("cuda-next", &["--device", "cuda", "--gpu-path", "next"]),
+        ("cuda", &["--device", "cuda", "--conv-math", "exact"]),
+        (
+            "cuda-next",
+            &[
+                "--device",
+                "cuda",
+                "--gpu-path",
+                "next",
+                "--conv-math",
+                "exact",
+            ],
+        ),
     ];
     for (dev, device) in runs {
         let pre = stage_dir("pretrain", dev);
@@ -134,6 +147,10 @@ fn stages_on_cuda_agree_with_the_cpu() {
     }
     let cfg = ModelConfig::load(&stage_dir("pretrain", "cuda").join("config.json")).unwrap();
     assert_eq!(cfg.training.device.as_deref(), Some("cuda:0"));
+    assert_eq!(
+        cfg.training.conv_math, None,
+        "exact f32 is recorded as absent"
+    );
 
     let pre_cpu = stage_dir("pretrain", "cpu");
     for gpu in ["cuda", "cuda-next"] {
@@ -196,6 +213,8 @@ fn stages_on_cuda_agree_with_the_cpu() {
         s(&pre_gpu),
         "--device",
         "cuda",
+        "--conv-math",
+        "exact",
     ];
     a.extend(["--backbone", "tiny", "--epochs", "2", "--warmup", "1"]);
     a.extend(common);

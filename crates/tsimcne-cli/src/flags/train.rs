@@ -110,10 +110,11 @@ pub struct RunArgs {
     /// The backbone's implementation [default: fast; candle where fast does not run].
     #[arg(long, value_enum)]
     pub kernels: Option<Kernels>,
-    /// On a GPU with our kernels: the convolutions' arithmetic, exact f32,
-    /// TF32 tensor cores (faster), or bf16 activations (not yet run on a
-    /// GPU); recorded in config.json.
-    #[arg(long, value_enum, default_value = "exact")]
+    /// On a GPU with our kernels: the convolutions' arithmetic, TF32 tensor
+    /// cores (PyTorch's default for convolutions), exact f32 (the CPU's
+    /// results within float rounding; slower), or bf16 activations (not yet
+    /// run on a GPU); recorded in config.json. The CPU computes exact f32.
+    #[arg(long, value_enum, default_value = "tf32")]
     pub conv_math: ConvMath,
     /// On a GPU with our kernels: the forms that passed the GPU tests, or
     /// also the newer ones (same results within rounding; recorded in
