@@ -69,21 +69,9 @@ fn row<'a>(table: &'a str, what: &str, form: &str) -> Vec<&'a str> {
 }
 
 /// Whether python3 has numpy, which the epoch case's archive maker needs
-/// (bench/make_cifar_like.py); CI sets TSIMCNE_REQUIRE_PYARROW=1, which
-/// makes it required.
+/// (bench/make_cifar_like.py).
 fn python_with_numpy() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("TSIMCNE_REQUIRE_PYARROW").is_none(),
-            "numpy is required"
-        );
-        eprintln!("skipping gpu.sh's epoch case: python3 has no numpy");
-    }
-    ok
+    common::python_imports("numpy", "gpu.sh's epoch case")
 }
 
 #[test]

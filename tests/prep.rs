@@ -1271,18 +1271,7 @@ fn usage_errors() {
 // ---- an independent oracle: Python's tarfile/gzip + numpy ----
 
 fn python_with_pyarrow() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import pyarrow, pandas, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("TSIMCNE_REQUIRE_PYARROW").is_none(),
-            "pyarrow, pandas and numpy are required"
-        );
-        eprintln!("skipping: python3 with pyarrow, pandas and numpy is not available");
-    }
-    ok
+    common::python_imports("pyarrow, pandas, numpy", "the Python oracle")
 }
 
 fn oracle(source: &str, input: &Path, table: &Path) {

@@ -135,6 +135,24 @@ pub fn run(name: &str, args: &[&str]) -> Run {
     }
 }
 
+/// Whether python3 imports `modules` (e.g. `"pyarrow, pandas, numpy"`).
+/// CI installs them and sets TSIMCNE_REQUIRE_PYARROW=1, which makes a
+/// missing one fail; elsewhere it is a note that `what` was skipped.
+pub fn python_imports(modules: &str, what: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("TSIMCNE_REQUIRE_PYARROW").is_none(),
+            "python3 with {modules} is required"
+        );
+        eprintln!("skipping {what}: python3 cannot import {modules}");
+    }
+    ok
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
