@@ -26,7 +26,8 @@
 #          convolution's algorithms chosen by timing them, as cudnn.benchmark
 #          (ConvSearch::Timed). Then the demo's step (the small preset on
 #          14x14x1 images, batch 256: 512 views) in each of DEMO_STEP_FORMS
-#          (default: candle fast fast-split-sgd), shown per epoch of the
+#          (default: candle fast fast-split-sgd fast-split-sgd-loss; -loss:
+#          the loss in our kernels, GpuLoss::Kernels), shown per epoch of the
 #          demo's 10,000 images. On a GPU each step form also reports the
 #          time until its work was queued (bench_train's enqueue_): near the
 #          step's time, the step waits on the CPU's launches, not the GPU.
@@ -91,7 +92,7 @@ cases=${CASES:-tests step profile epoch demo}
 step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-release fast-tf32-split-sgd fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
 profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
 demo_forms=${DEMO_FORMS:-next next-bf16}
-demo_step_forms=${DEMO_STEP_FORMS-candle fast fast-split-sgd}
+demo_step_forms=${DEMO_STEP_FORMS-candle fast fast-split-sgd fast-split-sgd-loss}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}

@@ -31,7 +31,9 @@ pub use device::{CUDA_BUILT, DeviceSpec};
 pub use error::{ModelError, Result};
 pub use fast::Acts;
 pub use fastdiv::FastDiv;
-pub use model::{Backprop, BnSums, ConvMath, ConvSearch, Kernels, MemoryFormat, Model, infer_arch};
-pub use objective::{HostObjective, Objective};
+pub use model::{
+    Backprop, BnSums, ConvMath, ConvSearch, GpuLoss, Kernels, MemoryFormat, Model, infer_arch,
+};
+pub use objective::{HostObjective, KernelLoss, Objective};
 pub use preset::{PRESETS, check_input, preset};
 pub use tsimcne_format::model_keys::ResNetArch;

@@ -16,6 +16,8 @@ use crate::cuda::CudaBackbone;
 use crate::error::{ModelError, Result};
 use crate::fast::{Acts, FastBackbone, Pass};
 use crate::init::initial_values;
+#[cfg(feature = "cuda")]
+use crate::objective::KernelLoss;
 use crate::objective::{HostHead, HostHeadGrads, HostObjective, Objective};
 use crate::resnet::Net;
 
@@ -34,6 +36,7 @@ pub struct Model {
     #[cfg(feature = "cuda")]
     gpu: CudaBackbone,
     kernels: Kernels,
+    gpu_loss: GpuLoss,
 }
 
 /// A recorded training pass of either fast backbone.
@@ -120,6 +123,25 @@ pub enum ConvSearch {
     /// then deterministic, but timing noise may choose another algorithm
     /// (other last bits) on another run. Not yet run on a GPU.
     Timed,
+}
+
+/// How the loss and its gradient by the head's outputs are computed on a
+/// GPU with [`Kernels::Fast`] (`--kernels candle` keeps candle's ops
+/// throughout; the CPU ignores it). Both are the same function within
+/// float rounding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GpuLoss {
+    /// The objective's candle graph ([`Objective::loss`]) and candle's
+    /// autograd through it: the form that passed the GPU tests on an H200.
+    #[default]
+    Graph,
+    /// Our loss kernels (`cuda::info_nce_cauchy`, in the `cuda`
+    /// build) where the objective is one they compute
+    /// ([`Objective::kernel_loss`]), else the graph: two launches (four
+    /// with a map scale) instead of candle's graph (some twenty ops, each with its backward) and two uploads a
+    /// step. Checked on CPU threads (tests/cuda_host.rs) but not yet on a
+    /// GPU.
+    Kernels,
 }
 
 /// How the GPU backbone sums each channel's batch-norm statistics and
@@ -255,6 +277,7 @@ impl Model {
             #[cfg(feature = "cuda")]
             gpu: CudaBackbone::new(arch, ConvMath::default()),
             kernels: Kernels::default_for(device),
+            gpu_loss: GpuLoss::default(),
         };
         let expected = tensor_specs(arch)
             .iter()
@@ -360,6 +383,12 @@ impl Model {
         let _ = sums;
     }
 
+    /// How the loss is computed on a GPU ([`GpuLoss::Graph`] by default);
+    /// the CPU ignores it.
+    pub fn set_gpu_loss(&mut self, loss: GpuLoss) {
+        self.gpu_loss = loss;
+    }
+
     /// How the GPU backbone lays out its activations
     /// ([`MemoryFormat::Nchw`] by default); the CPU ignores it.
     pub fn set_memory_format(&mut self, format: MemoryFormat) {
@@ -435,14 +464,10 @@ impl Model {
         self.num_batches_tracked += 1;
         match (self.kernels, backprop) {
             (Kernels::Candle, Backprop::Full) => {
-                let l = objective.loss(&self.net.forward_t(x, true)?)?;
-                let grads = l.backward()?;
-                Ok((l, grads))
+                self.loss_backward(&self.net.forward_t(x, true)?, objective)
             }
             (Kernels::Candle, Backprop::OutputOnly) => {
-                let l = objective.loss(&self.net.forward_output_only_t(x, true)?)?;
-                let grads = l.backward()?;
-                Ok((l, grads))
+                self.loss_backward(&self.net.forward_output_only_t(x, true)?, objective)
             }
             (Kernels::Fast, Backprop::OutputOnly) => {
                 let vars = self.vars();
@@ -465,9 +490,7 @@ impl Model {
                 }
                 // [batch, feature] → [batch, hidden], no gradient → [batch, out_dim]
                 let h = self.net.head.hidden(&f)?.detach();
-                let l = objective.loss(&self.net.head.output(&h)?)?;
-                let grads = l.backward()?;
-                Ok((l, grads))
+                self.loss_backward(&self.net.head.output(&h)?, objective)
             }
             (Kernels::Fast, Backprop::Full) => {
                 let vars = self.vars();
@@ -506,14 +529,42 @@ impl Model {
             return Ok((Tensor::new(loss, &self.device)?, grads));
         }
         let f = Var::from_tensor(f)?;
-        let l = objective.loss(&self.net.head.forward(f.as_tensor())?)?;
-        let mut grads = l.backward()?;
+        let (l, mut grads) =
+            self.loss_backward(&self.net.head.forward(f.as_tensor())?, objective)?;
         let d_feat = grads.remove(f.as_tensor()).ok_or_else(|| {
             ModelError::Invalid("the loss does not depend on the features".into())
         })?;
         for (name, g) in self.fast_backward(vars, tape, &d_feat)? {
             grads.insert(vars[&name].as_tensor(), g);
         }
+        Ok((l, grads))
+    }
+
+    /// The loss `[]` of the head's outputs `z` `[rows, out_dim]` (a node of
+    /// candle's graph) and the gradients of all that `z` depends on: through
+    /// the objective's graph, or on a GPU with [`Kernels::Fast`] and
+    /// [`GpuLoss::Kernels`] by our
+    /// loss kernels, whose gradient by `z`, `dz`, candle's autograd takes
+    /// on down the graph as the gradient of `sum(z ⊙ dz)` (`dz` a constant).
+    fn loss_backward(&self, z: &Tensor, objective: &impl Objective) -> Result<(Tensor, GradStore)> {
+        #[cfg(feature = "cuda")]
+        if let (
+            GpuLoss::Kernels,
+            Kernels::Fast,
+            true,
+            Some(KernelLoss::InfoNceCauchy { map_scale }),
+        ) = (
+            self.gpu_loss,
+            self.kernels,
+            self.device.is_cuda(),
+            objective.kernel_loss(),
+        ) {
+            let (loss, dz) = crate::cuda::info_nce_cauchy(&z.detach(), map_scale)?;
+            let grads = z.mul(&dz)?.sum_all()?.backward()?;
+            return Ok((loss, grads));
+        }
+        let l = objective.loss(z)?;
+        let grads = l.backward()?;
         Ok((l, grads))
     }
 
@@ -596,9 +647,7 @@ impl Model {
         }
         self.num_batches_tracked += 1;
         let f = self.net.backbone.forward_frozen_t(x, blocks)?;
-        let l = objective.loss(&self.net.head.forward(&f)?)?;
-        let grads = l.backward()?;
-        Ok((l, grads))
+        self.loss_backward(&self.net.head.forward(&f)?, objective)
     }
 
     /// [`Model::loss_and_grads`] for a model whose stem and blocks before

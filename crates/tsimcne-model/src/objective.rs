@@ -25,6 +25,22 @@ pub trait Objective {
     fn on_host(&self) -> Option<&dyn HostObjective> {
         None
     }
+
+    /// The same loss as one our GPU kernels compute, where it is one
+    /// ([`crate::GpuLoss::Kernels`]).
+    fn kernel_loss(&self) -> Option<KernelLoss> {
+        None
+    }
+}
+
+/// A loss that our GPU kernels compute with its gradient, without a graph
+/// (`crate::cuda::info_nce_cauchy` in the `cuda` build).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KernelLoss {
+    /// InfoNCE with the Cauchy similarity `−log(1 + ‖u − v‖²)` of the views
+    /// `[2N, D]` (view i's partner i ± N), of the views centred and scaled
+    /// to a root mean square coordinate of `map_scale` first when given.
+    InfoNceCauchy { map_scale: Option<f64> },
 }
 
 /// Any closure from outputs to a scalar loss is an objective (graph only).

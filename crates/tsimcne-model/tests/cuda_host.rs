@@ -1197,3 +1197,112 @@ fn packed_batches_give_two_views_of_bits() {
         "the kernel's batch differs from two_views_of's"
     );
 }
+
+/// The loss kernels (`nce_cauchy_rows`, `nce_cauchy_grad`, with
+/// `fixed_scale_fwd` and `fixed_scale_bwd` around them for a map scale)
+/// on views `z` `[rows, dim]`, launched as `tsimcne_model::cuda`'s
+/// `info_nce_cauchy` launches them: the loss and its gradient by `z`.
+fn loss_on_kernels(
+    exe: &PathBuf,
+    z: &[f32],
+    rows: usize,
+    dim: usize,
+    map_scale: Option<f64>,
+) -> (f32, Vec<f32>) {
+    let mut sc = Script::default();
+    sc.f32("z", z);
+    let input = match map_scale {
+        Some(scale) => {
+            sc.f64("st", 2 * dim + 1).zeros("y", rows * dim).run(
+                "fixed_scale_fwd",
+                (1, 1),
+                &[s("z"), i(rows), i(dim), d(scale), s("st"), s("y")],
+            );
+            "y"
+        }
+        None => "z",
+    };
+    sc.zeros("a", rows * rows)
+        .f64("rl", rows)
+        .zeros("g", rows * dim)
+        .zeros("loss", 1)
+        .run(
+            "nce_cauchy_rows",
+            (rows, 1),
+            &[s(input), i(rows), i(dim), s("a"), s("rl")],
+        )
+        .run(
+            "nce_cauchy_grad",
+            (rows, 1),
+            &[
+                s(input),
+                s("a"),
+                s("rl"),
+                i(rows),
+                i(dim),
+                s("g"),
+                s("loss"),
+            ],
+        );
+    let grad = match map_scale {
+        Some(scale) => {
+            sc.zeros("dz", rows * dim).run(
+                "fixed_scale_bwd",
+                (1, 1),
+                &[s("z"), s("g"), i(rows), i(dim), d(scale), s("st"), s("dz")],
+            );
+            "dz"
+        }
+        None => "g",
+    };
+    let got = sc.get("loss", 1).get(grad, rows * dim).exec(exe);
+    (got[0][0], got[1].clone())
+}
+
+/// The CPU's loss on host rows (tsimcne-train's `CauchyOnHost`).
+fn loss_on_cpu(z: &[f32], rows: usize, dim: usize, map_scale: Option<f64>) -> (f32, Vec<f32>) {
+    use tsimcne_ops::{fixed_scale_backward, fixed_scale_forward, info_nce_cauchy};
+    match map_scale {
+        None => info_nce_cauchy(z, rows, dim),
+        Some(scale) => {
+            let (y, fs) = fixed_scale_forward(z, rows, dim, scale);
+            let (loss, dy) = info_nce_cauchy(&y, rows, dim);
+            (loss, fixed_scale_backward(&fs, &dy, rows, dim))
+        }
+    }
+}
+
+/// The loss kernels give the CPU's loss and gradient within rounding (the
+/// kernels form squared distances as sums of squared differences, the CPU
+/// as ‖u‖² + ‖v‖² − 2u·v): 2-D maps with and without the demo's map scale,
+/// more views than a block's threads (several tiles), more coordinates
+/// than a block's threads (several column chunks), and two identical views.
+#[test]
+fn the_loss_kernels_match_the_cpu_loss_and_gradient() {
+    let Some(exe) = runner() else { return };
+    let cases: [(usize, usize, Option<f64>); 6] = [
+        (8, 2, None),
+        (8, 2, Some(11.0)),
+        (64, 3, None),
+        (300, 2, Some(11.0)),
+        (260, 2, None),
+        (12, 300, None),
+    ];
+    for (rows, dim, map_scale) in cases {
+        let mut z: Vec<f32> = values(rows * dim, (rows * 7 + dim) as u64)
+            .iter()
+            .map(|v| v * 0.7)
+            .collect();
+        // Views 1 and 3 identical: distance 0, no gradient through it.
+        let (one, three) = (z[dim..2 * dim].to_vec(), 3 * dim);
+        z[three..three + dim].copy_from_slice(&one);
+        let (gl, gg) = loss_on_kernels(exe, &z, rows, dim, map_scale);
+        let (cl, cg) = loss_on_cpu(&z, rows, dim, map_scale);
+        let what = format!("{rows} views of {dim} coordinates, map scale {map_scale:?}");
+        assert!(
+            (gl - cl).abs() <= 1e-5 * cl.abs().max(1.0),
+            "{what}: loss {gl} on the kernels, {cl} on the CPU"
+        );
+        assert_close(&format!("{what}: gradient"), &gg, &cg, 1e-4);
+    }
+}

@@ -30,7 +30,8 @@
 //! (`MemoryFormat::Nhwc`, whose batch norm is always split into parts,
 //! whatever `-split` says), `-split` batch-norm sums over many
 //! blocks a channel (`BnSums::Split`), `-sgd` the SGD step in one kernel
-//! launch (`GpuStep::Fused`), `-timed` each convolution's algorithms
+//! launch (`GpuStep::Fused`), `-loss` the loss and its gradient in our
+//! kernels (`GpuLoss::Kernels`), `-timed` each convolution's algorithms
 //! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`),
 //! `-release` the GPU memory a step frees handed back to the driver at each
 //! synchronisation (the driver's default; `DeviceSpec::open` keeps it,
@@ -46,7 +47,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use tsimcne_model::{
-    Backprop, BnSums, ConvMath, ConvSearch, DeviceSpec, Kernels, MemoryFormat, Model, Objective,
+    Backprop, BnSums, ConvMath, ConvSearch, DeviceSpec, GpuLoss, Kernels, MemoryFormat, Model,
+    Objective,
 };
 use tsimcne_ops::{BnStats, ConvGeom};
 use tsimcne_train::{Contrastive, GpuStep, Sgd, SgdConfig, Similarity};
@@ -103,6 +105,7 @@ struct GpuSettings {
     format: MemoryFormat,
     sums: BnSums,
     sgd: GpuStep,
+    loss: GpuLoss,
     search: ConvSearch,
     /// `-release`: `cuda::FreedMemory::Release` instead of `Keep`.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -142,6 +145,11 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
         } else {
             GpuStep::TensorOps
         },
+        loss: if take("-loss") {
+            GpuLoss::Kernels
+        } else {
+            GpuLoss::Graph
+        },
         search: if take("-timed") {
             ConvSearch::Timed
         } else {
@@ -151,7 +159,7 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
     };
     if !rest.is_empty() {
         eprintln!(
-            "unknown kernels {a}: candle, or fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed][-release]"
+            "unknown kernels {a}: candle, or fast[-tf32|-bf16][-nhwc][-split][-sgd][-loss][-timed][-release]"
         );
         std::process::exit(2);
     }
@@ -204,6 +212,7 @@ fn model_run(
     model.set_bn_sums(gpu.sums);
     model.set_memory_format(gpu.format);
     model.set_conv_search(gpu.search);
+    model.set_gpu_loss(gpu.loss);
     let Image { side, channels } = image;
     let x = Tensor::from_vec(
         random(views * channels * side * side, 1),
@@ -645,7 +654,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-timed][-release]] [--image SIDExCHANNELS] \
+                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-loss][-timed][-release]] [--image SIDExCHANNELS] \
                  | ops [fast|candle] | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

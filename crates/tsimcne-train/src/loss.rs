@@ -8,7 +8,7 @@
 //! Self-pairs are masked with −∞ before a max-shifted log-sum-exp.
 
 use candle_core::{DType, Result, Tensor};
-use tsimcne_model::{HostObjective, Objective};
+use tsimcne_model::{HostObjective, KernelLoss, Objective};
 use tsimcne_ops::{fixed_scale_backward, fixed_scale_forward, info_nce_cauchy};
 
 /// Which similarity the InfoNCE loss uses.
@@ -125,6 +125,12 @@ impl Objective for Contrastive {
 
     fn on_host(&self) -> Option<&dyn HostObjective> {
         self.host.as_ref().map(|h| h as &dyn HostObjective)
+    }
+
+    fn kernel_loss(&self) -> Option<KernelLoss> {
+        (self.similarity == Similarity::Cauchy).then_some(KernelLoss::InfoNceCauchy {
+            map_scale: self.map_scale,
+        })
     }
 }
 

@@ -180,6 +180,7 @@ impl TrainOptions {
         model.set_kernels(self.kernels.unwrap_or_else(|| Kernels::default_for(device)))?;
         model.set_conv_math(self.conv_math);
         model.set_bn_sums(self.gpu_path.bn_sums());
+        model.set_gpu_loss(self.gpu_path.loss());
         model.set_memory_format(self.gpu_path.memory_format(self.conv_math));
         Ok(model)
     }

@@ -71,10 +71,11 @@ pub enum GpuPath {
     #[default]
     Tested,
     /// Also the newer ones, checked on the CPU but not yet run on a GPU:
-    /// batch-norm sums over many blocks a channel, SGD in one kernel, and
-    /// augmentation on the GPU; with bf16, channels-last activations.
+    /// batch-norm sums over many blocks a channel, SGD in one kernel, the
+    /// loss in our kernels, and augmentation on the GPU; with bf16,
+    /// channels-last activations.
     ///
-    /// `BnSums::Split`, `GpuStep::Fused`, and the image table in GPU memory
+    /// `BnSums::Split`, `GpuStep::Fused`, `GpuLoss::Kernels`, and the image table in GPU memory
     /// with each batch's views made there (`GpuImages`) from parameters
     /// drawn on the CPU: the CPU augmentation's bits. With `--conv-math
     /// bf16`, `MemoryFormat::Nhwc` (see [`GpuPath::memory_format`]).
@@ -98,6 +99,14 @@ impl GpuPath {
         match (self, math) {
             (GpuPath::Next, tsimcne_model::ConvMath::Bf16) => tsimcne_model::MemoryFormat::Nhwc,
             _ => tsimcne_model::MemoryFormat::Nchw,
+        }
+    }
+
+    /// How the loss is computed on this path.
+    pub fn loss(self) -> tsimcne_model::GpuLoss {
+        match self {
+            GpuPath::Tested => tsimcne_model::GpuLoss::Graph,
+            GpuPath::Next => tsimcne_model::GpuLoss::Kernels,
         }
     }
 

@@ -5,14 +5,18 @@
 //! momentum buffers, BatchNorm statistics and eval outputs within float
 //! rounding: on the CPU our fast kernels and the fused SGD loop, on the GPU
 //! each GPU backbone (candle's kernels; ours, exact and TF32) and SGD's
-//! tensor path. Ours on the GPU also repeats itself bit for bit, and the
-//! fused SGD kernel gives the tensor path's bits.
+//! tensor path. Ours on the GPU also repeats itself bit for bit, the
+//! fused SGD kernel gives the tensor path's bits, and the loss kernels
+//! (`GpuLoss::Kernels`) give the graph's loss and gradients.
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use common::values;
-use tsimcne_model::{Backprop, BnSums, ConvMath, DeviceSpec, Kernels, MemoryFormat, Model, preset};
+use tsimcne_model::{
+    Backprop, BnSums, ConvMath, DeviceSpec, GpuLoss, Kernels, MemoryFormat, Model, Objective,
+    preset,
+};
 use tsimcne_train::{Contrastive, GpuStep, Sgd, SgdConfig, Similarity};
 
 /// The first CUDA device, or `None` (with a note) unless asked for.
@@ -260,4 +264,108 @@ fn steps_agree(
     let bytes = gpu_model.to_safetensors().unwrap();
     let back = Model::load_bytes(std::path::Path::new("mem"), &bytes, &arch, &Device::Cpu).unwrap();
     assert_eq!(back.to_safetensors().unwrap(), bytes);
+}
+
+/// Asserts max |a − b| ≤ tol · max |b| (no floor at 1: for gradients far
+/// below 1).
+fn close_rel(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let (a, b) = (values(a), values(b));
+    let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff <= tol * scale,
+        "{what}: differ by up to {diff:e} (scale {scale:e}, tolerance {tol:e})"
+    );
+}
+
+/// The bits of a GPU tensor.
+fn bits(t: &Tensor) -> Vec<u32> {
+    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The loss kernels (`cuda::info_nce_cauchy`) against candle's graph of the
+/// same loss on the CPU, value and gradient by the views, at the shapes the
+/// stages use (2-D maps with the demo's map scale, 128-D pretraining at
+/// 1,024 and 2,048 views) and odd ones; twice on the GPU, the same bits.
+#[test]
+fn the_loss_kernels_agree_with_the_graph_on_the_cpu() {
+    let Some(gpu) = cuda() else { return };
+    let cases: [(usize, usize, Option<f64>); 6] = [
+        (8, 2, None),
+        (300, 2, Some(11.0)),
+        (512, 2, Some(11.0)),
+        (512, 2, None),
+        (1024, 128, None),
+        (2048, 128, None),
+    ];
+    for (rows, dim, map_scale) in cases {
+        let what = format!("{rows} views of {dim} coordinates, map scale {map_scale:?}");
+        let mut rng = tsimcne_rng::SplitMix64::keyed(&[rows as u64, dim as u64]);
+        let v: Vec<f32> = (0..rows * dim)
+            .map(|_| rng.uniform(-2.0, 2.0) as f32)
+            .collect();
+        let objective = Contrastive::new(Similarity::Cauchy, map_scale);
+        let zc = Var::from_vec(v.clone(), (rows, dim), &Device::Cpu).unwrap();
+        let lc = objective.loss(zc.as_tensor()).unwrap();
+        let gc = lc.backward().unwrap().remove(zc.as_tensor()).unwrap();
+        let zg = Tensor::from_vec(v, (rows, dim), &gpu).unwrap();
+        let (lg, gg) = tsimcne_model::cuda::info_nce_cauchy(&zg, map_scale).unwrap();
+        close(&format!("{what}: loss"), &lg, &lc, 1e-5);
+        close_rel(&format!("{what}: gradient"), &gg, &gc, 1e-4);
+        let (lg2, gg2) = tsimcne_model::cuda::info_nce_cauchy(&zg, map_scale).unwrap();
+        assert_eq!(
+            bits(&lg),
+            bits(&lg2),
+            "{what}: loss bits differ between runs"
+        );
+        assert_eq!(
+            bits(&gg),
+            bits(&gg2),
+            "{what}: gradient bits differ between runs"
+        );
+    }
+}
+
+/// A training pass with the loss kernels gives the graph's loss and every
+/// gradient, in the full pass and the project stage's (the output layer
+/// only), with and without the map scale, on a 2-D head.
+#[test]
+fn passes_with_the_loss_kernels_agree_with_the_graph() {
+    let Some(gpu) = cuda() else { return };
+    let arch = preset("tiny", 3, 2).unwrap();
+    let dims = (32, 3, 16, 16);
+    let x = Tensor::from_vec(batch(32, 3, 16), dims, &gpu).unwrap();
+    for backprop in [Backprop::Full, Backprop::OutputOnly] {
+        for map_scale in [None, Some(11.0)] {
+            let what = format!("{backprop:?}, map scale {map_scale:?}");
+            let objective = Contrastive::new(Similarity::Cauchy, map_scale);
+            let mut graph = Model::new(&arch, 5, &gpu).unwrap();
+            let mut kernels = Model::new(&arch, 5, &gpu).unwrap();
+            for m in [&mut graph, &mut kernels] {
+                m.set_kernels(Kernels::Fast).unwrap();
+            }
+            kernels.set_gpu_loss(GpuLoss::Kernels);
+            let (lg, gg) = graph.loss_and_grads(&x, backprop, &objective).unwrap();
+            let (lk, gk) = kernels.loss_and_grads(&x, backprop, &objective).unwrap();
+            close(&format!("{what}: loss"), &lk, &lg, 1e-5);
+            for ((name, vg), (_, vk)) in graph.trainable(None).iter().zip(kernels.trainable(None)) {
+                match (gg.get(vg.as_tensor()), gk.get(vk.as_tensor())) {
+                    (Some(a), Some(b)) => {
+                        close_rel(&format!("{what}: gradient of {name}"), b, a, 1e-4)
+                    }
+                    (None, None) => {}
+                    (a, b) => panic!(
+                        "{what}: {name} has a gradient with the graph: {}, with the kernels: {}",
+                        a.is_some(),
+                        b.is_some()
+                    ),
+                }
+            }
+        }
+    }
 }

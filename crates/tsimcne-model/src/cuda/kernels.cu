@@ -525,3 +525,159 @@ extern "C" __global__ void sgd_step(
     }
     wt[i] = __fsub_rn(wk, __fmul_rn(d, lr));
 }
+
+// ---- The loss: InfoNCE with the Cauchy kernel (tsimcne-ops contrastive.rs,
+// info_nce_cauchy and fixed_scale_*), forward and backward in two launches
+// (four with a map scale) instead of candle's graph (some twenty ops and
+// their backward). The views z are [rows, dim] row-major, the first
+// rows / 2 then their partners: view i's partner is (i + rows / 2) % rows.
+// Every sum runs in a fixed order, so the same input gives the same bits
+// on the same GPU.
+
+// Tree sum of one double over the block; every thread returns the sum.
+__device__ double block_sum1(double* s, double v) {
+    int t = threadIdx.x;
+    s[t] = v;
+    for (int step = THREADS / 2; step > 0; step >>= 1) {
+        __syncthreads();
+        if (t < step) s[t] += s[t + step];
+    }
+    __syncthreads();
+    double total = s[0];
+    __syncthreads();
+    return total;
+}
+
+// Grid (rows): block i. The squared distances d2(i, j) = sum_d (z_i - z_j)^2
+// to every view, the kernel q = 1 / (1 + d2) summed over j != i, and then
+// a[i * rows + j] = dL/dd2(i, j) through row i's term of the loss,
+// -(q / sum q - [j = partner]) * q / rows (0 for j = i); row i's term
+// log sum q + log(1 + d2(i, partner)) to row_loss[i].
+extern "C" __global__ void nce_cauchy_rows(
+    const float* z, int rows, int dim, float* a, double* row_loss) {
+    __shared__ double s[THREADS];
+    __shared__ float d2_partner;
+    int i = blockIdx.x, partner = (i + rows / 2) % rows;
+    const float* zi = z + (long long)i * dim;
+    float* ai = a + (long long)i * rows;
+    double part = 0.0;
+    for (int j = threadIdx.x; j < rows; j += THREADS) {
+        const float* zj = z + (long long)j * dim;
+        float d2 = 0.0f;
+        for (int d = 0; d < dim; d++) {
+            float e = zi[d] - zj[d];
+            d2 += e * e;
+        }
+        ai[j] = d2;
+        if (j == partner) d2_partner = d2;
+        if (j != i) part += (double)(1.0f / (d2 + 1.0f));
+    }
+    double total = block_sum1(s, part);
+    double scale = 1.0 / (double)rows;
+    for (int j = threadIdx.x; j < rows; j += THREADS) {
+        float v = ai[j];
+        if (j == i || v <= 0.0f) {
+            ai[j] = 0.0f;
+            continue;
+        }
+        double q = (double)(1.0f / (v + 1.0f));
+        double g = (q / total - (j == partner ? 1.0 : 0.0)) * scale;
+        ai[j] = (float)(-g * q);
+    }
+    if (threadIdx.x == 0) row_loss[i] = log(total) + log((double)(d2_partner + 1.0f));
+}
+
+// Grid (rows): block i, after nce_cauchy_rows. d2(i, j) enters the loss
+// through rows i and j, so with w_ij = a_ij + a_ji the gradient is
+// grad_i = 2 (sum_j w_ij z_i - sum_j w_ij z_j): a tile of THREADS w's in
+// shared memory at a time, thread t summing coordinate d0 + t. Block 0
+// also writes the loss, the mean of row_loss in row order, to loss[0].
+extern "C" __global__ void nce_cauchy_grad(
+    const float* z, const float* a, const double* row_loss, int rows, int dim,
+    float* grad, float* loss) {
+    __shared__ float w[THREADS];
+    int i = blockIdx.x, t = threadIdx.x;
+    for (int d0 = 0; d0 < dim; d0 += THREADS) {
+        int d = d0 + t;
+        float acc = 0.0f, wsum = 0.0f;
+        for (int j0 = 0; j0 < rows; j0 += THREADS) {
+            int j = j0 + t;
+            __syncthreads();
+            w[t] = j < rows ? a[(long long)i * rows + j] + a[(long long)j * rows + i] : 0.0f;
+            __syncthreads();
+            int tile = rows - j0 < THREADS ? rows - j0 : THREADS;
+            for (int k = 0; k < tile; k++) {
+                float wk = w[k];
+                wsum += wk;
+                if (d < dim) acc += wk * z[(long long)(j0 + k) * dim + d];
+            }
+        }
+        if (d < dim) {
+            long long at = (long long)i * dim + d;
+            grad[at] = 2.0f * (wsum * z[at] - acc);
+        }
+    }
+    if (i == 0 && t == 0) {
+        double total = 0.0;
+        for (int r = 0; r < rows; r++) total += row_loss[r];
+        loss[0] = (float)(total / (double)rows);
+    }
+}
+
+// One block: --map-scale's fixed spread, y = (z - mean) / rms * scale with
+// rms = sqrt(mean((z - mean)^2) + 1e-12), in double. The column means
+// (thread d sums column d in row order, as the CPU) to st[0..dim) and rms
+// to st[dim], for fixed_scale_bwd.
+extern "C" __global__ void fixed_scale_fwd(
+    const float* z, int rows, int dim, double scale, double* st, float* y) {
+    __shared__ double s[THREADS];
+    int t = threadIdx.x;
+    long long count = (long long)rows * dim;
+    for (int d = t; d < dim; d += THREADS) {
+        double m = 0.0;
+        for (int r = 0; r < rows; r++) m += (double)z[(long long)r * dim + d];
+        st[d] = m / (double)(rows > 0 ? rows : 1);
+    }
+    __syncthreads();
+    double part = 0.0;
+    for (long long k = t; k < count; k += THREADS) {
+        double c = (double)z[k] - st[k % dim];
+        part += c * c;
+    }
+    double rms = sqrt(block_sum1(s, part) / (double)count + 1e-12);
+    for (long long k = t; k < count; k += THREADS)
+        y[k] = (float)(((double)z[k] - st[k % dim]) / rms * scale);
+    if (t == 0) st[dim] = rms;
+}
+
+// One block, after fixed_scale_fwd: the gradient by z of a loss whose
+// gradient by y is dy. With c = z - mean and gc = sum dy * c,
+// dc = s dy / rms - s gc c / (rms^3 count), and dz = dc - its column mean
+// (to st[dim + 1 ..), column d summed by thread d in row order).
+extern "C" __global__ void fixed_scale_bwd(
+    const float* z, const float* dy, int rows, int dim, double scale, double* st, float* dz) {
+    __shared__ double s[THREADS];
+    int t = threadIdx.x;
+    long long count = (long long)rows * dim;
+    double rms = st[dim];
+    double part = 0.0;
+    for (long long k = t; k < count; k += THREADS)
+        part += (double)dy[k] * ((double)z[k] - st[k % dim]);
+    double gc = block_sum1(s, part);
+    double b = scale * gc / (rms * rms);
+    double n = (double)count;
+    for (int d = t; d < dim; d += THREADS) {
+        double m = 0.0;
+        for (int r = 0; r < rows; r++) {
+            long long k = (long long)r * dim + d;
+            m += scale * (double)dy[k] / rms - b * ((double)z[k] - st[d]) / (n * rms);
+        }
+        st[dim + 1 + d] = m / (double)(rows > 0 ? rows : 1);
+    }
+    __syncthreads();
+    for (long long k = t; k < count; k += THREADS) {
+        double c = (double)z[k] - st[k % dim];
+        double dc = scale * (double)dy[k] / rms - b * c / (n * rms);
+        dz[k] = (float)(dc - st[dim + 1 + k % dim]);
+    }
+}

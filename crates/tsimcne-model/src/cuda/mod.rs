@@ -21,8 +21,10 @@
 
 mod augment;
 mod cudnn;
+mod loss;
 
 pub use augment::GpuImages;
+pub use loss::info_nce_cauchy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -233,7 +235,7 @@ pub fn freed_memory(device: &Device) -> Result<Option<FreedMemory>> {
 }
 
 /// Checks, without a GPU, that the kernels loaded at start ([`KERNELS`],
-/// and `sgd_step` on its own) are exactly the entry points of the build's
+/// and `sgd_step` and the loss's on their own) are exactly the entry points of the build's
 /// PTX of `kernels.cu`; the error names what differs. A name missing from
 /// either side would otherwise show only on a GPU.
 pub fn check_kernel_list() -> Result<()> {
@@ -243,8 +245,12 @@ pub fn check_kernel_list() -> Result<()> {
         .filter_map(|l| l.split_once(".entry ")?.1.split('(').next())
         .map(str::trim)
         .collect();
-    let named: std::collections::BTreeSet<&str> =
-        KERNELS.iter().copied().chain(["sgd_step"]).collect();
+    let named: std::collections::BTreeSet<&str> = KERNELS
+        .iter()
+        .copied()
+        .chain(["sgd_step"])
+        .chain(loss::LOSS_KERNELS)
+        .collect();
     let unnamed: Vec<_> = entries.difference(&named).collect();
     let missing: Vec<_> = named.difference(&entries).collect();
     if unnamed.is_empty() && missing.is_empty() {

@@ -152,7 +152,8 @@ int main() {
         KERNEL(bn_bwd_dx_nhwc_fast), KERNEL(bn_bwd_dx_nhwc_bf16), KERNEL(bn_bwd_dx_nhwc_fast_bf16),
         KERNEL(avg_pool_nhwc), KERNEL(avg_pool_nhwc_bf16), KERNEL(avg_pool_bwd_nhwc),
         KERNEL(avg_pool_bwd_nhwc_bf16), KERNEL(to_nhwc), KERNEL(to_nhwc_bf16), KERNEL(from_nhwc),
-        KERNEL(from_nhwc_bf16),
+        KERNEL(from_nhwc_bf16), KERNEL(nce_cauchy_rows), KERNEL(nce_cauchy_grad),
+        KERNEL(fixed_scale_fwd), KERNEL(fixed_scale_bwd),
     };
     Memory mem;
     std::string line;
