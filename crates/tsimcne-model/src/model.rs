@@ -158,7 +158,10 @@ pub enum BnSums {
     /// Each channel cut into [`BnSums::parts`] parts, one block each, whose
     /// sums are added in part order; and the batch-norm kernels' index
     /// arithmetic by multiply and shift ([`crate::FastDiv`]) instead of
-    /// 64-bit division, for tensors under 2^31 elements (the same integers).
+    /// 64-bit division, for tensors under 2^31 elements (the same integers);
+    /// and the running statistics updated in place by the launch that
+    /// finishes the batch statistics (one launch a layer instead of two
+    /// and two copies; the same bits).
     /// Checked on CPU threads (tests/cuda_host.rs) but not yet on a GPU.
     Split,
 }

@@ -1306,3 +1306,107 @@ fn the_loss_kernels_match_the_cpu_loss_and_gradient() {
         assert_close(&format!("{what}: gradient"), &gg, &cg, 1e-4);
     }
 }
+
+/// `bn_stats_finish_running` (the split path's finishing launch, running
+/// statistics updated in place) gives the bits of `bn_stats_finish` and
+/// then `bn_running`, and the running statistics are the CPU path's
+/// `running · (1 − m) + batch · w` (fast.rs), bit for bit.
+#[test]
+fn the_fused_finish_gives_the_finish_and_running_kernels_bits() {
+    let Some(exe) = runner() else { return };
+    let (keep, wm, wv) = (0.9f32, 0.1f32, 0.1 * 37.0 / 36.0);
+    for (n, c, hw) in SHAPES {
+        let shape = (n, c, hw);
+        let len = n * c * hw;
+        let (x, _, gamma, beta) = forward_inputs(len, c, Storage::F32);
+        let (rm, rv) = (
+            values(c, 5),
+            values(c, 6).iter().map(|v| v.abs()).collect::<Vec<_>>(),
+        );
+        let parts = BnSums::Split.parts(n * hw);
+        let form = Form::f32(Ix::Fast);
+        let (part_kernel, part_grid, part_args) = form.part_launch("bn_stats_part", shape, parts);
+        let finish_args = |rest: &[&str]| -> Vec<String> {
+            let mut a = vec![
+                s("part"),
+                i(parts),
+                i(n),
+                i(c),
+                i(hw),
+                s("gamma"),
+                s("beta"),
+                d(EPS),
+            ];
+            a.extend(rest.iter().map(|r| s(r)));
+            a
+        };
+        let f = |v: f32| format!("f:{v:e}");
+        let mut sc = Script::default();
+        sc.f32("x", &x)
+            .f32("gamma", &gamma)
+            .f32("beta", &beta)
+            .f32("rm", &rm)
+            .f32("rv", &rv)
+            .f64("part", 2 * c * parts);
+        for b in ["mean", "var", "scale", "shift", "nm", "nv"] {
+            sc.zeros(b, c);
+        }
+        let grid = (c.div_ceil(THREADS), 1);
+        sc.run(
+            &part_kernel,
+            part_grid,
+            &[vec![s("x")], part_args, vec![s("part")]].concat(),
+        )
+        .run(
+            "bn_stats_finish",
+            grid,
+            &finish_args(&["mean", "var", "scale", "shift"]),
+        )
+        .run(
+            "bn_running",
+            grid,
+            &[
+                s("rm"),
+                s("rv"),
+                s("mean"),
+                s("var"),
+                f(keep),
+                f(wm),
+                f(wv),
+                i(c),
+                s("nm"),
+                s("nv"),
+            ],
+        );
+        for b in ["mean", "var", "scale", "shift", "nm", "nv"] {
+            sc.get(b, c);
+        }
+        // The fused kernel on fresh buffers, the running statistics in place.
+        for b in ["mean", "var", "scale", "shift"] {
+            sc.zeros(b, c);
+        }
+        let mut fused = finish_args(&[]);
+        fused.extend([f(keep), f(wm), f(wv), s("rm"), s("rv")]);
+        fused.extend(["mean", "var", "scale", "shift"].map(s));
+        sc.run("bn_stats_finish_running", grid, &fused);
+        for b in ["mean", "var", "scale", "shift", "rm", "rv"] {
+            sc.get(b, c);
+        }
+        let got = sc.exec(exe);
+        let what = format!("n {n} c {c} hw {hw} parts {parts}");
+        assert_eq!(bits(&got[..6]), bits(&got[6..]), "{what}");
+        let cpu = |r: &[f32], b: &[f32], w: f32| -> Vec<f32> {
+            r.iter().zip(b).map(|(r, b)| r * keep + b * w).collect()
+        };
+        assert_eq!(
+            bits(&[cpu(&rm, &got[0], wm)]),
+            bits(&got[4..5]),
+            "{what}: running mean"
+        );
+        assert_eq!(
+            bits(&[cpu(&rv, &got[1], wv)]),
+            bits(&got[5..6]),
+            "{what}: running var"
+        );
+    }
+}

@@ -228,15 +228,13 @@ extern "C" __global__ void bn_stats_part_nhwc_bf16(const bf16* x, int n, int c, 
     bn_stats_part_nhwc_at(x, n, c, hw, part);
 }
 
-// One thread per channel: training-mode statistics from the partial sums,
-// mean and biased variance, and the affine form y = x * scale + shift of
-// the normalisation.
-extern "C" __global__ void bn_stats_finish(
-    const double* part, int parts, int n, int c, int hw,
+// Channel ch's training-mode statistics from the partial sums, mean and
+// biased variance, and the affine form y = x * scale + shift of the
+// normalisation, to mean, var, scale and shift.
+__device__ __forceinline__ void stats_finish_at(
+    int ch, const double* part, int parts, int n, int hw,
     const float* gamma, const float* beta, double eps,
     float* mean, float* var, float* scale, float* shift) {
-    int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
     double2 s = channel_total2(part, parts, ch);
     long long m = (long long)n * hw;
     double cnt = m > 0 ? (double)m : 1.0;
@@ -250,6 +248,41 @@ extern "C" __global__ void bn_stats_finish(
     var[ch] = varf;
     scale[ch] = sc;
     shift[ch] = beta[ch] - meanf * sc;
+}
+
+// running = running * keep + batch * w (w: momentum for the mean, momentum
+// times rows / (rows - 1) for the variance), as the CPU path computes it.
+__device__ __forceinline__ void running_at(
+    int ch, const float* rmean, const float* rvar, const float* mean, const float* var,
+    float keep, float wm, float wv, float* new_mean, float* new_var) {
+    float m = rmean[ch] * keep + mean[ch] * wm;
+    float v = rvar[ch] * keep + var[ch] * wv;
+    new_mean[ch] = m;
+    new_var[ch] = v;
+}
+
+// One thread per channel: stats_finish_at.
+extern "C" __global__ void bn_stats_finish(
+    const double* part, int parts, int n, int c, int hw,
+    const float* gamma, const float* beta, double eps,
+    float* mean, float* var, float* scale, float* shift) {
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    stats_finish_at(ch, part, parts, n, hw, gamma, beta, eps, mean, var, scale, shift);
+}
+
+// One thread per channel: bn_stats_finish, then the running statistics
+// rmean and rvar updated in place as bn_running updates them (one launch
+// and no copies instead of two launches and the copies back; the same bits).
+extern "C" __global__ void bn_stats_finish_running(
+    const double* part, int parts, int n, int c, int hw,
+    const float* gamma, const float* beta, double eps,
+    float keep, float wm, float wv, float* rmean, float* rvar,
+    float* mean, float* var, float* scale, float* shift) {
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    stats_finish_at(ch, part, parts, n, hw, gamma, beta, eps, mean, var, scale, shift);
+    running_at(ch, rmean, rvar, mean, var, keep, wm, wv, rmean, rvar);
 }
 
 // Evaluation-mode affine form from the running statistics.
@@ -284,15 +317,13 @@ __device__ void bn_apply_at(
 BN_KERNELS(bn_apply, BN_APPLY, BN_APPLY_CALL)
 BN_KERNELS_NHWC(bn_apply, BN_APPLY, BN_APPLY_CALL)
 
-// running = running * keep + batch * w (w: momentum for the mean, momentum
-// times rows / (rows - 1) for the variance), as the CPU path computes it.
+// One thread per channel: running_at into new buffers.
 extern "C" __global__ void bn_running(
     const float* rmean, const float* rvar, const float* mean, const float* var,
     float keep, float wm, float wv, int c, float* new_mean, float* new_var) {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) return;
-    new_mean[ch] = rmean[ch] * keep + mean[ch] * wm;
-    new_var[ch] = rvar[ch] * keep + var[ch] * wv;
+    running_at(ch, rmean, rvar, mean, var, keep, wm, wv, new_mean, new_var);
 }
 
 // g = dy where the fused ReLU passed (y > 0), else 0; dy without ReLU.

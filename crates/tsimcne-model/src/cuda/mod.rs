@@ -52,7 +52,7 @@ const THREADS: u32 = 256;
 /// Every kernel of kernels.cu: a batch-norm body's forms (layout × index
 /// arithmetic × storage, see [`launch_indexed`] and [`launch_parts`]), the
 /// rest in f32 or also in bf16.
-const KERNELS: [&str; 46] = [
+const KERNELS: [&str; 47] = [
     "bn_stats_part",
     "bn_stats_part_fast",
     "bn_stats_part_bf16",
@@ -70,6 +70,7 @@ const KERNELS: [&str; 46] = [
     "bn_bwd_dx_bf16",
     "bn_bwd_dx_fast_bf16",
     "bn_stats_finish",
+    "bn_stats_finish_running",
     "bn_eval_coef",
     "bn_running",
     "bn_bwd_finish",
@@ -1185,23 +1186,6 @@ impl CudaBackbone {
                     let part = gpu.part_sums(cout, parts)?;
                     let pp = ptr(&gpu.stream, &part);
                     launch_parts!(gpu, "bn_stats_part", E, parts, ix, [cp], (n, cout, hw), pp);
-                    launch!(
-                        gpu,
-                        "bn_stats_finish",
-                        grid(cout),
-                        pp,
-                        parts as i32,
-                        n as i32,
-                        cout as i32,
-                        hw as i32,
-                        gamma,
-                        beta,
-                        EPS,
-                        mp,
-                        vp,
-                        scp,
-                        shp
-                    );
                     // The running statistics, in the CPU path's f32 arithmetic.
                     let rows = (n * hw) as f64;
                     let keep = (1.0 - MOMENTUM) as f32;
@@ -1209,26 +1193,73 @@ impl CudaBackbone {
                     let (rm_name, rv_name) =
                         (format!("{bn}.running_mean"), format!("{bn}.running_var"));
                     let (rm, rv) = (vptr(gpu, &rm_name)?, vptr(gpu, &rv_name)?);
-                    let new_m = gpu.buf(cout)?;
-                    let new_v = gpu.buf(cout)?;
-                    let (nmp, nvp) = (ptr(&gpu.stream, &new_m), ptr(&gpu.stream, &new_v));
-                    launch!(
-                        gpu,
-                        "bn_running",
-                        grid(cout),
-                        rm,
-                        rv,
-                        mp,
-                        vp,
-                        keep,
-                        MOMENTUM as f32,
-                        unbias,
-                        cout as i32,
-                        nmp,
-                        nvp
-                    );
-                    var(&rm_name)?.set(&gpu.tensor(new_m, &[cout]))?;
-                    var(&rv_name)?.set(&gpu.tensor(new_v, &[cout]))?;
+                    let (parts, n, c, hw) = (parts as i32, n as i32, cout as i32, hw as i32);
+                    match self.sums {
+                        // In place, in the finishing launch (the running
+                        // statistics are read by nothing else on the stream
+                        // in between, as SGD's weights).
+                        BnSums::Split => launch!(
+                            gpu,
+                            "bn_stats_finish_running",
+                            grid(cout),
+                            pp,
+                            parts,
+                            n,
+                            c,
+                            hw,
+                            gamma,
+                            beta,
+                            EPS,
+                            keep,
+                            MOMENTUM as f32,
+                            unbias,
+                            rm,
+                            rv,
+                            mp,
+                            vp,
+                            scp,
+                            shp
+                        ),
+                        BnSums::PerChannel => {
+                            launch!(
+                                gpu,
+                                "bn_stats_finish",
+                                grid(cout),
+                                pp,
+                                parts,
+                                n,
+                                c,
+                                hw,
+                                gamma,
+                                beta,
+                                EPS,
+                                mp,
+                                vp,
+                                scp,
+                                shp
+                            );
+                            let new_m = gpu.buf(cout)?;
+                            let new_v = gpu.buf(cout)?;
+                            let (nmp, nvp) = (ptr(&gpu.stream, &new_m), ptr(&gpu.stream, &new_v));
+                            launch!(
+                                gpu,
+                                "bn_running",
+                                grid(cout),
+                                rm,
+                                rv,
+                                mp,
+                                vp,
+                                keep,
+                                MOMENTUM as f32,
+                                unbias,
+                                c,
+                                nmp,
+                                nvp
+                            );
+                            var(&rm_name)?.set(&gpu.tensor(new_m, &[cout]))?;
+                            var(&rv_name)?.set(&gpu.tensor(new_v, &[cout]))?;
+                        }
+                    }
                 } else {
                     let rm = vptr(gpu, &format!("{bn}.running_mean"))?;
                     let rv = vptr(gpu, &format!("{bn}.running_var"))?;

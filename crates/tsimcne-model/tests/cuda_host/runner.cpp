@@ -153,7 +153,7 @@ int main() {
         KERNEL(avg_pool_nhwc), KERNEL(avg_pool_nhwc_bf16), KERNEL(avg_pool_bwd_nhwc),
         KERNEL(avg_pool_bwd_nhwc_bf16), KERNEL(to_nhwc), KERNEL(to_nhwc_bf16), KERNEL(from_nhwc),
         KERNEL(from_nhwc_bf16), KERNEL(nce_cauchy_rows), KERNEL(nce_cauchy_grad),
-        KERNEL(fixed_scale_fwd), KERNEL(fixed_scale_bwd),
+        KERNEL(fixed_scale_fwd), KERNEL(fixed_scale_bwd), KERNEL(bn_stats_finish_running),
     };
     Memory mem;
     std::string line;
