@@ -48,10 +48,12 @@
 #          epoch` (torchvision transforms in a DataLoader of THREADS worker
 #          processes). The best epoch after the first.
 #   demo   `make demo DEVICE=cuda` (the 10k Fashion-MNIST demo) with its
-#          wall time and kNN accuracy, for each of DEMO_FORMS, PATH[-MATH]
-#          (GPU_PATH and CONV_MATH; default: next, the default TF32 with the
-#          newer kernels, and next-bf16, bf16 channels-last: whether bf16's
-#          map is as good; next-exact: exact f32).
+#          wall time and kNN accuracy, for each of DEMO_FORMS,
+#          PATH[-MATH][+VAR=VALUE...] (GPU_PATH and CONV_MATH, then any make
+#          variables; default: next, the default TF32 with the newer kernels,
+#          and next-bf16, bf16 channels-last: whether bf16's map is as good;
+#          next-exact: exact f32; e.g. next+DEMO_BATCH=1024+DEMO_FINETUNE_LR=0.12:
+#          a quarter of the steps, what the budget study measured on the CPU).
 # Each command runs under its own time cap (CAP seconds, default 150; the
 # demo twice that), so one slow command cannot eat the others. BUDGET
 # (seconds, default 0: none) bounds the whole run: each command's cap is
@@ -256,11 +258,16 @@ case_epoch() {
 }
 
 case_demo() {
-  local form path math runs log start c s
+  local form base path math name runs log start c s
+  local -a vars
   for form in $demo_forms; do
-    path=${form%%-*} math=
-    [[ $form == *-* ]] && math=${form#*-}
-    runs=$work/runs-$form log=$work/demo-$form.log
+    # PATH[-MATH], then +VAR=VALUE make variables; file names with _ for + and =.
+    base=${form%%+*} vars=()
+    [[ $form == *+* ]] && IFS=+ read -ra vars <<<"${form#*+}"
+    path=${base%%-*} math=
+    [[ $base == *-* ]] && math=${base#*-}
+    name=${form//[+=]/_}
+    runs=$work/runs-$name log=$work/demo-$name.log
     c=$(capped "$((2 * cap))")
     if [ "$c" -eq 0 ]; then
       echo "demo $form: skipped, BUDGET spent" >&2
@@ -268,7 +275,7 @@ case_demo() {
     fi
     start=$(date +%s.%N)
     if timeout "$c" make --no-print-directory demo DEVICE="$device" NO_BUILD=1 BIN="$bin" \
-      RUNS="$runs" GPU_PATH="$path" ${math:+CONV_MATH=$math} >"$log" 2>&1; then
+      RUNS="$runs" GPU_PATH="$path" ${math:+CONV_MATH=$math} "${vars[@]}" >"$log" 2>&1; then
       echo "demo $form: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s wall"
       grep -E "kNN|preservation" "$log"
       for s in pretrain project finetune; do

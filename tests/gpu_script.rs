@@ -143,3 +143,30 @@ fn the_gpu_check_refuses_an_unknown_case() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown case 'stpe'"), "{err}");
 }
+
+/// The demo case runs `make demo` with a form's make variables (here a
+/// 300-image demo of one epoch a stage at batch 64, seconds on the CPU):
+/// its wall time, kNN and per-stage epochs are reported, and the
+/// variables reach the stages.
+#[test]
+fn the_gpu_checks_demo_case_runs_a_form_with_make_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let form = "tested+DEMO_LIMIT=300+DEMO_PRETRAIN_EPOCHS=1+DEMO_PROJECT_EPOCHS=1\
+                +DEMO_FINETUNE_EPOCHS=1+DEMO_BATCH=64";
+    let (out, err) = gpu_sh(dir.path(), &[("CASES", "demo"), ("DEMO_FORMS", form)]);
+    assert!(out.contains(&format!("demo {form}: ")), "{out}\n{err}");
+    assert!(out.contains("kNN@15"), "{out}\n{err}");
+    assert!(
+        out.contains(&format!("demo {form} finetune: 1 epochs")),
+        "{out}\n{err}"
+    );
+    let runs = dir
+        .path()
+        .join("gpu")
+        .join(format!("runs-{}", form.replace(['+', '='], "_")));
+    for stage in ["pretrain", "project", "finetune"] {
+        let config = std::fs::read_to_string(runs.join("demo").join(stage).join("config.json"))
+            .unwrap_or_else(|e| panic!("{stage}'s config in {}: {e}", s(&runs)));
+        assert!(config.contains("\"batch_size\": 64"), "{stage}: {config}");
+    }
+}
