@@ -50,10 +50,13 @@
 #   demo   `make demo DEVICE=cuda` (the 10k Fashion-MNIST demo) with its
 #          wall time and kNN accuracy, for each of DEMO_FORMS,
 #          PATH[-MATH][+VAR=VALUE...] (GPU_PATH and CONV_MATH, then any make
-#          variables; default: next, the default TF32 with the newer kernels,
-#          and next-bf16, bf16 channels-last: whether bf16's map is as good;
-#          next-exact: exact f32; e.g. next+DEMO_BATCH=1024+DEMO_FINETUNE_LR=0.12:
-#          a quarter of the steps, what the budget study measured on the CPU).
+#          variables; default: next, the default TF32 with the newer kernels;
+#          next+DEMO_BATCH=1024+DEMO_FINETUNE_LR=0.12, a quarter of the steps
+#          (pretraining's rate scales with the batch; fine-tuning's as the
+#          budget study measured it on the CPU: -0.005 kNN), whether a bigger
+#          batch buys the demo's time on a GPU, whose small steps wait on
+#          launches; and next-bf16, bf16 channels-last: whether bf16's map is
+#          as good. next-exact: exact f32).
 # Each command runs under its own time cap (CAP seconds, default 150; the
 # demo twice that), so one slow command cannot eat the others. BUDGET
 # (seconds, default 0: none) bounds the whole run: each command's cap is
@@ -93,7 +96,7 @@ cases=${CASES:-tests step profile epoch demo}
 # driver's default; our binaries keep it, cuda::FreedMemory).
 step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-release fast-tf32-split-sgd fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
 profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
-demo_forms=${DEMO_FORMS:-next next-bf16}
+demo_forms=${DEMO_FORMS:-next next+DEMO_BATCH=1024+DEMO_FINETUNE_LR=0.12 next-bf16}
 demo_step_forms=${DEMO_STEP_FORMS-candle fast fast-split-sgd fast-split-sgd-loss}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
