@@ -16,9 +16,9 @@ use crate::cuda::CudaBackbone;
 use crate::error::{ModelError, Result};
 use crate::fast::{Acts, FastBackbone, Pass};
 use crate::init::initial_values;
-#[cfg(feature = "cuda")]
-use crate::objective::KernelLoss;
 use crate::objective::{HostHead, HostHeadGrads, HostObjective, Objective};
+#[cfg(feature = "cuda")]
+use crate::objective::{KernelLoss, OpsHead};
 use crate::resnet::Net;
 
 /// The network, its variables, and the BatchNorm step counter.
@@ -135,12 +135,15 @@ pub enum GpuLoss {
     /// autograd through it: the form that passed the GPU tests on an H200.
     #[default]
     Graph,
-    /// Our loss kernels (`cuda::info_nce_cauchy`, in the `cuda`
-    /// build) where the objective is one they compute
+    /// Our loss kernels (`cuda::info_nce_cauchy`, in the `cuda` build)
+    /// where the objective is one they compute
     /// ([`Objective::kernel_loss`]), else the graph: two launches (four
-    /// with a map scale) instead of candle's graph (some twenty ops, each with its backward) and two uploads a
-    /// step. Checked on CPU threads (tests/cuda_host.rs) but not yet on a
-    /// GPU.
+    /// with a map scale) instead of candle's graph (some twenty ops, each
+    /// with its backward) and two uploads a step; and with our backbone the
+    /// head's forward and backward written out in tensor ops
+    /// (`objective::OpsHead`) instead of candle's autograd. Checked on CPU
+    /// threads (tests/cuda_host.rs) and against autograd on the CPU, but not
+    /// yet on a GPU.
     Kernels,
 }
 
@@ -491,6 +494,12 @@ impl Model {
                     }
                     return Ok((Tensor::new(loss, &self.device)?, grads));
                 }
+                #[cfg(feature = "cuda")]
+                if let Some(map_scale) = self.kernel_loss_of(objective) {
+                    let (loss, grads, _) =
+                        self.kernel_head_pass(&vars, &f, map_scale, Backprop::OutputOnly)?;
+                    return Ok((loss, grads));
+                }
                 // [batch, feature] → [batch, hidden], no gradient → [batch, out_dim]
                 let h = self.net.head.hidden(&f)?.detach();
                 self.loss_backward(&self.net.head.output(&h)?, objective)
@@ -531,6 +540,18 @@ impl Model {
             }
             return Ok((Tensor::new(loss, &self.device)?, grads));
         }
+        #[cfg(feature = "cuda")]
+        if let Some(map_scale) = self.kernel_loss_of(objective) {
+            let (loss, mut grads, d_feat) =
+                self.kernel_head_pass(vars, f, map_scale, Backprop::Full)?;
+            let d_feat = d_feat.ok_or_else(|| {
+                ModelError::Invalid("the head pass gave no gradient by the features".into())
+            })?;
+            for (name, g) in self.fast_backward(vars, tape, &d_feat)? {
+                grads.insert(vars[&name].as_tensor(), g);
+            }
+            return Ok((loss, grads));
+        }
         let f = Var::from_tensor(f)?;
         let (l, mut grads) =
             self.loss_backward(&self.net.head.forward(f.as_tensor())?, objective)?;
@@ -551,17 +572,7 @@ impl Model {
     /// on down the graph as the gradient of `sum(z ⊙ dz)` (`dz` a constant).
     fn loss_backward(&self, z: &Tensor, objective: &impl Objective) -> Result<(Tensor, GradStore)> {
         #[cfg(feature = "cuda")]
-        if let (
-            GpuLoss::Kernels,
-            Kernels::Fast,
-            true,
-            Some(KernelLoss::InfoNceCauchy { map_scale }),
-        ) = (
-            self.gpu_loss,
-            self.kernels,
-            self.device.is_cuda(),
-            objective.kernel_loss(),
-        ) {
+        if let Some(map_scale) = self.kernel_loss_of(objective) {
             let (loss, dz) = crate::cuda::info_nce_cauchy(&z.detach(), map_scale)?;
             let grads = z.mul(&dz)?.sum_all()?.backward()?;
             return Ok((loss, grads));
@@ -569,6 +580,52 @@ impl Model {
         let l = objective.loss(z)?;
         let grads = l.backward()?;
         Ok((l, grads))
+    }
+
+    /// `Some(map_scale)` of the objective where our GPU loss kernels compute
+    /// it on this model: on a GPU with [`Kernels::Fast`] and
+    /// [`GpuLoss::Kernels`], for an objective they compute.
+    #[cfg(feature = "cuda")]
+    fn kernel_loss_of(&self, objective: &impl Objective) -> Option<Option<f64>> {
+        match (
+            self.gpu_loss,
+            self.kernels,
+            self.device.is_cuda(),
+            objective.kernel_loss(),
+        ) {
+            (
+                GpuLoss::Kernels,
+                Kernels::Fast,
+                true,
+                Some(KernelLoss::InfoNceCauchy { map_scale }),
+            ) => Some(map_scale),
+            _ => None,
+        }
+    }
+
+    /// The loss and gradients of the head and our GPU loss kernels
+    /// (`map_scale` as [`Model::kernel_loss_of`] gives it) for backbone
+    /// features `f` `[rows, feature]`, without candle's autograd
+    /// ([`OpsHead`]): the parameters' gradients in a `GradStore`, and `f`'s
+    /// with [`Backprop::Full`].
+    #[cfg(feature = "cuda")]
+    fn kernel_head_pass(
+        &self,
+        vars: &HashMap<String, Var>,
+        f: &Tensor,
+        map_scale: Option<f64>,
+        backprop: Backprop,
+    ) -> Result<(Tensor, GradStore, Option<Tensor>)> {
+        let (loss, g) = OpsHead::read(vars)?.loss_and_grads(
+            f,
+            |z| crate::cuda::info_nce_cauchy(z, map_scale),
+            backprop,
+        )?;
+        let mut grads = GradStore::default();
+        for (name, grad) in g.params {
+            grads.insert(vars[&name].as_tensor(), grad);
+        }
+        Ok((loss, grads, g.input))
     }
 
     /// The head's output for backbone features `f` `[n, feature]`:

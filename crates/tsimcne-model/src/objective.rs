@@ -15,6 +15,7 @@ use tsimcne_format::model_keys::{HEAD, HEAD_HIDDEN, HEAD_OUT, ResNetArch};
 use tsimcne_ops::{LinearGeom, linear_backward_data, linear_backward_params, linear_forward};
 
 use crate::error::{ModelError, Result};
+use crate::model::Backprop;
 
 /// The loss of a batch's head outputs.
 pub trait Objective {
@@ -57,6 +58,97 @@ pub trait HostObjective {
     fn loss_and_grad(&self, z: &[f32], rows: usize, dim: usize) -> (f32, Vec<f32>);
 }
 
+/// The checkpoint names of the head's four parameters: the hidden layer's
+/// weight and bias, the output layer's weight and bias.
+fn head_names() -> [String; 4] {
+    let name = |layer: usize, what: &str| format!("{HEAD}.{layer}.{what}");
+    [
+        name(HEAD_HIDDEN, "weight"),
+        name(HEAD_HIDDEN, "bias"),
+        name(HEAD_OUT, "weight"),
+        name(HEAD_OUT, "bias"),
+    ]
+}
+
+/// The variable `name` of `vars`' tensor, or a one-line error.
+fn head_var<'a>(vars: &'a HashMap<String, Var>, name: &str) -> Result<&'a Tensor> {
+    vars.get(name)
+        .map(Var::as_tensor)
+        .ok_or_else(|| ModelError::Invalid(format!("tensor {name} is missing")))
+}
+
+/// The head's parameters as tensors on the model's device (no copies) and
+/// their names: its forward and backward pass written out in tensor ops,
+/// without candle's autograd, around a loss that gives its own gradient
+/// (the GPU's loss kernels, [`crate::GpuLoss::Kernels`]): about fifteen ops
+/// instead of the graph's forward and backward.
+// Used by the GPU path only (the `cuda` build); tested on the CPU.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct OpsHead {
+    names: [String; 4],
+    w1: Tensor, // [hidden, feature]
+    b1: Tensor, // [hidden]
+    w2: Tensor, // [out_dim, hidden]
+    b2: Tensor, // [out_dim]
+}
+
+/// The gradients of an [`OpsHead`] pass: `(name, gradient)` of the
+/// parameters it trains, and the gradient by its input (a full pass only).
+// Used by the GPU path only (the `cuda` build); tested on the CPU.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct OpsHeadGrads {
+    pub params: Vec<(String, Tensor)>,
+    pub input: Option<Tensor>,
+}
+
+// Used by the GPU path only (the `cuda` build); tested on the CPU.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl OpsHead {
+    pub(crate) fn read(vars: &HashMap<String, Var>) -> Result<Self> {
+        let names = head_names();
+        Ok(Self {
+            w1: head_var(vars, &names[0])?.clone(),
+            b1: head_var(vars, &names[1])?.clone(),
+            w2: head_var(vars, &names[2])?.clone(),
+            b2: head_var(vars, &names[3])?.clone(),
+            names,
+        })
+    }
+
+    /// The loss of the head's outputs for features `f` `[rows, feature]`,
+    /// `loss(z)` giving the loss `[]` and its gradient by `z` `[rows,
+    /// out_dim]`, and the gradients: of all four parameters and of `f` with
+    /// [`Backprop::Full`], of the output layer's two only with
+    /// [`Backprop::OutputOnly`] (the project stage's step).
+    pub(crate) fn loss_and_grads(
+        &self,
+        f: &Tensor,
+        loss: impl FnOnce(&Tensor) -> Result<(Tensor, Tensor)>,
+        backprop: Backprop,
+    ) -> Result<(Tensor, OpsHeadGrads)> {
+        let h = f.matmul(&self.w1.t()?)?.broadcast_add(&self.b1)?.relu()?; // [rows, hidden]
+        let z = h.matmul(&self.w2.t()?)?.broadcast_add(&self.b2)?; // [rows, out_dim]
+        let (l, dz) = loss(&z)?;
+        let [n1, n2, n3, n4] = self.names.clone();
+        let mut params = vec![
+            (n3, dz.t()?.matmul(&h)?), // [out_dim, hidden]
+            (n4, dz.sum(0)?),          // [out_dim]
+        ];
+        let input = match backprop {
+            Backprop::OutputOnly => None,
+            Backprop::Full => {
+                // Through the ReLU: no gradient where its output is 0
+                // (sign(h) is 1 where h > 0, else 0: one op, no scalar upload).
+                let dh = dz.matmul(&self.w2)?.mul(&h.sign()?)?; // [rows, hidden]
+                params.insert(0, (n1, dh.t()?.matmul(f)?)); // [hidden, feature]
+                params.insert(1, (n2, dh.sum(0)?)); // [hidden]
+                Some(dh.matmul(&self.w1)?) // [rows, feature]
+            }
+        };
+        Ok((l, OpsHeadGrads { params, input }))
+    }
+}
+
 /// The head's parameters (PyTorch layout) and their names, read once per step.
 pub(crate) struct HostHead {
     names: [String; 4],
@@ -81,18 +173,9 @@ pub(crate) struct HostHeadGrads {
 
 impl HostHead {
     pub(crate) fn read(arch: &ResNetArch, vars: &HashMap<String, Var>) -> Result<Self> {
-        let name = |layer: usize, what: &str| format!("{HEAD}.{layer}.{what}");
-        let names = [
-            name(HEAD_HIDDEN, "weight"),
-            name(HEAD_HIDDEN, "bias"),
-            name(HEAD_OUT, "weight"),
-            name(HEAD_OUT, "bias"),
-        ];
+        let names = head_names();
         let read = |n: &str| -> Result<Vec<f32>> {
-            let v = vars
-                .get(n)
-                .ok_or_else(|| ModelError::Invalid(format!("tensor {n} is missing")))?;
-            Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+            Ok(head_var(vars, n)?.flatten_all()?.to_vec1::<f32>()?)
         };
         Ok(Self {
             w1: read(&names[0])?,
@@ -187,5 +270,71 @@ impl HostHead {
             (n4, db2, vec![self.out]),
         ];
         (loss, HostHeadGrads { params, input: df })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Module};
+
+    use super::*;
+    use crate::Model;
+
+    /// The written-out head pass gives candle's autograd of the same head
+    /// and loss (here ½ Σ z², whose gradient is z), both passes.
+    #[test]
+    fn the_ops_head_gives_the_autograd_gradients() {
+        let arch = crate::preset("tiny", 3, 2).unwrap();
+        let model = Model::new(&arch, 4, &Device::Cpu).unwrap();
+        let vars = model.vars();
+        let rows = 10;
+        let values: Vec<f32> = (0..rows * arch.feature_dim())
+            .map(|k| ((k * 37 % 101) as f32 / 50.0 - 1.0) * 3.0)
+            .collect();
+        let f = Var::from_vec(values, (rows, arch.feature_dim()), &Device::Cpu).unwrap();
+        let half_square = |z: &Tensor| -> Result<(Tensor, Tensor)> {
+            Ok(((z.sqr()?.sum_all()? * 0.5)?, z.clone()))
+        };
+        let z = model.net.head.forward(f.as_tensor()).unwrap();
+        let graph = half_square(&z).unwrap().0;
+        let autograd = graph.backward().unwrap();
+        let head = OpsHead::read(&vars).unwrap();
+        for backprop in [Backprop::Full, Backprop::OutputOnly] {
+            let (loss, g) = head
+                .loss_and_grads(f.as_tensor(), half_square, backprop)
+                .unwrap();
+            let close = |what: &str, a: &Tensor, b: &Tensor| {
+                let (a, b) = (
+                    a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                assert_eq!(a.len(), b.len(), "{what}");
+                let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                for (x, y) in a.iter().zip(&b) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * scale,
+                        "{what} {backprop:?}: {x} vs {y}"
+                    );
+                }
+            };
+            close("loss", &loss, &graph);
+            let want = match backprop {
+                Backprop::Full => 4,
+                Backprop::OutputOnly => 2,
+            };
+            assert_eq!(g.params.len(), want, "{backprop:?}");
+            for (name, grad) in &g.params {
+                let var = &vars[name];
+                assert_eq!(grad.dims(), var.dims(), "{name}");
+                close(name, grad, autograd.get(var.as_tensor()).unwrap());
+            }
+            match (backprop, &g.input) {
+                (Backprop::Full, Some(df)) => {
+                    close("input", df, autograd.get(f.as_tensor()).unwrap())
+                }
+                (Backprop::OutputOnly, None) => {}
+                _ => panic!("{backprop:?}: input gradient {:?}", g.input.is_some()),
+            }
+        }
     }
 }
