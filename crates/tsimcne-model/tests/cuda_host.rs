@@ -997,28 +997,16 @@ fn the_sgd_kernel_gives_the_cpu_loops_bits() {
                     .f32(&gn[t], &g[t])
                     .f32(&bn[t], &b0[t]);
             }
-            let table = |sc: &mut Script, name: &str, of: &[String]| {
-                writeln!(sc.bytes, "ptrs {name} {}", of.join(" ")).unwrap();
-            };
-            table(&mut sc, "wt", &wn);
-            table(&mut sc, "gt", &gn);
-            table(&mut sc, "bt", &bn);
-            let bytes: Vec<u8> = start.iter().flat_map(|v| v.to_le_bytes()).collect();
-            sc.raw("i64", "start", start.len(), &bytes).raw(
-                "i32",
-                "first",
-                lens.len(),
-                &ints(&firsts),
-            );
+            // The kernel's one table: the pointers, the starts, the flags.
+            let mut table: Vec<String> = [&wn, &gn, &bn].into_iter().flatten().cloned().collect();
+            table.extend(start.iter().map(|&v| l(v as usize)));
+            table.extend(firsts.iter().map(|&f| l(f as usize)));
+            writeln!(sc.bytes, "table params {}", table.join(" ")).unwrap();
             sc.run(
                 "sgd_step",
                 (total.div_ceil(THREADS), 1),
                 &[
-                    s("wt"),
-                    s("gt"),
-                    s("bt"),
-                    s("start"),
-                    s("first"),
+                    s("params"),
                     i(lens.len()),
                     i(usize::from(h.clip.is_some())),
                     format!("f:{:e}", h.clip.unwrap_or(0.0)),

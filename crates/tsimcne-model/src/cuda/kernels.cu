@@ -526,13 +526,16 @@ extern "C" __global__ void from_bf16(const bf16* x, long long len, float* y) {
 // buf * mu + g, and the update is buf, else g; w -= update * lr. Each
 // multiply and add is rounded alone (__fmul_rn, __fadd_rn: no fused
 // multiply-add), so the GPU gives the bits of the CPU's loop.
-// Parameter t is elements [start[t], start[t + 1]) of the launch: w[t],
-// g[t] and buf[t] point at its values, gradient and momentum buffer (buf
-// unused without momentum), first[t] is 1 while its buffer holds no history.
+// The parameters are described by one table (one upload a step), 5 *
+// count + 1 values: the pointers to their values w[t], gradients g[t] and
+// momentum buffers buf[t] (unused without momentum), then start[t] for t
+// in 0..=count (parameter t is elements [start[t], start[t + 1]) of the
+// launch), then first[t], 1 while t's buffer holds no history.
 extern "C" __global__ void sgd_step(
-    float* const* w, const float* const* g, float* const* buf, const long long* start,
-    const int* first, int count,
+    const long long* table, int count,
     int has_clip, float clip, float wd, int has_buf, float mu, float lr) {
+    const long long* start = table + 3 * count;
+    const long long* first = start + count + 1;
     long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= start[count]) return;
     // The parameter that holds k: the last t with start[t] <= k (an empty
@@ -544,13 +547,13 @@ extern "C" __global__ void sgd_step(
         else hi = mid - 1;
     }
     long long i = k - start[lo];
-    float* wt = w[lo];
-    float d = g[lo][i];
+    float* wt = (float*)table[lo];
+    float d = ((const float*)table[count + lo])[i];
     float wk = wt[i];
     if (has_clip) d = fminf(fmaxf(d, -clip), clip);
     if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wk, wd));
     if (has_buf) {
-        float* b = buf[lo];
+        float* b = (float*)table[2 * count + lo];
         d = first[lo] ? d : __fadd_rn(__fmul_rn(b[i], mu), d);
         b[i] = d;
     }

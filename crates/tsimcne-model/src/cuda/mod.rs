@@ -908,7 +908,7 @@ pub struct SgdParam<'a> {
 
 /// One SGD step of every parameter in `params`, in place on the GPU, in one
 /// kernel launch (`sgd_step` in kernels.cu, which finds each element's
-/// parameter in a table of their pointers): clipping, weight decay,
+/// parameter in a table of their pointers, uploaded in one copy): clipping, weight decay,
 /// momentum and the update in tsimcne-train's order, each operation rounded
 /// alone, so it gives the bits of the CPU's loop and of the step on
 /// candle's tensor ops, without their eight launches and four temporaries
@@ -928,9 +928,13 @@ pub fn sgd_step(params: &[SgdParam<'_>], s: SgdStep) -> Result<()> {
         .iter()
         .map(|p| p.g.contiguous())
         .collect::<candle_core::Result<_>>()?;
-    let (mut w, mut g, mut b) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut start, mut firsts) = (vec![0i64], Vec::new());
-    for (p, grad) in params.iter().zip(&grads) {
+    // The kernel's table: the values', gradients' and buffers' pointers,
+    // the starts, the first-step flags (kernels.cu, sgd_step).
+    let count = params.len();
+    let mut table = vec![0i64; 5 * count + 1];
+    let (ptrs, rest) = table.split_at_mut(3 * count);
+    let (start, firsts) = rest.split_at_mut(count + 1);
+    for (t, (p, grad)) in params.iter().zip(&grads).enumerate() {
         let len = p.w.elem_count();
         if !p.w.device().same_device(first.w.device()) {
             return Err(ModelError::Invalid(
@@ -949,37 +953,23 @@ pub fn sgd_step(params: &[SgdParam<'_>], s: SgdStep) -> Result<()> {
             ));
         }
         let wp = tensor_ptr(&stream, p.w.as_tensor())?;
-        w.push(wp);
-        g.push(tensor_ptr(&stream, grad)?);
-        match p.momentum {
-            Some(m) => {
-                b.push(tensor_ptr(&stream, m.buf)?);
-                firsts.push(i32::from(m.first));
-            }
-            None => {
-                b.push(wp);
-                firsts.push(0);
-            }
-        }
-        start.push(start[start.len() - 1] + len as i64);
+        ptrs[t] = wp as i64;
+        ptrs[count + t] = tensor_ptr(&stream, grad)? as i64;
+        (ptrs[2 * count + t], firsts[t]) = match p.momentum {
+            Some(m) => (tensor_ptr(&stream, m.buf)? as i64, i64::from(m.first)),
+            None => (wp as i64, 0),
+        };
+        start[t + 1] = start[t] + len as i64;
     }
-    let total = start[params.len()];
-    let upload = |v: &[u64]| stream.clone_htod(v).map_err(cuda_err);
-    let (wt, gt, bt) = (upload(&w)?, upload(&g)?, upload(&b)?);
-    let start_t = stream.clone_htod(&start).map_err(cuda_err)?;
-    let first_t = stream.clone_htod(&firsts).map_err(cuda_err)?;
+    let total = start[count];
+    let table = stream.clone_htod(&table).map_err(cuda_err)?;
     let f = function(dev, &BACKBONE, "sgd_step")?;
-    let (wp, gp, bp) = (ptr(&stream, &wt), ptr(&stream, &gt), ptr(&stream, &bt));
-    let (sp, fp) = (ptr(&stream, &start_t), ptr(&stream, &first_t));
-    let count = params.len() as i32;
+    let tp = ptr(&stream, &table);
+    let count = count as i32;
     let has_buf = i32::from(s.momentum != 0.0);
     let (has_clip, clip) = (i32::from(s.clip.is_some()), s.clip.unwrap_or(0.0));
     let mut l = stream.launch_builder(&f);
-    l.arg(&wp)
-        .arg(&gp)
-        .arg(&bp)
-        .arg(&sp)
-        .arg(&fp)
+    l.arg(&tp)
         .arg(&count)
         .arg(&has_clip)
         .arg(&clip)
@@ -993,10 +983,11 @@ pub fn sgd_step(params: &[SgdParam<'_>], s: SgdStep) -> Result<()> {
         shared_mem_bytes: 0,
     };
     // SAFETY: the arguments match sgd_step's signature in kernels.cu; the
-    // tables hold `count` pointers (and `count + 1` starts), each parameter,
-    // gradient and buffer the elements its starts give it (checked above),
-    // and the parameters and buffers are written only by this kernel on
-    // the stream candle's ops use. The tables are freed in stream order.
+    // table holds `count` pointers of each kind, `count + 1` starts and
+    // `count` flags, each parameter, gradient and buffer the elements its
+    // starts give it (checked above), and the parameters and buffers are
+    // written only by this kernel on the stream candle's ops use. The table
+    // is freed in stream order.
     unsafe { l.launch(cfg) }.map_err(cuda_err)?;
     Ok(())
 }

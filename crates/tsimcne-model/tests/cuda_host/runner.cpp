@@ -5,7 +5,8 @@
 //   u8 NAME LEN, i32 NAME LEN   as f32, with LEN bytes or LEN i32
 //   bf16 NAME LEN       as f32, with LEN bfloat16 (u16)
 //   i64 NAME LEN        as f32, with LEN i64
-//   ptrs NAME BUF...    a table of pointers to the f32 buffers BUF...
+//   table NAME TOK...   an i64 buffer of TOKs: an f32 buffer's name (its
+//                       pointer) or l:LONG
 //   run KERNEL GX GY ARG...   launch over (GX, GY) blocks of THREADS threads;
 //                       an ARG is a buffer's NAME, or i:INT, u:UNSIGNED, l:LONG,
 //                       f:FLOAT, d:DOUBLE for a scalar
@@ -34,7 +35,6 @@ struct Memory {
     std::map<std::string, std::vector<int>> i32;
     std::map<std::string, std::vector<unsigned short>> bf16;
     std::map<std::string, std::vector<long long>> i64;
-    std::map<std::string, std::vector<float*>> ptrs;
 };
 
 [[noreturn]] static void fail(const std::string& why) {
@@ -94,12 +94,6 @@ template <> struct Arg<unsigned short*> {
 };
 template <> struct Arg<const long long*> {
     static const long long* get(const std::string& t, Memory& m) { return find(m.i64, t).data(); }
-};
-template <> struct Arg<float* const*> {
-    static float* const* get(const std::string& t, Memory& m) { return find(m.ptrs, t).data(); }
-};
-template <> struct Arg<const float* const*> {
-    static const float* const* get(const std::string& t, Memory& m) { return find(m.ptrs, t).data(); }
 };
 template <> struct Arg<double*> {
     static double* get(const std::string& t, Memory& m) { return find(m.f64, t).data(); }
@@ -190,10 +184,15 @@ int main() {
             if (k == kernels.end()) fail("no kernel " + tok[1]);
             dim3 grid{(unsigned)std::stoul(tok[2]), (unsigned)std::stoul(tok[3]), 1};
             k->second(grid, std::vector<std::string>(tok.begin() + 4, tok.end()), mem);
-        } else if (cmd == "ptrs" && tok.size() >= 2) {
-            std::vector<float*> table;
-            for (std::size_t k = 2; k < tok.size(); k++) table.push_back(find(mem.f32, tok[k]).data());
-            mem.ptrs[tok[1]] = table;
+        } else if (cmd == "table" && tok.size() >= 2) {
+            std::vector<long long> table;
+            for (std::size_t k = 2; k < tok.size(); k++) {
+                if (tok[k].rfind("l:", 0) == 0)
+                    table.push_back(Arg<long long>::get(tok[k], mem));
+                else
+                    table.push_back(reinterpret_cast<long long>(find(mem.f32, tok[k]).data()));
+            }
+            mem.i64[tok[1]] = table;
         } else if (cmd == "reverse" && tok.size() == 1) {
             shim::reverse = true;
         } else if (cmd == "get" && tok.size() == 2 && mem.bf16.count(tok[1])) {
