@@ -26,8 +26,11 @@
 #          convolution's algorithms chosen by timing them, as cudnn.benchmark
 #          (ConvSearch::Timed). Then the demo's step (the small preset on
 #          14x14x1 images, batch 256: 512 views) in each of DEMO_STEP_FORMS
-#          (default: candle fast fast-split-sgd fast-split-sgd-loss; -loss:
-#          the loss in our kernels, GpuLoss::Kernels), shown per epoch of the
+#          (default: candle fast fast-split-sgd fast-split-sgd-loss
+#          fast-split-sgd-loss-events; -loss: the loss in our kernels,
+#          GpuLoss::Kernels; -events: cudarc's two CUDA events made with each
+#          allocation, as before DeviceSpec::open turned them off, what that
+#          saved), shown per epoch of the
 #          demo's 10,000 images. On a GPU each step form also reports the
 #          time until its work was queued (bench_train's enqueue_): near the
 #          step's time, the step waits on the CPU's launches, not the GPU.
@@ -97,7 +100,7 @@ cases=${CASES:-tests step profile epoch demo}
 step_forms=${STEP_FORMS:-candle fast fast-split-sgd fast-tf32 fast-tf32-release fast-tf32-split-sgd fast-tf32-nhwc-sgd fast-bf16-split-sgd fast-bf16-nhwc-sgd fast-bf16-nhwc-sgd-timed}
 profile_forms=${PROFILE_FORMS:-fast-tf32 fast-bf16-split-sgd-timed fast-bf16-nhwc-sgd-timed}
 demo_forms=${DEMO_FORMS:-next next+DEMO_BATCH=1024+DEMO_FINETUNE_LR=0.12 next-bf16}
-demo_step_forms=${DEMO_STEP_FORMS-candle fast fast-split-sgd fast-split-sgd-loss}
+demo_step_forms=${DEMO_STEP_FORMS-candle fast fast-split-sgd fast-split-sgd-loss fast-split-sgd-loss-events}
 preset=${PRESET:-resnet18}
 python=${PYTHON:-python3}
 cap=${CAP:-150}

@@ -49,6 +49,13 @@ impl DeviceSpec {
                 // that it takes effect on a GPU).
                 #[cfg(feature = "cuda")]
                 let _ = crate::cuda::set_freed_memory(&device, crate::cuda::FreedMemory::Keep);
+                // Speed only, as above: no unused events with each
+                // allocation (a fresh device runs one stream, so this holds).
+                #[cfg(feature = "cuda")]
+                let _ = crate::cuda::set_allocation_events(
+                    &device,
+                    crate::cuda::AllocationEvents::None,
+                );
                 Ok(device)
             }
         }

@@ -136,6 +136,28 @@ fn an_opened_gpu_keeps_the_memory_a_run_frees() {
     assert_eq!(freed_memory(&Device::Cpu).unwrap(), None);
 }
 
+/// `DeviceSpec::open` turns off cudarc's events at each allocation, which
+/// only a second stream would use; a training step of our backbone keeps
+/// the device on its one stream (else the setting would be refused), and the
+/// setting reads back.
+#[test]
+fn an_opened_gpu_runs_one_stream_without_allocation_events() {
+    use tsimcne_model::cuda::{AllocationEvents, allocation_events, set_allocation_events};
+    let Some(gpu) = cuda() else { return };
+    assert_eq!(allocation_events(&gpu), Some(AllocationEvents::None));
+    let arch = arch(3, vec![8, 8, 16, 16], vec![1, 1, 1, 1]);
+    let x = Tensor::from_vec(image_values(4, 3, 16, 16, 5), (4, 3, 16, 16), &gpu).unwrap();
+    let mut m = Model::new(&arch, 3, &gpu).unwrap();
+    m.set_kernels(Kernels::Fast).unwrap();
+    m.set_bn_sums(BnSums::Split);
+    m.loss_and_grads(&x, Backprop::Full, &loss).unwrap();
+    set_allocation_events(&gpu, AllocationEvents::Made).unwrap();
+    assert_eq!(allocation_events(&gpu), Some(AllocationEvents::Made));
+    set_allocation_events(&gpu, AllocationEvents::None).unwrap();
+    assert_eq!(allocation_events(&gpu), Some(AllocationEvents::None));
+    assert_eq!(allocation_events(&Device::Cpu), None);
+}
+
 #[test]
 fn grey_odd_sized_images_with_stride_two_shortcuts() {
     check(

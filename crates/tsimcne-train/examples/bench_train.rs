@@ -35,7 +35,9 @@
 //! chosen by timing them (`ConvSearch::Timed`, as `cudnn.benchmark`),
 //! `-release` the GPU memory a step frees handed back to the driver at each
 //! synchronisation (the driver's default; `DeviceSpec::open` keeps it,
-//! `cuda::FreedMemory`); e.g.
+//! `cuda::FreedMemory`), `-events` cudarc's two CUDA events made with every
+//! allocation (its default; `DeviceSpec::open` turns them off,
+//! `cuda::AllocationEvents`); e.g.
 //! `fast-tf32-split-sgd`. Every timed
 //! repetition ends with a device synchronisation.
 //!
@@ -110,6 +112,9 @@ struct GpuSettings {
     /// `-release`: `cuda::FreedMemory::Release` instead of `Keep`.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     release: bool,
+    /// `-events`: `cuda::AllocationEvents::Made` instead of `None`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    events: bool,
 }
 
 fn gpu_settings(arg: Option<&String>) -> GpuSettings {
@@ -156,10 +161,11 @@ fn gpu_settings(arg: Option<&String>) -> GpuSettings {
             ConvSearch::Heuristic
         },
         release: take("-release"),
+        events: take("-events"),
     };
     if !rest.is_empty() {
         eprintln!(
-            "unknown kernels {a}: candle, or fast[-tf32|-bf16][-nhwc][-split][-sgd][-loss][-timed][-release]"
+            "unknown kernels {a}: candle, or fast[-tf32|-bf16][-nhwc][-split][-sgd][-loss][-timed][-release][-events]"
         );
         std::process::exit(2);
     }
@@ -203,6 +209,14 @@ fn model_run(
     if gpu.release {
         tsimcne_model::cuda::set_freed_memory(dev, tsimcne_model::cuda::FreedMemory::Release)
             .map_err(candle_core::Error::wrap)?;
+    }
+    #[cfg(feature = "cuda")]
+    if gpu.events {
+        tsimcne_model::cuda::set_allocation_events(
+            dev,
+            tsimcne_model::cuda::AllocationEvents::Made,
+        )
+        .map_err(candle_core::Error::wrap)?;
     }
     let arch =
         tsimcne_model::preset(preset, image.channels, 128).map_err(candle_core::Error::wrap)?;
@@ -654,7 +668,7 @@ fn main() -> candle_core::Result<()> {
         )?,
         _ => {
             eprintln!(
-                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-loss][-timed][-release]] [--image SIDExCHANNELS] \
+                "usage: bench_train step|fwd|profile PRESET VIEWS [candle|fast[-tf32|-bf16][-nhwc][-split][-sgd][-loss][-timed][-release][-events]] [--image SIDExCHANNELS] \
                  | ops [fast|candle] | layers PRESET VIEWS  [--device cpu|cuda|cuda:N]"
             );
             std::process::exit(2);

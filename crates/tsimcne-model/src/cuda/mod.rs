@@ -211,6 +211,60 @@ pub fn set_freed_memory(device: &Device, freed: FreedMemory) -> Result<()> {
     .map_err(cuda_err)
 }
 
+/// Whether cudarc gives every GPU allocation its own two CUDA events
+/// (`cuEventCreate` twice at each allocation, `cuEventDestroy` twice at each
+/// free). It records and waits on them only when a context runs more than
+/// one stream (cudarc's multi-stream mode), to order their uses across
+/// streams; our binaries run everything on the one stream candle opens
+/// (`Device::new_cuda`: the per-thread stream; nothing calls `new_stream`
+/// or `fork`), so the events are made and never used, on every op's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AllocationEvents {
+    /// None made: what [`crate::DeviceSpec::open`] sets. Not yet timed on a
+    /// GPU against `Made` (`bench_train`'s `-events`).
+    #[default]
+    None,
+    /// Made with every allocation: cudarc's default, for comparison.
+    Made,
+}
+
+/// Sets whether allocations on `device` from now on get their events
+/// (nothing on the CPU). An error where the device's context already runs
+/// several streams, whose ordering the events keep.
+pub fn set_allocation_events(device: &Device, events: AllocationEvents) -> Result<()> {
+    let Device::Cuda(dev) = device else {
+        return Ok(());
+    };
+    let ctx = dev.cuda_stream().context().clone();
+    if ctx.is_in_multi_stream_mode() {
+        return Err(ModelError::Invalid(
+            "CUDA: the device runs several streams; its allocations keep their events".into(),
+        ));
+    }
+    match events {
+        // SAFETY: the context runs one stream (checked above; our code
+        // creates no other), so no use of a slice has to be ordered against
+        // another stream's, which is all the events are for.
+        AllocationEvents::None => unsafe { ctx.disable_event_tracking() },
+        // SAFETY: as above; slices made while tracking was off stay without
+        // events, which only a second stream would need.
+        AllocationEvents::Made => unsafe { ctx.enable_event_tracking() },
+    }
+    Ok(())
+}
+
+/// Whether `device`'s allocations get their events (`None` on the CPU).
+pub fn allocation_events(device: &Device) -> Option<AllocationEvents> {
+    let Device::Cuda(dev) = device else {
+        return None;
+    };
+    Some(if dev.cuda_stream().context().is_event_tracking() {
+        AllocationEvents::Made
+    } else {
+        AllocationEvents::None
+    })
+}
+
 /// What the driver does with the memory freed on `device`: `None` on the
 /// CPU or without memory pools, else [`FreedMemory::Keep`] where the pool's
 /// release threshold is `u64::MAX` and [`FreedMemory::Release`] otherwise.
