@@ -566,10 +566,10 @@ impl Model {
 
     /// The loss `[]` of the head's outputs `z` `[rows, out_dim]` (a node of
     /// candle's graph) and the gradients of all that `z` depends on: through
-    /// the objective's graph, or on a GPU with [`Kernels::Fast`] and
-    /// [`GpuLoss::Kernels`] by our
-    /// loss kernels, whose gradient by `z`, `dz`, candle's autograd takes
-    /// on down the graph as the gradient of `sum(z ⊙ dz)` (`dz` a constant).
+    /// the objective's graph, or where [`Model::kernel_loss_of`] says so by
+    /// our loss kernels, whose gradient by `z`, `dz`, candle's autograd
+    /// takes on down the graph as the gradient of `sum(z ⊙ dz)` (`dz` a
+    /// constant; the GPU's frozen-prefix pass, on candle's backbone).
     fn loss_backward(&self, z: &Tensor, objective: &impl Objective) -> Result<(Tensor, GradStore)> {
         #[cfg(feature = "cuda")]
         if let Some(map_scale) = self.kernel_loss_of(objective) {

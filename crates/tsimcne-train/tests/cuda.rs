@@ -332,17 +332,18 @@ fn the_loss_kernels_agree_with_the_graph_on_the_cpu() {
 }
 
 /// A training pass with the loss kernels gives the graph's loss and every
-/// gradient, in the full pass and the project stage's (the output layer
-/// only), with and without the map scale, on a 2-D head.
+/// gradient, in the full pass, the project stage's (the output layer
+/// only) and the pass with a frozen prefix (on candle's backbone), with and
+/// without the map scale, on a 2-D head.
 #[test]
 fn passes_with_the_loss_kernels_agree_with_the_graph() {
     let Some(gpu) = cuda() else { return };
     let arch = preset("tiny", 3, 2).unwrap();
     let dims = (32, 3, 16, 16);
     let x = Tensor::from_vec(batch(32, 3, 16), dims, &gpu).unwrap();
-    for backprop in [Backprop::Full, Backprop::OutputOnly] {
+    for pass in [Some(Backprop::Full), Some(Backprop::OutputOnly), None] {
         for map_scale in [None, Some(11.0)] {
-            let what = format!("{backprop:?}, map scale {map_scale:?}");
+            let what = format!("{pass:?} (None: one block frozen), map scale {map_scale:?}");
             let objective = Contrastive::new(Similarity::Cauchy, map_scale);
             let mut graph = Model::new(&arch, 5, &gpu).unwrap();
             let mut kernels = Model::new(&arch, 5, &gpu).unwrap();
@@ -350,8 +351,12 @@ fn passes_with_the_loss_kernels_agree_with_the_graph() {
                 m.set_kernels(Kernels::Fast).unwrap();
             }
             kernels.set_gpu_loss(GpuLoss::Kernels);
-            let (lg, gg) = graph.loss_and_grads(&x, backprop, &objective).unwrap();
-            let (lk, gk) = kernels.loss_and_grads(&x, backprop, &objective).unwrap();
+            let run = |m: &mut Model| match pass {
+                Some(backprop) => m.loss_and_grads(&x, backprop, &objective).unwrap(),
+                None => m.loss_and_grads_frozen(&x, 1, &objective).unwrap(),
+            };
+            let (lg, gg) = run(&mut graph);
+            let (lk, gk) = run(&mut kernels);
             close(&format!("{what}: loss"), &lk, &lg, 1e-5);
             for ((name, vg), (_, vk)) in graph.trainable(None).iter().zip(kernels.trainable(None)) {
                 match (gg.get(vg.as_tensor()), gk.get(vk.as_tensor())) {
