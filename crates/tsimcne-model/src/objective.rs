@@ -106,11 +106,12 @@ pub(crate) struct OpsHeadGrads {
 impl OpsHead {
     pub(crate) fn read(vars: &HashMap<String, Var>) -> Result<Self> {
         let names = head_names();
+        // Detached: the same storage, but the ops build no autograd graph.
         Ok(Self {
-            w1: head_var(vars, &names[0])?.clone(),
-            b1: head_var(vars, &names[1])?.clone(),
-            w2: head_var(vars, &names[2])?.clone(),
-            b2: head_var(vars, &names[3])?.clone(),
+            w1: head_var(vars, &names[0])?.detach(),
+            b1: head_var(vars, &names[1])?.detach(),
+            w2: head_var(vars, &names[2])?.detach(),
+            b2: head_var(vars, &names[3])?.detach(),
             names,
         })
     }
